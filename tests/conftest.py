@@ -1,0 +1,31 @@
+"""Fixtures shared by every test: the MicroPython VM and a real Mosquitto broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from andon.mosquitto import Broker, start_broker
+from andon.vm import VMResult, run_script
+
+
+class MicroPython:
+    """Runs MicroPython scripts with the virtual board's hardware, in a flash dir of their own."""
+
+    def __init__(self, flash):
+        self.flash = flash
+
+    def run(self, source: str, heap: str = "256K", timeout: float = 60.0) -> VMResult:
+        return run_script(source, self.flash, heap=heap, timeout=timeout)
+
+
+@pytest.fixture
+def mpy(tmp_path) -> MicroPython:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    return MicroPython(flash)
+
+
+@pytest.fixture
+def broker(tmp_path) -> Broker:
+    with start_broker(tmp_path / "broker") as b:
+        yield b

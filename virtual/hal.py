@@ -1,0 +1,156 @@
+# The virtual board's hardware: the same names as firmware/lib/hal.py, backed by
+# state that a test or the simulator sets and reads through `bench`.
+# This is the only fake-hardware implementation: unit tests and `andon sim` both load it.
+import gc
+import machine
+import os
+import time
+
+from vdevices import bench
+
+
+class Pin(machine.PinBase):
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 1
+    PULL_DOWN = 2
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self.id = id
+        self.init(mode, pull, value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        if mode != -1:
+            bench.modes[self.id] = mode
+        if pull != -1:
+            bench.pulls[self.id] = pull
+        if value is not None:
+            self.value(value)
+
+    def value(self, v=None):
+        bench.sample_heap()
+        if v is None:
+            return bench.level(self.id)
+        bench.set_output(self.id, 1 if v else 0)
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class ADC:
+    ATTN_11DB = 3
+
+    def __init__(self, pin, atten=None):
+        self.id = pin.id if isinstance(pin, Pin) else pin
+
+    def atten(self, a):
+        pass
+
+    def read_u16(self):
+        bench.sample_heap()
+        return bench.adc.get(self.id, 0)
+
+
+class SPI:
+    def __init__(self, id=1, baudrate=1000000, polarity=0, phase=0, sck=None, mosi=None, miso=None):
+        self.id = id
+
+    def write_readinto(self, out, into):
+        rx = bench.spi_transfer(self.id, out)
+        for i in range(len(into)):
+            into[i] = rx[i]
+
+    def write(self, out):
+        bench.spi_transfer(self.id, out)
+
+    def readinto(self, into, write=0):
+        rx = bench.spi_transfer(self.id, bytes([write]) * len(into))
+        for i in range(len(into)):
+            into[i] = rx[i]
+
+    def read(self, n, write=0):
+        return bench.spi_transfer(self.id, bytes([write]) * n)
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        bench.wdt_timeout = timeout
+        self.feed()
+
+    def feed(self):
+        bench.wdt_feeds += 1
+        bench.wdt_fed_at = time.ticks_ms()
+
+
+class NeoPixel:
+    def __init__(self, pin, n, bpp=3, timing=1):
+        self.pin = pin.id if isinstance(pin, Pin) else pin
+        self.buf = [(0, 0, 0)] * n
+
+    def __len__(self):
+        return len(self.buf)
+
+    def __setitem__(self, i, rgb):
+        self.buf[i] = rgb
+
+    def __getitem__(self, i):
+        return self.buf[i]
+
+    def fill(self, rgb):
+        for i in range(len(self.buf)):
+            self.buf[i] = rgb
+
+    def write(self):
+        bench.pixels[self.pin] = list(self.buf)
+
+
+def unique_id():
+    return bench.uid
+
+
+def reset_cause():
+    return bench.reset_cause
+
+
+def adc(pin):
+    return ADC(Pin(pin))
+
+
+def wifi_start(ssid, password):
+    bench.wifi_started = True
+
+
+def wifi_up():
+    return bench.wifi_started and bench.wifi_link
+
+
+def rssi():
+    return bench.rssi if wifi_up() else None
+
+
+def ntp_sync(host):
+    return bench.ntp_ok
+
+
+def wall_ms():
+    return time.time_ns() // 1000000 if bench.clock_set else None
+
+
+def reset():
+    # A reset of a virtual board ends its process; whoever runs it boots it again.
+    raise SystemExit(bench.RESET_EXIT)
+
+
+def flash_free():
+    st = os.statvfs(".")
+    return st[0] * st[3]
+
+
+gc.collect()
