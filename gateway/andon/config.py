@@ -1,0 +1,373 @@
+"""The plant configuration: one TOML file, validated on load (see examples/plant.toml).
+
+`load_plant(path)` returns a frozen `PlantConfig` or raises `ConfigError` whose message names
+the file, the key path and what is wrong, e.g.
+`plant.toml: lines[0].stations[2].board: String should match pattern ...`.
+Besides the schema it cross-checks what one section says about another: kanban loops name
+existing stations that have the right reader, board ids, station ids, card and badge UIDs are
+unique, and no tag is both a card and a badge.
+
+Relative paths (`gateway.database`) are taken relative to the configuration file's directory,
+so the gateway behaves the same whatever directory it is started from.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from andon.contract import Name, Uid
+
+ReaderRole = Literal["post", "receive", "badge"]
+Seconds = Annotated[int, Field(ge=1)]
+_DAY_S = 86_400
+
+
+class ConfigError(ValueError):
+    """The plant configuration cannot be used; the message says where and why."""
+
+
+class _CrossCheckFailed(ValueError):
+    """Sections that disagree with each other; each problem names its own key path."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    database: Path = Path("var/andon.db")
+    offline_stops_line: bool = False  # an offline board stops its line (else: amber alert only)
+    client_id: Name = "andon-gateway"
+
+
+class BrokerSettings(_Section):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    keepalive: Seconds = 30
+
+
+def _http_url(text: str) -> str:
+    _URL.validate_python(text)
+    return text
+
+
+_URL = TypeAdapter(AnyHttpUrl)
+HttpUrl = Annotated[str, AfterValidator(_http_url)]  # checked as a URL, kept as written
+
+
+class Tier(_Section):
+    after_s: Seconds  # unacknowledged this long since the call was opened
+    to: Annotated[str, Field(min_length=1)]  # the role (or person) alerted
+
+
+class EscalationPolicy(_Section):
+    tiers: list[Tier] = [
+        Tier(after_s=60, to="team_leader"),
+        Tier(after_s=180, to="supervisor"),
+        Tier(after_s=600, to="manager"),
+    ]
+    webhook: HttpUrl | None = None
+    webhook_retries: Annotated[int, Field(ge=0)] = 3
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_ascend(cls, tiers: list[Tier]) -> list[Tier]:
+        afters = [t.after_s for t in tiers]
+        if afters != sorted(set(afters)):
+            raise ValueError("tiers must have strictly increasing after_s")
+        return tiers
+
+
+class KanbanPolicy(_Section):
+    overdue_factor: Annotated[float, Field(ge=1.0)] = 1.5  # overdue after lead_time * factor
+    lost_after_s: Seconds = 7 * _DAY_S  # a card not scanned for this long is reported lost
+    safety_factor: Annotated[float, Field(ge=0.0)] = 0.2  # 0 = just in time; more = just in case
+    demand_window_s: Seconds = 7 * _DAY_S  # measured demand counts orders over this window
+
+
+class StopAfterSeconds(_Section):
+    """Fixed-position stop: a call not resolved this long after it was opened stops the line."""
+
+    mode: Literal["seconds"]
+    seconds: Seconds = 60
+
+
+class StopAtTaktEnd(_Section):
+    """Fixed-position stop at the end of the takt cycle in which the call was opened."""
+
+    mode: Literal["takt"]
+
+
+StopPolicy = Annotated[StopAfterSeconds | StopAtTaktEnd, Field(discriminator="mode")]
+
+
+class Shift(_Section):
+    name: Name
+    start: time  # local wall-clock time (the site's timezone); end before start crosses midnight
+    end: time
+    available_s: Seconds  # planned production time in the shift (breaks excluded)
+    demand: Annotated[int, Field(ge=1)]  # units the shift must make
+
+    @property
+    def takt_ms(self) -> int:
+        """Takt time: available time divided by demand."""
+        return self.available_s * 1000 // self.demand
+
+    @model_validator(mode="after")
+    def _fits(self) -> Shift:
+        length = _clock_s(self.end) - _clock_s(self.start)
+        length = length if length > 0 else length + _DAY_S
+        if self.available_s > length:
+            raise ValueError(f"available_s {self.available_s} exceeds the shift's {length} s")
+        return self
+
+
+def _clock_s(t: time) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+class StationConfig(_Section):
+    id: Name
+    name: Annotated[str, Field(min_length=1)]
+    board: Name  # the board configured here; events from any other board are spoofs
+    profile: Name  # hardware profile (hardware/profiles/) the board is provisioned from
+    readers: list[ReaderRole] = []  # RFID reader roles at this station
+
+
+class LineConfig(_Section):
+    id: Name
+    name: Annotated[str, Field(min_length=1)]
+    stop: StopPolicy = StopAfterSeconds(mode="seconds")
+    shifts: list[Shift] = []
+    stations: Annotated[list[StationConfig], Field(min_length=1)]
+
+    def station(self, station_id: str) -> StationConfig | None:
+        return next((s for s in self.stations if s.id == station_id), None)
+
+
+class StationRef(_Section):
+    line: Name
+    station: Name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: object) -> object:
+        """Accept "L1/S07" as well as {line = "L1", station = "S07"}."""
+        if isinstance(value, str):
+            line, sep, station = value.partition("/")
+            if not sep:
+                raise ValueError('expected "LINE/STATION"')
+            return {"line": line, "station": station}
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.line}/{self.station}"
+
+
+class KanbanLoop(_Section):
+    part: Name  # also a topic level: andon/v1/{site}/kanban/{part}/replenish
+    description: str = ""
+    bin_qty: Annotated[int, Field(ge=1)]
+    cards: Annotated[list[Uid], Field(min_length=1)]
+    supplier: Annotated[str, Field(min_length=1)]
+    lead_time_s: Seconds
+    post: StationRef  # where an empty bin's card is posted (a reader with role "post")
+    receive: StationRef  # where the full bin is received (a reader with role "receive")
+
+
+class Badge(_Section):
+    uid: Uid
+    person: Annotated[str, Field(min_length=1)]
+    role: Annotated[str, Field(min_length=1)]
+
+
+class ApiToken(_Section):
+    name: Name
+    token: Annotated[str, Field(min_length=16)]
+
+
+class PlantConfig(_Section):
+    site: Name
+    timezone: str = "UTC"  # IANA name; shift times are wall-clock times there
+    gateway: GatewaySettings = GatewaySettings()
+    broker: BrokerSettings = BrokerSettings()
+    escalation: EscalationPolicy = EscalationPolicy()
+    kanban_policy: KanbanPolicy = KanbanPolicy()
+    lines: Annotated[list[LineConfig], Field(min_length=1)]
+    kanban: list[KanbanLoop] = []
+    badges: list[Badge] = []
+    api_tokens: list[ApiToken] = []
+
+    _by_board: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
+    _by_card: dict[str, KanbanLoop] = PrivateAttr(default_factory=dict)
+    _by_badge: dict[str, Badge] = PrivateAttr(default_factory=dict)
+    _by_line: dict[str, LineConfig] = PrivateAttr(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r}") from None
+        return name
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> PlantConfig:
+        problems = _cross_problems(self)
+        if problems:
+            raise _CrossCheckFailed(problems)
+        return self
+
+    def model_post_init(self, _context: object) -> None:
+        self._by_line = {line.id: line for line in self.lines}
+        self._by_board = {s.board: (line.id, s.id) for line, s in self.stations()}
+        self._by_card = {uid: loop for loop in self.kanban for uid in loop.cards}
+        self._by_badge = {b.uid: b for b in self.badges}
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def stations(self) -> Iterator[tuple[LineConfig, StationConfig]]:
+        for line in self.lines:
+            for station in line.stations:
+                yield line, station
+
+    def line(self, line_id: str) -> LineConfig | None:
+        return self._by_line.get(line_id)
+
+    def station(self, line_id: str, station_id: str) -> StationConfig | None:
+        line = self._by_line.get(line_id)
+        return line.station(station_id) if line else None
+
+    def station_of_board(self, board: str) -> tuple[str, str] | None:
+        """(line id, station id) where this board is configured, or None for a stranger."""
+        return self._by_board.get(board)
+
+    def loop_of_card(self, uid: str) -> KanbanLoop | None:
+        return self._by_card.get(uid)
+
+    def badge(self, uid: str) -> Badge | None:
+        return self._by_badge.get(uid)
+
+    def token_name(self, token: str) -> str | None:
+        """The API token's name, or None when no token matches."""
+        return next((t.name for t in self.api_tokens if t.token == token), None)
+
+
+def _duplicates(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(loc, value) pairs whose value already appeared: the later ones, as problems."""
+    seen: dict[str, str] = {}
+    problems = []
+    for loc, value in items:
+        if value in seen:
+            problems.append((loc, f"{value!r} is already used at {seen[value]}"))
+        else:
+            seen[value] = loc
+    return problems
+
+
+def _keys(prefix: str, items: list, attr: str) -> list[tuple[str, str]]:
+    return [(f"{prefix}[{i}].{attr}", getattr(item, attr)) for i, item in enumerate(items)]
+
+
+def _cross_problems(plant: PlantConfig) -> list[tuple[str, str]]:
+    stations = [(f"lines[{i}].stations", line.stations) for i, line in enumerate(plant.lines)]
+    boards = [key for prefix, items in stations for key in _keys(prefix, items, "board")]
+    cards = [(f"kanban[{i}].cards", uid) for i, k in enumerate(plant.kanban) for uid in k.cards]
+    must_be_unique = [
+        _keys("lines", plant.lines, "id"),
+        *(_keys(prefix, items, "id") for prefix, items in stations),
+        boards,
+        _keys("kanban", plant.kanban, "part"),
+        cards,
+        _keys("badges", plant.badges, "uid"),
+        _keys("api_tokens", plant.api_tokens, "name"),
+    ]
+    problems = [problem for keys in must_be_unique for problem in _duplicates(keys)]
+    card_uids = {uid for _, uid in cards}
+    problems += [
+        (loc, f"{uid!r} is also a kanban card")
+        for loc, uid in _keys("badges", plant.badges, "uid")
+        if uid in card_uids
+    ]
+    lines = {line.id: line for line in plant.lines}
+    for i, loop in enumerate(plant.kanban):
+        for role in ("post", "receive"):
+            problems += _reader_problems(lines, f"kanban[{i}].{role}", getattr(loop, role), role)
+    return problems
+
+
+def _reader_problems(
+    lines: dict[str, LineConfig], loc: str, ref: StationRef, role: str
+) -> list[tuple[str, str]]:
+    line = lines.get(ref.line)
+    station = line.station(ref.station) if line else None
+    if station is None:
+        return [(loc, f"no station {ref}")]
+    if role not in station.readers:
+        return [(loc, f"station {ref} has no {role!r} reader")]
+    return []
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    """('lines', 0, 'stations', 2, 'board') -> 'lines[0].stations[2].board'."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def load_plant(path: str | Path) -> PlantConfig:
+    """Read and validate the plant configuration. Raises `ConfigError`."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        plant = PlantConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, e) for e in exc.errors())) from None
+    database = plant.gateway.database
+    if not database.is_absolute():
+        gateway = plant.gateway.model_copy(update={"database": path.parent / database})
+        plant = plant.model_copy(update={"gateway": gateway})
+        plant.model_post_init(None)
+    return plant
+
+
+def _describe(path: Path, error: dict) -> str:
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, _CrossCheckFailed):
+        return "\n".join(f"{path}: {loc}: {msg}" for loc, msg in cause.problems)
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {_loc(error['loc'])}: {msg}"
