@@ -1,0 +1,149 @@
+"""Hardware profiles: the shipped ones pass, and every chip rule is refused with pin and rule."""
+
+import copy
+import tomllib
+
+import pytest
+
+from andon.hardware import (
+    PROFILES_DIR,
+    PinRuleError,
+    Profile,
+    ProfileError,
+    load_profile,
+    parse_profile,
+    profile_names,
+)
+
+ESP32 = "esp32-devkitc"
+S3 = "esp32-s3-devkitc-1"
+
+
+def _raw(name: str) -> dict:
+    return tomllib.loads((PROFILES_DIR / f"{name}.toml").read_text())
+
+
+def _variant(name: str, changes: dict) -> Profile:
+    """The shipped profile with some values replaced, addressed by dotted paths."""
+    data = copy.deepcopy(_raw(name))
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[leaf] = value
+    return Profile.model_validate(data)
+
+
+def test_both_boards_have_a_profile_that_passes_its_chip_rules():
+    assert {ESP32, S3} <= set(profile_names())
+    for name in (ESP32, S3):
+        profile = load_profile(name)
+        assert profile.name == name
+        assert {"cord", "call_maintenance", "call_quality", "call_material", "ack", "cycle"} == set(
+            profile.inputs
+        )
+        assert profile.rfid and len(profile.rfid.readers) == 2
+        assert profile.supervised_cord and profile.status_led
+        assert set(profile.lights.offered()) == {"gpio", "ws2812"}
+
+
+def test_outputs_on_strapping_pins_pass_with_a_note_of_the_boot_level():
+    notes = load_profile(ESP32).check()
+    assert any(
+        n.startswith("GPIO5 (rfid.readers[0].cs): strapping pin, must be high") for n in notes
+    )
+    assert any(n.startswith("GPIO2 (status_led): strapping pin") for n in notes)
+
+
+REFUSED = [
+    # ESP32
+    (ESP32, {"lights.gpio.segments.red.pin": 34}, "GPIO34 (light.red): input-only pin"),
+    (ESP32, {"inputs.ack.pin": 35}, "GPIO35 (inputs.ack): input-only pin (GPIO34-39) has no"),
+    (ESP32, {"inputs.cycle.pin": 6}, "GPIO6 (inputs.cycle): reserved, wired to the module's SPI"),
+    (ESP32, {"lights.gpio.buzzer.pin": 11}, "GPIO11 (light.buzzer): reserved, wired to"),
+    (ESP32, {"inputs.ack.pin": 1}, "GPIO1 (inputs.ack): reserved, UART0 TX/RX"),
+    (ESP32, {"inputs.ack.pin": 0}, "GPIO0 (inputs.ack): strapping pin, must be high at reset"),
+    (ESP32, {"inputs.ack.pin": 2}, "GPIO2 (inputs.ack): strapping pin"),
+    (ESP32, {"inputs.cycle.pin": 5}, "GPIO5 (inputs.cycle): strapping pin"),
+    (ESP32, {"inputs.ack.pin": 12}, "GPIO12 (inputs.ack): strapping pin, must be low at reset"),
+    (ESP32, {"inputs.ack.pin": 15}, "GPIO15 (inputs.ack): strapping pin"),
+    (ESP32, {"rfid.spi.miso": 12}, "GPIO12 (rfid.spi.miso): strapping pin"),
+    (ESP32, {"supervised_cord.adc": 25}, "GPIO25 (supervised_cord): ADC2 pin, unreadable"),
+    (ESP32, {"supervised_cord.adc": 23}, "GPIO23 (supervised_cord): not an ADC pin"),
+    (ESP32, {"inputs.cycle.pin": 20}, "GPIO20 (inputs.cycle): does not exist on the ESP32"),
+    (ESP32, {"lights.gpio.segments.blue.pin": 40}, "GPIO40 (light.blue): does not exist"),
+    (ESP32, {"inputs.cycle.pin": 21}, "GPIO21: used twice, by inputs.ack and inputs.cycle"),
+    (ESP32, {"status_led.pin": 27}, "GPIO27: used twice, by rfid.readers[0].rst and"),
+    (ESP32, {"psram": "quad"}, "GPIO16 (inputs.call_maintenance): reserved, used by the PSRAM"),
+    (ESP32, {"lights.ws2812.pin": 36}, "GPIO36 (light.ws2812): input-only pin"),
+    # ESP32-S3
+    (S3, {"inputs.ack.pin": 30}, "GPIO30 (inputs.ack): reserved, wired to the module's SPI"),
+    (S3, {"lights.gpio.segments.red.pin": 35}, "GPIO35 (light.red): reserved, used by the octal"),
+    (S3, {"inputs.cycle.pin": 19}, "GPIO19 (inputs.cycle): reserved, USB D-/D+"),
+    (S3, {"status_led.pin": 43}, "GPIO43 (status_led): reserved, UART0 TX/RX"),
+    (S3, {"inputs.ack.pin": 0}, "GPIO0 (inputs.ack): strapping pin"),
+    (S3, {"inputs.ack.pin": 3}, "GPIO3 (inputs.ack): strapping pin, selects the JTAG source"),
+    (S3, {"inputs.ack.pin": 45}, "GPIO45 (inputs.ack): strapping pin, must be low at reset"),
+    (S3, {"inputs.ack.pin": 46}, "GPIO46 (inputs.ack): strapping pin"),
+    (S3, {"supervised_cord.adc": 11}, "GPIO11: used twice"),
+    (S3, {"supervised_cord.adc": 20, "usb_console": False}, "GPIO20 (supervised_cord): ADC2"),
+    (S3, {"supervised_cord.adc": 21}, "GPIO21 (supervised_cord): not an ADC pin"),
+    (S3, {"inputs.cycle.pin": 22}, "GPIO22 (inputs.cycle): does not exist on the ESP32-S3"),
+    (S3, {"inputs.cycle.pin": 49}, "GPIO49 (inputs.cycle): does not exist on the ESP32-S3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "changes", "message"), REFUSED)
+def test_each_broken_chip_rule_is_refused_with_the_pin_and_the_rule(name, changes, message):
+    with pytest.raises(PinRuleError) as refused:
+        _variant(name, changes).check()
+    assert any(v.startswith(message) for v in refused.value.violations), refused.value.violations
+    assert message.split(" ")[0] in str(refused.value)
+
+
+def test_a_refusal_says_which_adc_pins_to_use_instead():
+    with pytest.raises(PinRuleError, match=r"supervised inputs go on ADC1 \(GPIO32-39\)"):
+        _variant(ESP32, {"supervised_cord.adc": 25}).check()
+    with pytest.raises(PinRuleError, match=r"supervised inputs go on ADC1 \(GPIO1-10\)"):
+        _variant(S3, {"supervised_cord.adc": 21}).check()
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "taken_by", "pin"),
+    [
+        # GPIO35 is free on an N8 module, the octal PSRAM's on an N8R8.
+        (S3, {"lights.gpio.segments.red.pin": 35, "psram": "none"}, {"psram": "octal"}, 35),
+        # GPIO19 is free with the console on the UART port, USB D- with the native USB console.
+        (S3, {"inputs.cycle.pin": 19, "usb_console": False}, {"usb_console": True}, 19),
+        # An input-only pin serves a button with an external pull, not with an internal one.
+        (ESP32, {"inputs.call_material.pin": 39}, {"inputs.call_material.pull": "up"}, 39),
+    ],
+)
+def test_a_pin_is_refused_only_where_the_board_takes_it(name, changes, taken_by, pin):
+    _variant(name, changes).check()
+    with pytest.raises(PinRuleError, match=f"GPIO{pin} "):
+        _variant(name, changes | taken_by).check()
+
+
+def test_a_cord_wired_normally_open_is_refused():
+    with pytest.raises(ValueError, match=r"inputs\.cord: a cord must be fail-safe"):
+        _variant(ESP32, {"inputs.cord.active": 0})
+
+
+def test_a_profile_file_that_breaks_the_rules_is_refused_at_load():
+    text = (PROFILES_DIR / f"{ESP32}.toml").read_text().replace("adc = 36", "adc = 26")
+    with pytest.raises(PinRuleError, match=r"GPIO26 \(supervised_cord\): ADC2 pin"):
+        parse_profile(text, "edited.toml")
+
+
+def test_unknown_or_malformed_profiles_get_a_clear_error(tmp_path):
+    with pytest.raises(ProfileError, match=r"unknown hardware profile 'esp8266'.*esp32-devkitc"):
+        load_profile("esp8266")
+    with pytest.raises(ProfileError, match=r"bad\.toml: not valid TOML"):
+        parse_profile("name = ", "bad.toml")
+    with pytest.raises(ProfileError, match=r"x\.toml: chip"):
+        parse_profile('name = "x"\ntitle = "x"\nchip = "esp8266"\n[inputs]\n[lights]', "x.toml")
+    (tmp_path / "a.toml").write_text((PROFILES_DIR / f"{ESP32}.toml").read_text())
+    with pytest.raises(ProfileError, match="names itself 'esp32-devkitc', not 'a'"):
+        load_profile("a", tmp_path)
