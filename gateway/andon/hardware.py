@@ -295,22 +295,6 @@ class SupervisedInput(Strict):
     adc: Gpio
 
 
-class Lights(Strict):
-    """The tower drivers a board of this kind can run; a station picks one."""
-
-    gpio: GpioLight | None = None
-    ws2812: Ws2812Light | None = None
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> Lights:
-        if not (self.gpio or self.ws2812):
-            raise ValueError("a profile needs at least one light driver (gpio or ws2812)")
-        return self
-
-    def offered(self) -> dict[str, GpioLight | Ws2812Light]:
-        return {k: v for k, v in (("gpio", self.gpio), ("ws2812", self.ws2812)) if v}
-
-
 class Profile(Strict):
     name: Name
     title: str
@@ -320,7 +304,7 @@ class Profile(Strict):
     inputs: dict[InputRole, DigitalInput]
     supervised_cord: SupervisedInput | None = None
     rfid: RfidPins | None = None
-    lights: Lights
+    light: Light
     status_led: Output | None = None
 
     @model_validator(mode="after")
@@ -333,8 +317,8 @@ class Profile(Strict):
     def board(self) -> Board:
         return Board(CHIPS[self.chip], self.psram, self.usb_console)
 
-    def pin_uses(self, light: str) -> list[PinUse]:
-        """Every pin the profile assigns, with the tower driven by `light`."""
+    def pin_uses(self) -> list[PinUse]:
+        """Every pin the profile assigns."""
         uses = [PinUse(s.pin, f"inputs.{r}", "in", s.pull) for r, s in self.inputs.items()]
         if self.supervised_cord:
             uses.append(PinUse(self.supervised_cord.adc, "supervised_cord", "adc"))
@@ -344,30 +328,24 @@ class Profile(Strict):
                 uses.append(PinUse(slot.cs, f"rfid.readers[{i}].cs", "out"))
                 if slot.rst is not None:
                     uses.append(PinUse(slot.rst, f"rfid.readers[{i}].rst", "out", shared=True))
-        uses += self.lights.offered()[light].pin_uses()
+        uses += self.light.pin_uses()
         if self.status_led:
             uses.append(PinUse(self.status_led.pin, "status_led", "out"))
         return uses
 
     def check(self) -> list[str]:
-        """Check every tower variant against the chip's rules; return the strapping notes."""
-        notes: list[str] = []
-        for light in self.lights.offered():
-            source = f"profile {self.name} (light {light})"
-            notes += check_pins(self.board, self.pin_uses(light), source)
-        return sorted(set(notes))
+        """Check the pins against the chip's rules; return the notes on strapping outputs."""
+        return check_pins(self.board, self.pin_uses(), f"profile {self.name}")
 
 
 class ProfileError(ValueError):
     """A profile that is missing or not valid."""
 
 
-def parse_profile(text: str, source: str) -> Profile:
-    """Parse and check a profile's TOML; raises ProfileError or PinRuleError."""
+def parse_profile(data: dict, source: str) -> Profile:
+    """Validate a profile's data and check its pins; raises ProfileError or PinRuleError."""
     try:
-        profile = Profile.model_validate(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{source}: not valid TOML: {exc}") from None
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
         errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ProfileError(f"{source}: {errs}") from None
@@ -379,12 +357,27 @@ def profile_names(profiles_dir: Path = PROFILES_DIR) -> list[str]:
     return sorted(p.stem for p in profiles_dir.glob("*.toml"))
 
 
-def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+def profile_data(name: str, profiles_dir: Path, seen: tuple[str, ...] = ()) -> dict:
+    """A profile file's data; `extends = "base"` takes the base's keys the file does not set."""
     path = profiles_dir / f"{name}.toml"
+    if name in seen:
+        raise ProfileError(f"{path}: extends itself through {' -> '.join((*seen, name))}")
     if not path.is_file():
         known = ", ".join(profile_names(profiles_dir)) or "none"
         raise ProfileError(f"unknown hardware profile {name!r} (known: {known})")
-    profile = parse_profile(path.read_text(), str(path))
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return profile_data(str(base), profiles_dir, (*seen, name)) | data
+
+
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+    """The named profile from hardware/profiles/, validated against its chip's rules."""
+    profile = parse_profile(profile_data(name, profiles_dir), str(profiles_dir / f"{name}.toml"))
     if profile.name != name:
-        raise ProfileError(f"{path}: names itself {profile.name!r}, not {name!r}")
+        raise ProfileError(f"{name}.toml: names itself {profile.name!r}, not {name!r}")
     return profile

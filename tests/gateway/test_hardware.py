@@ -1,7 +1,6 @@
 """Hardware profiles: the shipped ones pass, and every chip rule is refused with pin and rule."""
 
 import copy
-import tomllib
 
 import pytest
 
@@ -11,16 +10,17 @@ from andon.hardware import (
     Profile,
     ProfileError,
     load_profile,
-    parse_profile,
+    profile_data,
     profile_names,
 )
 
 ESP32 = "esp32-devkitc"
 S3 = "esp32-s3-devkitc-1"
+S3WS = "esp32-s3-ws2812"  # extends S3 with a WS2812 tower
 
 
 def _raw(name: str) -> dict:
-    return tomllib.loads((PROFILES_DIR / f"{name}.toml").read_text())
+    return profile_data(name, PROFILES_DIR)
 
 
 def _variant(name: str, changes: dict) -> Profile:
@@ -36,8 +36,8 @@ def _variant(name: str, changes: dict) -> Profile:
 
 
 def test_both_boards_have_a_profile_that_passes_its_chip_rules():
-    assert {ESP32, S3} <= set(profile_names())
-    for name in (ESP32, S3):
+    assert {ESP32, S3, S3WS} <= set(profile_names())
+    for name in (ESP32, S3, S3WS):
         profile = load_profile(name)
         assert profile.name == name
         assert {"cord", "call_maintenance", "call_quality", "call_material", "ack", "cycle"} == set(
@@ -45,7 +45,18 @@ def test_both_boards_have_a_profile_that_passes_its_chip_rules():
         )
         assert profile.rfid and len(profile.rfid.readers) == 2
         assert profile.supervised_cord and profile.status_led
-        assert set(profile.lights.offered()) == {"gpio", "ws2812"}
+    assert load_profile(ESP32).light.driver == load_profile(S3).light.driver == "gpio"
+
+
+def test_a_profile_extends_another_and_replaces_only_the_keys_it_sets():
+    base, ws = load_profile(S3), load_profile(S3WS)
+    assert ws.light.driver == "ws2812" and ws.light.pin == 17
+    assert (ws.chip, ws.psram, ws.inputs, ws.rfid) == (
+        base.chip,
+        base.psram,
+        base.inputs,
+        base.rfid,
+    )
 
 
 def test_outputs_on_strapping_pins_pass_with_a_note_of_the_boot_level():
@@ -58,10 +69,10 @@ def test_outputs_on_strapping_pins_pass_with_a_note_of_the_boot_level():
 
 REFUSED = [
     # ESP32
-    (ESP32, {"lights.gpio.segments.red.pin": 34}, "GPIO34 (light.red): input-only pin"),
+    (ESP32, {"light.segments.red.pin": 34}, "GPIO34 (light.red): input-only pin"),
     (ESP32, {"inputs.ack.pin": 35}, "GPIO35 (inputs.ack): input-only pin (GPIO34-39) has no"),
     (ESP32, {"inputs.cycle.pin": 6}, "GPIO6 (inputs.cycle): reserved, wired to the module's SPI"),
-    (ESP32, {"lights.gpio.buzzer.pin": 11}, "GPIO11 (light.buzzer): reserved, wired to"),
+    (ESP32, {"light.buzzer.pin": 11}, "GPIO11 (light.buzzer): reserved, wired to"),
     (ESP32, {"inputs.ack.pin": 1}, "GPIO1 (inputs.ack): reserved, UART0 TX/RX"),
     (ESP32, {"inputs.ack.pin": 0}, "GPIO0 (inputs.ack): strapping pin, must be high at reset"),
     (ESP32, {"inputs.ack.pin": 2}, "GPIO2 (inputs.ack): strapping pin"),
@@ -72,14 +83,13 @@ REFUSED = [
     (ESP32, {"supervised_cord.adc": 25}, "GPIO25 (supervised_cord): ADC2 pin, unreadable"),
     (ESP32, {"supervised_cord.adc": 23}, "GPIO23 (supervised_cord): not an ADC pin"),
     (ESP32, {"inputs.cycle.pin": 20}, "GPIO20 (inputs.cycle): does not exist on the ESP32"),
-    (ESP32, {"lights.gpio.segments.blue.pin": 40}, "GPIO40 (light.blue): does not exist"),
+    (ESP32, {"light.segments.blue.pin": 40}, "GPIO40 (light.blue): does not exist"),
     (ESP32, {"inputs.cycle.pin": 21}, "GPIO21: used twice, by inputs.ack and inputs.cycle"),
     (ESP32, {"status_led.pin": 27}, "GPIO27: used twice, by rfid.readers[0].rst and"),
     (ESP32, {"psram": "quad"}, "GPIO16 (inputs.call_maintenance): reserved, used by the PSRAM"),
-    (ESP32, {"lights.ws2812.pin": 36}, "GPIO36 (light.ws2812): input-only pin"),
     # ESP32-S3
     (S3, {"inputs.ack.pin": 30}, "GPIO30 (inputs.ack): reserved, wired to the module's SPI"),
-    (S3, {"lights.gpio.segments.red.pin": 35}, "GPIO35 (light.red): reserved, used by the octal"),
+    (S3, {"light.segments.red.pin": 35}, "GPIO35 (light.red): reserved, used by the octal"),
     (S3, {"inputs.cycle.pin": 19}, "GPIO19 (inputs.cycle): reserved, USB D-/D+"),
     (S3, {"status_led.pin": 43}, "GPIO43 (status_led): reserved, UART0 TX/RX"),
     (S3, {"inputs.ack.pin": 0}, "GPIO0 (inputs.ack): strapping pin"),
@@ -90,6 +100,7 @@ REFUSED = [
     (S3, {"supervised_cord.adc": 20, "usb_console": False}, "GPIO20 (supervised_cord): ADC2"),
     (S3, {"supervised_cord.adc": 21}, "GPIO21 (supervised_cord): not an ADC pin"),
     (S3, {"inputs.cycle.pin": 22}, "GPIO22 (inputs.cycle): does not exist on the ESP32-S3"),
+    (S3WS, {"light.pin": 36}, "GPIO36 (light.ws2812): reserved, used by the octal PSRAM"),
     (S3, {"inputs.cycle.pin": 49}, "GPIO49 (inputs.cycle): does not exist on the ESP32-S3"),
 ]  # fmt: skip
 
@@ -113,7 +124,7 @@ def test_a_refusal_says_which_adc_pins_to_use_instead():
     ("name", "changes", "taken_by", "pin"),
     [
         # GPIO35 is free on an N8 module, the octal PSRAM's on an N8R8.
-        (S3, {"lights.gpio.segments.red.pin": 35, "psram": "none"}, {"psram": "octal"}, 35),
+        (S3, {"light.segments.red.pin": 35, "psram": "none"}, {"psram": "octal"}, 35),
         # GPIO19 is free with the console on the UART port, USB D- with the native USB console.
         (S3, {"inputs.cycle.pin": 19, "usb_console": False}, {"usb_console": True}, 19),
         # An input-only pin serves a button with an external pull, not with an internal one.
@@ -131,19 +142,26 @@ def test_a_cord_wired_normally_open_is_refused():
         _variant(ESP32, {"inputs.cord.active": 0})
 
 
-def test_a_profile_file_that_breaks_the_rules_is_refused_at_load():
+def test_a_profile_file_that_breaks_the_rules_is_refused_at_load(tmp_path):
     text = (PROFILES_DIR / f"{ESP32}.toml").read_text().replace("adc = 36", "adc = 26")
+    (tmp_path / f"{ESP32}.toml").write_text(text)
     with pytest.raises(PinRuleError, match=r"GPIO26 \(supervised_cord\): ADC2 pin"):
-        parse_profile(text, "edited.toml")
+        load_profile(ESP32, tmp_path)
 
 
 def test_unknown_or_malformed_profiles_get_a_clear_error(tmp_path):
     with pytest.raises(ProfileError, match=r"unknown hardware profile 'esp8266'.*esp32-devkitc"):
         load_profile("esp8266")
+    (tmp_path / "bad.toml").write_text("name = ")
     with pytest.raises(ProfileError, match=r"bad\.toml: not valid TOML"):
-        parse_profile("name = ", "bad.toml")
-    with pytest.raises(ProfileError, match=r"x\.toml: chip"):
-        parse_profile('name = "x"\ntitle = "x"\nchip = "esp8266"\n[inputs]\n[lights]', "x.toml")
+        load_profile("bad", tmp_path)
+    (tmp_path / "x.toml").write_text('name = "x"\ntitle = "x"\nchip = "esp8266"\n[inputs]\n')
+    with pytest.raises(ProfileError, match=r"x\.toml: chip: Input should be 'esp32' or 'esp32s3'"):
+        load_profile("x", tmp_path)
     (tmp_path / "a.toml").write_text((PROFILES_DIR / f"{ESP32}.toml").read_text())
     with pytest.raises(ProfileError, match="names itself 'esp32-devkitc', not 'a'"):
         load_profile("a", tmp_path)
+    (tmp_path / "b.toml").write_text('extends = "c"\n')
+    (tmp_path / "c.toml").write_text('extends = "b"\n')
+    with pytest.raises(ProfileError, match="extends itself through b -> c -> b"):
+        load_profile("b", tmp_path)
