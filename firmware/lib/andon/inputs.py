@@ -1,0 +1,124 @@
+# Station inputs: stop cords, call buttons, acknowledge, cycle sensor.
+# Debounce by confirmation: a new level must hold for the whole debounce window
+# before it counts (ESPHome's delayed_on/off), so one spike on a long cord cable
+# never stops a line. One task scans every input; a pass allocates nothing.
+import asyncio
+import time
+
+import hal
+
+SCAN_MS = 5
+
+# What a stable reading means. Digital inputs give NORMAL or ACTIVE; a supervised
+# input's end-of-line network also tells wiring faults apart (docs/stack-light.md).
+NORMAL = 0
+ACTIVE = 1
+OPEN = 2
+SHORT = 3
+_FAULTS = (None, None, "open", "short")
+
+# Supervised bands in read_u16 counts (pull-up 10k to 3.3 V, EOL 4.7k in series,
+# 10k across the NC contact): short ~0 V, normal ~1.06 V = 20950, pulled ~1.96 V =
+# 39000, open 3.3 V. Edges sit halfway between, far outside 5 % resistor tolerance.
+SHORT_BELOW = 10500
+PULLED_FROM = 30000
+OPEN_FROM = 52000
+
+_CALLS = {"call_maintenance": "maintenance", "call_quality": "quality", "call_material": "material"}
+
+
+def band(u16):
+    if u16 < SHORT_BELOW:
+        return SHORT
+    if u16 < PULLED_FROM:
+        return NORMAL
+    if u16 < OPEN_FROM:
+        return ACTIVE
+    return OPEN
+
+
+class _Input:
+    def __init__(self, cfg):
+        self.name = cfg["name"]
+        self.role = cfg["role"]
+        self.debounce = cfg["debounce_ms"]
+        if cfg["adc"] is not None:
+            self.read = hal.adc(cfg["adc"]).read_u16
+            self.active_level = None
+        else:
+            pull = {"up": hal.Pin.PULL_UP, "down": hal.Pin.PULL_DOWN}.get(cfg["pull"])
+            self.read = hal.Pin(cfg["pin"], hal.Pin.IN, pull).value
+            self.active_level = cfg["active"]
+        # Until proven otherwise the input is normal: a cord already pulled at boot
+        # is reported once its level has held for the window.
+        self.stable = NORMAL
+        self.active = False
+        self.candidate = NORMAL
+        self.since = 0
+
+    def classify(self):
+        raw = self.read()
+        if self.active_level is None:
+            return band(raw)
+        return ACTIVE if raw == self.active_level else NORMAL
+
+    def step(self, now, sink):
+        state = self.classify()
+        if state != self.candidate:
+            self.candidate = state
+            self.since = now
+        elif state != self.stable and time.ticks_diff(now, self.since) >= self.debounce:
+            self.settle(state, sink)
+
+    def settle(self, state, sink):
+        was = self.stable
+        self.stable = state
+        if state >= OPEN:
+            # A wiring fault says nothing about the cord: its last known state stays.
+            sink("input_fault", {"input": self.name, "fault": _FAULTS[state]}, self.since)
+            return
+        if was >= OPEN:
+            sink("input_fault", {"input": self.name, "fault": "clear"}, self.since)
+        if (state == ACTIVE) != self.active:
+            self.active = state == ACTIVE
+            self.emit_edge(sink)
+
+    def emit_edge(self, sink):
+        role = self.role
+        if role == "cord":
+            sink("cord_pulled" if self.active else "cord_reset", {"input": self.name}, self.since)
+        elif not self.active:
+            return  # buttons and the cycle sensor count on activation only
+        elif role in _CALLS:
+            sink("call", {"input": self.name, "reason": _CALLS[role]}, self.since)
+        else:
+            sink(role, {"input": self.name}, self.since)  # "ack" or "cycle"
+
+
+class Inputs:
+    def __init__(self, cfg_inputs, sink):
+        # sink(kind, data, ticks_ms): ticks_ms is when the level became stable.
+        self._inputs = [_Input(c) for c in cfg_inputs]
+        self._sink = sink
+
+    def scan(self, now):
+        # One pass over every input at time `now` (ticks_ms).
+        for inp in self._inputs:
+            inp.step(now, self._sink)
+
+    async def run(self):
+        while True:
+            self.scan(time.ticks_ms())
+            await asyncio.sleep_ms(SCAN_MS)
+
+    def cord_pulled(self):
+        for inp in self._inputs:
+            if inp.active and inp.role == "cord":
+                return True
+        return False
+
+    def fault(self):
+        for inp in self._inputs:
+            if inp.stable >= OPEN:
+                return True
+        return False
