@@ -138,12 +138,18 @@ class Shift(_Section):
         """Takt time: available time divided by demand."""
         return self.available_s * 1000 // self.demand
 
+    @property
+    def length_s(self) -> int:
+        """From start to end on the clock; equal times mean a 24-hour shift."""
+        length = (_clock_s(self.end) - _clock_s(self.start)) % _DAY_S
+        return length or _DAY_S
+
     @model_validator(mode="after")
     def _fits(self) -> Shift:
-        length = _clock_s(self.end) - _clock_s(self.start)
-        length = length if length > 0 else length + _DAY_S
-        if self.available_s > length:
-            raise ValueError(f"available_s {self.available_s} exceeds the shift's {length} s")
+        if self.available_s > self.length_s:
+            raise ValueError(
+                f"available_s {self.available_s} exceeds the shift's {self.length_s} s"
+            )
         return self
 
 
@@ -165,6 +171,12 @@ class LineConfig(_Section):
     stop: StopPolicy = StopAfterSeconds(mode="seconds")
     shifts: list[Shift] = []
     stations: Annotated[list[StationConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _takt_needs_shifts(self) -> LineConfig:
+        if self.stop.mode == "takt" and not self.shifts:
+            raise ValueError('stop mode "takt" needs at least one [[lines.shifts]]')
+        return self
 
     def station(self, station_id: str) -> StationConfig | None:
         return next((s for s in self.stations if s.id == station_id), None)

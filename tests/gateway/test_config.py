@@ -111,6 +111,15 @@ def test_schema_errors_name_the_file_and_the_key(tmp_path, old, new, expected):
     assert expected in message
 
 
+def test_takt_stop_needs_shifts(tmp_path):
+    path = _write(
+        tmp_path,
+        'site = "P"\n[[lines]]\nid = "L1"\nname = "Line"\nstop = { mode = "takt" }\n'
+        '[[lines.stations]]\nid = "S1"\nname = "One"\nboard = "B1"\nprofile = "esp32-devkitc"\n',
+    )
+    assert f'{path}: lines[0]: stop mode "takt" needs at least one' in _error(path)
+
+
 def test_missing_required_key(tmp_path):
     path = _example_with(tmp_path, 'supplier = "Box & Co"\n', "")
     assert f"{path}: kanban[2].supplier: Field required" in _error(path)
