@@ -1,0 +1,111 @@
+"""The core's mutable state: plain slotted dataclasses of JSON types, so a snapshot is cheap.
+
+Only what is open lives here (open calls and orders, cards, counters, recent shifts); what is
+closed leaves the core as a CallRecord or OrderRecord effect for the storage to keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    line: str
+    station: str
+    cause: str
+    opened: int
+    repeats: int = 0
+    acknowledged: int | None = None
+    acknowledged_by: str | None = None
+    stop_due: int | None = None  # the fixed-position stop's deadline, until it fires
+    stopped: int | None = None
+    tier: int = 0  # escalation tiers raised so far
+    escalate_due: int | None = None  # the next tier's deadline while unacknowledged
+    resolved: int | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
+@dataclass(slots=True)
+class Station:
+    line: str
+    id: str
+    online: bool = True
+    boot: int = 0  # the boot of the newest birth or will seen
+    call: str | None = None  # the open call's id
+    orders: int = 0  # open kanban orders posted here (the material flag)
+    faults: list[str] = field(default_factory=list)  # inputs with a wiring fault now
+    # as last shown (StationChanged)
+    state: str = "running"
+    cause: str | None = None
+    material: bool = False
+    since: int = 0
+
+
+@dataclass(slots=True)
+class ShiftTally:
+    shift: str
+    start: int
+    end: int
+    demand: int
+    counts: dict[str, int] = field(default_factory=dict)  # cycles per station
+
+
+@dataclass(slots=True)
+class Line:
+    id: str
+    # as last shown (LineChanged)
+    state: str = "running"
+    stopped: list[str] = field(default_factory=list)
+    called: list[str] = field(default_factory=list)
+    since: int = 0
+    stop_cause: str | None = None  # what the current stop is booked to
+    downtime: dict[str, int] = field(default_factory=dict)  # ms stopped per cause, closed stops
+    shifts: list[ShiftTally] = field(default_factory=list)  # recent shifts, oldest first
+    off_shift_cycles: int = 0
+
+
+@dataclass(slots=True)
+class Card:
+    uid: str
+    part: str
+    order: str | None = None  # the open order's id while the card is ordered
+    last_seen: int = 0
+    lost_due: int | None = None
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class Order:
+    id: str
+    part: str
+    qty: int
+    supplier: str
+    card: str
+    line: str
+    station: str
+    posted: int
+    due: int
+    overdue_due: int | None = None
+    overdue: bool = False
+    received: int | None = None
+
+
+@dataclass(slots=True)
+class LoopStats:
+    part: str
+    posts: list[int] = field(default_factory=list)  # post times within the demand window
+    received: int = 0
+    lead_sum_ms: int = 0
+    lead_min_ms: int | None = None
+    lead_max_ms: int | None = None
+
+
+def dump(obj: object) -> dict:
+    return asdict(obj)
+
+
+def load_line(data: dict) -> Line:
+    return Line(**{**data, "shifts": [ShiftTally(**s) for s in data["shifts"]]})
