@@ -286,3 +286,22 @@ run(main())
         "since_after_pull": True,
         "other_ran": True,
     }
+
+
+def test_state_queries_are_current_when_the_sink_hears_the_event(mpy):
+    # Local first: the app refreshes the light from inside the sink, so the state it asks
+    # for must already include the event it is being told about.
+    body = """
+seen = []
+ins._sink = lambda kind, data, ticks: seen.append([kind, ins.cord_pulled(), ins.fault()])
+bench.drive(4, 0)
+bench.set_adc(36, 20950)
+scan(50)
+bench.release(4)
+scan(100)
+bench.set_adc(36, 65535)
+scan(150)
+emit(seen)
+"""
+    result = mpy.run(script([CORD, SUPERVISED], body))
+    assert result.data == [["cord_pulled", True, False], ["input_fault", True, True]]
