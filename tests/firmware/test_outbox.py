@@ -229,14 +229,14 @@ def test_an_oversized_event_is_refused_with_a_clear_error(mpy):
         """
 ob = Outbox().open()
 try:
-    ob.append(1, "scan", {"uid": "A" * 600}, None, 0)
+    ob.append(1, "scan", {"uid": "A" * 400}, None, 0)
     err = None
 except ValueError as e:
     err = str(e)
 emit([err, ob.depth, ob.next_seq])
 """,
     )
-    assert "scan event of" in data[0] and "over 480" in data[0]
+    assert "scan event of" in data[0] and "over 300" in data[0]
     assert data[1:] == [0, 1]
 
 
@@ -357,3 +357,28 @@ emit([persist.next_boot(), ob.acked, ob.next_seq, ob.corrupt, seqs(ob)])
 """,
     )
     ledger.check_recovery(*final)
+
+
+def test_the_largest_record_accepted_still_fits_the_wire(mpy):
+    # Many tiny fields are the worst case: the wire's spacing grows them most.
+    data = run(
+        mpy,
+        """
+from andon import wire
+ob = Outbox().open()
+fields = {}
+largest = None
+while True:
+    fields["f%d" % len(fields)] = 1
+    try:
+        ob.append(4294967295, "input_fault", fields, 1764190000123, 1073741823)
+    except ValueError:
+        break
+    largest = list(ob.records(ob.next_seq - 2))[0]
+largest.update({"board": "B" * 32, "seq": 4294967295, "base": 4294967295, "age": 4294967295})
+emit([len(largest["data"]), len(wire.event_payload(largest))])
+""",
+    )
+    fields, wire_bytes = data
+    assert fields > 20
+    assert wire_bytes <= 512, data

@@ -5,7 +5,10 @@
 #   [u16 magic][u16 length][u32 seq][u32 crc32 of length, seq and payload][payload]
 # where the payload is the JSON list [boot, ts, ticks, kind, data]. An append opens,
 # writes one record and closes (LittleFS commits on close), so a power cut leaves at
-# most the last record of the newest segment torn. Recovery (open) walks every
+# most the last record of the newest segment torn. LittleFS copies a file's partly
+# filled last block on every committed append, so segments stay small (32 records
+# of about 100 bytes fit one 4 KB erase block): an append costs at most one block
+# program, and deleting an acked segment frees whole blocks. Recovery (open) walks every
 # record: a torn tail is ignored and the next append starts a new segment instead
 # of writing after it; a damaged record with intact ones after it is skipped and
 # counted in `corrupt`. Whole segments are deleted once all their records are
@@ -23,6 +26,12 @@
 # Memory does not grow with the outbox: records() streams one record at a time
 # from flash, and the only per-segment state is a 4-item list (at most a few dozen
 # segments: capacity / per_segment, plus the critical overflow).
+#
+# Use: ob = Outbox(capacity=cfg).open(); seq = ob.append(boot, kind, data, ts,
+# ticks, critical); for rec in ob.records(after): send it with base=ob.base (rec is
+# {"boot", "seq", "ts", "ticks", "kind", "data"}; the sender adds board and age);
+# ob.ack(seq) on the gateway's ack. ob.depth, ob.capacity, ob.near_full, ob.base,
+# ob.next_seq, ob.corrupt and ob.refused feed status and telemetry.
 import binascii
 import json
 import os
@@ -33,7 +42,9 @@ from andon import persist
 MAGIC = 0xA50B
 HDR = "<HHII"
 HDR_LEN = 12
-MAX_PAYLOAD = 480  # an event on the wire is at most 512 bytes with its board id
+# A record's JSON; with the keys, board id, seq and base the wire adds, the event
+# stays within the contract's 512 bytes.
+MAX_PAYLOAD = 300
 
 
 class Outbox:
@@ -90,7 +101,7 @@ class Outbox:
         if not critical and self.depth >= self.capacity:
             self.refused += 1
             return None
-        payload = json.dumps([boot, ts, ticks, kind, data]).encode()
+        payload = json.dumps([boot, ts, ticks, kind, data], separators=(",", ":")).encode()
         n = len(payload)
         if n > MAX_PAYLOAD:
             raise ValueError("outbox: %s event of %d bytes, over %d" % (kind, n, MAX_PAYLOAD))
