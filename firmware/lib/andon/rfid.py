@@ -1,0 +1,68 @@
+# RFID readers on kanban posts, receiving points and badge stations: one scan per placement.
+import asyncio
+import time
+from binascii import hexlify
+
+MAX_TAGS = 4  # tags read per poll; a kanban post holds one card, a stack a few
+INIT_RETRY_MS = 5000
+
+# Readers take turns: they share the SPI bus, and neighbouring antennas disturb each other.
+BUS = asyncio.Lock()
+
+
+class Reader:
+    def __init__(self, name, role, driver, holdoff_ms=1500, period_ms=100, lock=BUS):
+        self.name = name
+        self.role = role
+        self.chip = driver
+        self.holdoff_ms = holdoff_ms
+        self.period_ms = period_ms
+        self.lock = lock
+        self.present = {}  # uid hex -> ticks_ms when last seen
+        self.polls = 0  # advances every poll: a liveness probe for the watchdog
+
+    async def poll(self, sink):
+        # Power the field, read every tag in it, power it down: each poll finds all tags
+        # afresh (a halted tag wakes again only after the field drops).
+        async with self.lock:
+            self.chip.antenna(True)
+            await asyncio.sleep_ms(5)  # ISO 14443-3: a tag is ready 5 ms after the field
+            for _ in range(MAX_TAGS):
+                uid = await self.chip.read()
+                if uid is None:
+                    break
+                self._seen(hexlify(uid).decode().upper(), time.ticks_ms(), sink)
+            self.chip.antenna(False)
+        self._forget(time.ticks_ms())
+        self.polls += 1
+
+    def _seen(self, uid, now, sink):
+        # A tag absent for longer than the hold-off was lifted: seeing it again is a new
+        # placement. Shorter gaps (missed polls, a quick lift-and-replace) are the same one.
+        last = self.present.get(uid)
+        if last is None or time.ticks_diff(now, last) > self.holdoff_ms:
+            sink("scan", {"reader": self.name, "role": self.role, "uid": uid}, now)
+        self.present[uid] = now
+
+    def _forget(self, now):
+        # Bounded memory: drop tags gone for longer than the hold-off.
+        if not self.present:
+            return
+        for uid, seen in list(self.present.items()):
+            if time.ticks_diff(now, seen) > self.holdoff_ms:
+                del self.present[uid]
+
+    async def _init(self):
+        async with self.lock:
+            ok = await self.chip.init()
+            if ok:
+                self.chip.antenna(False)  # the field is on only while polling
+        return ok
+
+    async def run(self, sink):
+        while not await self._init():
+            print("rfid %s: no MFRC522 answers; retrying" % self.name)
+            await asyncio.sleep_ms(INIT_RETRY_MS)
+        while True:
+            await self.poll(sink)
+            await asyncio.sleep_ms(self.period_ms)
