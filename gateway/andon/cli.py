@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
@@ -25,3 +28,35 @@ def version() -> None:
     from andon import __version__
 
     typer.echo(__version__)
+
+
+@app.command()
+def provision(
+    config: Annotated[Path, typer.Option("--config", help="The plant configuration (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="Where configs, passwords and ACL go.")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="New passwords for every account.")
+    ] = False,
+    broker_host: Annotated[
+        str | None,
+        typer.Option(help="The broker's address as boards see it [plant's broker.host]."),
+    ] = None,
+    wifi_ssid: Annotated[
+        str | None,
+        typer.Option(help="Boards' Wi-Fi; its password is read from $ANDON_WIFI_PASSWORD."),
+    ] = None,
+) -> None:
+    """Write every board's config.json, broker password file and ACL (secrets never printed)."""
+    import os
+
+    from andon.config import ConfigError, load_plant
+    from andon.provision import Network, ProvisionError
+    from andon.provision import provision as run
+
+    network = Network(broker_host, wifi_ssid, os.environ.get("ANDON_WIFI_PASSWORD", ""))
+    try:
+        done = run(load_plant(config), out, rotate=rotate, network=network)
+    except (ConfigError, ProvisionError) as exc:
+        typer.echo(f"andon provision: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(done.summary())

@@ -269,9 +269,9 @@ class Ws2812Light(Strict):
 Light = Annotated[GpioLight | Ws2812Light, Field(discriminator="driver")]
 
 
-def require_fail_safe_cord(role: str, spec: DigitalInput, where: str) -> None:
+def require_fail_safe_cord(role: str, pull: str, active: int, where: str) -> None:
     """A cord is wired normally-closed: its pulled level must be what an open circuit reads."""
-    if role == "cord" and (spec.pull, spec.active) not in (("up", 1), ("down", 0)):
+    if role == "cord" and (pull, active) not in (("up", 1), ("down", 0)):
         raise ValueError(
             f"{where}: a cord must be fail-safe (normally-closed): "
             "pull up with active 1, or pull down with active 0"
@@ -305,12 +305,12 @@ class Profile(Strict):
     supervised_cord: SupervisedInput | None = None
     rfid: RfidPins | None = None
     light: Light
-    status_led: Output | None = None
+    status_led: Gpio | None = None
 
     @model_validator(mode="after")
     def _fail_safe_cord(self) -> Profile:
         for role, spec in self.inputs.items():
-            require_fail_safe_cord(role, spec, f"inputs.{role}")
+            require_fail_safe_cord(role, spec.pull, spec.active, f"inputs.{role}")
         return self
 
     @property
@@ -329,8 +329,8 @@ class Profile(Strict):
                 if slot.rst is not None:
                     uses.append(PinUse(slot.rst, f"rfid.readers[{i}].rst", "out", shared=True))
         uses += self.light.pin_uses()
-        if self.status_led:
-            uses.append(PinUse(self.status_led.pin, "status_led", "out"))
+        if self.status_led is not None:
+            uses.append(PinUse(self.status_led, "status_led", "out"))
         return uses
 
     def check(self) -> list[str]:
