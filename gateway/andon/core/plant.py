@@ -180,16 +180,26 @@ class Plant:
         self._out = out = []
         if self.now is None:
             self._start(now)
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, kind, key = heapq.heappop(timers)
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            _, kind, key = heapq.heappop(self._timers)
             self.now = max(self.now, deadline)
             self._fire(kind, key, deadline)
         self.now = max(self.now, now)
         return out
 
     def next_deadline(self) -> int | None:
-        return self._timers[0][0] if self._timers else None
+        """The earliest live timer. Timers are never removed from the heap: a stale one (its
+        call or order closed, its card seen since) is dropped or re-armed here."""
+        timers = self._timers
+        while timers:
+            deadline, kind, key = timers[0]
+            due = self._pending(kind, key)
+            if due == deadline:
+                return deadline
+            heapq.heappop(timers)
+            if due is not None and due > deadline:
+                self._arm(due, kind, key)
+        return None
 
     def snapshot(self) -> dict:
         """The complete state as JSON types; `Plant.restore` turns it back into a Plant."""
@@ -283,30 +293,27 @@ class Plant:
             if card.lost_due is not None:
                 self._arm(card.lost_due, _LOST, card.uid)
 
-    def _fire(self, kind: int, key: str, deadline: int) -> None:
-        """A popped timer: it fires only if the state still holds it at this deadline.
-
-        Timers are never removed from the heap; one whose call or order has closed is dropped
-        here, and a card seen since the timer was set is re-armed at its new deadline.
-        """
+    def _pending(self, kind: int, key: str) -> int | None:
+        """The deadline the state holds now for this timer, or None if it is off."""
         if kind == _LOST:
-            card = self._cards[key]
-            if card.lost_due is not None and card.lost_due > deadline:
-                self._arm(card.lost_due, _LOST, key)
-            elif card.lost_due == deadline:
-                self._card_lost(card, deadline)
-        elif kind == _OVERDUE:
+            return self._cards[key].lost_due
+        if kind == _OVERDUE:
             order = self._orders.get(key)
-            if order is not None and order.overdue_due == deadline:
-                self._order_overdue(order, deadline)
+            return order.overdue_due if order else None
+        call = self._calls.get(key)
+        if call is None:
+            return None
+        return call.stop_due if kind == _STOP else call.escalate_due
+
+    def _fire(self, kind: int, key: str, deadline: int) -> None:
+        if kind == _LOST:
+            self._card_lost(self._cards[key], deadline)
+        elif kind == _OVERDUE:
+            self._order_overdue(self._orders[key], deadline)
+        elif kind == _STOP:
+            self._stop_line(self._calls[key], deadline)
         else:
-            call = self._calls.get(key)
-            if call is None:
-                return
-            if kind == _STOP and call.stop_due == deadline:
-                self._stop_line(call, deadline)
-            elif kind == _ESCALATE and call.escalate_due == deadline:
-                self._escalate(call, deadline)
+            self._escalate(self._calls[key], deadline)
 
     # --- calls ----------------------------------------------------------------------------
 
@@ -446,7 +453,7 @@ class Plant:
         return station.call is not None and self._calls[station.call].stopped is not None
 
     def _refresh(self, station: Station, at: int) -> None:
-        """Publish the station (and its line) only if what they show has changed."""
+        """Publish the station and its line, each only if what it shows has changed."""
         call = self._calls[station.call] if station.call else None
         cause = call.cause if call else None
         if not station.online:
@@ -459,12 +466,12 @@ class Plant:
             state = "acknowledged" if call.acknowledged is not None else "called"
         material = station.orders > 0
         shown = (station.state, station.cause, station.material)
-        if shown == (state, cause, material):
-            return
-        if (state, cause) != shown[:2]:
-            station.since = max(at, station.since)
-        station.state, station.cause, station.material = state, cause, material
-        self._out.append(self._station_effect(station))
+        if shown != (state, cause, material):
+            if (state, cause) != shown[:2]:
+                station.since = max(at, station.since)
+            station.state, station.cause, station.material = state, cause, material
+            self._out.append(self._station_effect(station))
+        # an offline station still stops its line when its call's deadline passes
         self._refresh_line(self._lines[station.line], at)
 
     def _refresh_line(self, line: Line, at: int) -> None:
