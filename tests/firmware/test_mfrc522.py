@@ -300,3 +300,52 @@ async def main():
 """,
     )
     assert data is False
+
+
+def test_waiting_on_the_chip_allocates_nothing_per_register_read(mpy):
+    # A stub chip whose timer fires at once, then one that never answers: the second read
+    # polls ComIrqReg ~45 times until the deadline, yet must allocate no more than the first.
+    data = mpy.run(
+        """
+import asyncio, gc
+from vtest import run
+from andon.mfrc522 import MFRC522
+
+class Pin:
+    def value(self, v=None):
+        pass
+
+class SPI:
+    irq = 0x01  # ComIrqReg: TimerIRq
+    reads = 0
+    def write_readinto(self, tx, rx):
+        SPI.reads += 1
+        rx[1] = 0x92 if tx[0] == 0x80 | 0x37 << 1 else SPI.irq
+    def write(self, tx):
+        pass
+
+chip = MFRC522(SPI(), Pin())
+
+async def measured():
+    before = SPI.reads
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    got = await chip.read()
+    used = gc.mem_alloc() - a
+    gc.enable()
+    return [got, used, SPI.reads - before]
+
+async def main():
+    await chip.init()
+    await chip.read()
+    fired = await measured()
+    SPI.irq = 0
+    return {"fired": fired, "silent": await measured()}
+
+run(main())
+"""
+    ).data
+    assert data["fired"][0] is None and data["silent"][0] is None
+    assert data["silent"][2] > data["fired"][2] + 10  # it did poll many more times
+    assert data["silent"][1] == data["fired"][1]

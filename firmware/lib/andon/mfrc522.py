@@ -245,7 +245,6 @@ class MFRC522:
                 return self._fail()
             self._uid[n : n + 3] = f[3:6]
             n += 3
-        return None
 
     async def halt(self):
         # HLTA: the selected tag goes to HALT and stays silent to REQA until the field drops.
