@@ -164,6 +164,8 @@ class Plant:
         station = self._stations.get((record.line, record.station))
         if station is None:
             raise UnknownStation(f"no station {record.line}/{record.station} in the plant")
+        if self.now is None:
+            self._start(record.received)
         out = self.advance(record.received)
         self._out = out
         message = record.message
@@ -179,7 +181,7 @@ class Plant:
         """Fire every timer due up to `now`, each at its own deadline."""
         self._out = out = []
         if self.now is None:
-            self._start(now)
+            return out  # the clock starts with the first record, so replay starts there too
         while (deadline := self.next_deadline()) is not None and deadline <= now:
             _, kind, key = heapq.heappop(self._timers)
             self.now = max(self.now, deadline)
@@ -265,7 +267,7 @@ class Plant:
     # --- clock and timers -----------------------------------------------------------------
 
     def _start(self, now: int) -> None:
-        """The first moment the core sees: every state starts here, every card is seen."""
+        """The first record's arrival: every state starts here, every card counts as seen."""
         self.now = self.started = now
         for item in (*self._stations.values(), *self._lines.values()):
             item.since = now
