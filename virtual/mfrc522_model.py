@@ -153,8 +153,7 @@ class MFRC522:
         self.garbage = None  # None, "random", "crc" (bad CRC_A on SAK) or "bcc" (bad BCC)
         self.frames = 0  # frames the chip has sent to the field
         self.removals = []  # [tag, frames left]
-        self.rng = random
-        random.seed(seed)
+        random.seed(seed)  # garbage is the same at every run
         self.regs = bytearray(64)
         self.selected = False
         self.soft_reset()
@@ -292,8 +291,8 @@ class MFRC522:
         # Garbage mode: what a detuned antenna, a noisy cable or a broken tag might answer.
         data, first, end = answer
         if self.garbage == "random":
-            n = self.rng.randint(1, 6)
-            return bytes(self.rng.getrandbits(8) for _ in range(n)), 0, n * 8
+            n = random.randint(1, 6)
+            return bytes(random.getrandbits(8) for _ in range(n)), 0, n * 8
         if self.garbage == "crc" and end == 24:
             return bytes((data[0], data[1] ^ 0x5A, data[2])), first, end
         if self.garbage == "bcc" and end == 40:
