@@ -165,3 +165,29 @@ def test_unknown_or_malformed_profiles_get_a_clear_error(tmp_path):
     (tmp_path / "c.toml").write_text('extends = "b"\n')
     with pytest.raises(ProfileError, match="extends itself through b -> c -> b"):
         load_profile("b", tmp_path)
+
+
+def _wiring_table() -> dict[str, dict[str, int]]:
+    """The pin table of hardware/wiring.md: profile -> profile key -> GPIO."""
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (PROFILES_DIR.parent / "wiring.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    header = next(row for row in rows if row[1] == "profile key")
+    profiles = [name.strip("`") for name in header[2:-1]]
+    table: dict[str, dict[str, int]] = {name: {} for name in profiles}
+    for row in rows:
+        if row[0] == header[0] or not row[1].startswith("`"):
+            continue
+        for name, cell in zip(profiles, row[2:-1], strict=True):
+            if cell != "—":
+                table[name][row[1].strip("`")] = int(cell.removeprefix("GPIO"))
+    return table
+
+
+def test_the_wiring_guide_pin_table_is_the_profiles():
+    table = _wiring_table()
+    assert set(table) == {ESP32, S3, S3WS}
+    for name, pins in table.items():
+        assert pins == {use.what: use.pin for use in load_profile(name).pin_uses()}, name
