@@ -1,6 +1,7 @@
 # A small MQTT 3.1.1 client for MicroPython asyncio. Every wait is an asyncio stream wait,
 # so nothing blocks the loop, except the DNS lookup inside asyncio.open_connection: give the
 # broker as an address. One task reads (serve), a second pings; writers share one lock.
+# A failing socket raises OSError, or ValueError from MicroPython's TLS (a bad certificate).
 import asyncio
 import sys
 from time import ticks_diff, ticks_ms
@@ -95,7 +96,7 @@ class MQTTClient:
         self._why = None
         try:
             await asyncio.wait_for_ms(self._handshake(), self._timeout_ms)
-        except (OSError, asyncio.TimeoutError, MQTTError) as e:
+        except (OSError, ValueError, asyncio.TimeoutError, MQTTError) as e:
             self.close()
             raise e if isinstance(e, MQTTError) else MQTTError("connect failed: %r" % (e,))
         self.up = True
@@ -156,7 +157,7 @@ class MQTTClient:
         except asyncio.CancelledError:
             if self._why is None:
                 raise  # cancelled from outside, not by close()
-        except (OSError, MQTTError) as e:
+        except (OSError, ValueError, MQTTError) as e:
             self.close(e.args[0] if isinstance(e, MQTTError) else "connection lost: %r" % (e,))
         finally:
             self._serving = None
@@ -193,12 +194,13 @@ class MQTTClient:
             s = self._s
             if s is None:
                 raise MQTTError("not connected")
+            head = memoryview(self._tx)[: put_header(self._tx, first, n)]
             try:
-                s.write(memoryview(self._tx)[: put_header(self._tx, first, n)])
+                s.write(head)
                 for p in parts:
                     s.write(p)
                 await asyncio.wait_for_ms(s.drain(), self._timeout_ms)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (OSError, ValueError, asyncio.TimeoutError) as e:
                 self.close("send failed: %r" % (e,))
                 raise MQTTError(self._why)
         self._last_tx = ticks_ms()
