@@ -33,8 +33,8 @@ def publish(
 
 
 # A fake broker in the VM: each connection reads CONNECT, sends CHUNKS one by one (None: hang
-# up), then records everything the client sends until it hangs up. A ticker task proves the
-# loop kept running.
+# up, an int: pause that many ms), then records everything the client sends until it hangs up.
+# A ticker task proves the loop kept running.
 FAKE_SERVER = """
 import asyncio
 from time import ticks_diff, ticks_ms
@@ -49,6 +49,9 @@ async def handler(r, w):
         for c in CHUNKS:
             if c is None:
                 return
+            if isinstance(c, int):
+                await asyncio.sleep_ms(c)
+                continue
             w.write(c)
             await w.drain()
             await asyncio.sleep_ms(2)
@@ -391,3 +394,31 @@ run(main())
     # shows the loop was never held by the connect.
     assert data["ticks"] >= 10
     assert data["max_gap"] < 1000
+
+
+def test_a_refused_subscription_raises(mpy):
+    suback = packet(0x90, b"\x00\x01\x01\x80")  # pid 1: the first topic granted, the second not
+    result = mpy.run(
+        fake_script(
+            [repr(CONNACK), "300", repr(suback)],
+            """
+async def main():
+    srv = await asyncio.start_server(handler, "127.0.0.1", PORT)
+    c, got = client(keepalive=0)
+    await c.connect()
+    serving = asyncio.create_task(c.serve())
+    try:
+        await c.subscribe(["a/b", "not/allowed"])
+        out = "subscribed"
+    except MQTTError as e:
+        out = str(e)
+    c.close()
+    await serving
+    srv.close()
+    return out
+
+run(main())
+""",
+        )
+    )
+    assert result.data == "broker refused a subscription"
