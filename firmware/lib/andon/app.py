@@ -1,0 +1,200 @@
+# The station firmware: wires inputs, RFID readers, the outbox, the MQTT link and the
+# stack light together. Logic lives in the modules; this file only connects them.
+import asyncio
+import gc
+import time
+
+import hal
+from andon import VERSION, light, persist, wire
+from andon.health import Health
+from andon.inputs import Inputs
+from andon.link import Link
+from andon.outbox import Outbox
+from andon.uplink import Uplink
+
+TELEMETRY_MS = 30000
+NON_CRITICAL = ("cycle",)  # may be refused when the outbox is full; nothing else is
+
+
+def _hex(b):
+    return "".join("%02X" % x for x in b)
+
+
+class Station:
+    def __init__(self, cfg, boot):
+        self.cfg = cfg
+        self.boot = boot
+        self.board = cfg["board"]
+        self.started = time.ticks_ms()
+        self.refreshes = 0
+        self.topics = wire.Topics(cfg["site"], cfg["line"], cfg["station"])
+        self.outbox = Outbox(capacity=cfg["outbox"]["capacity"])
+        self.outbox.open()
+        self.tower = light.Tower(cfg["light"]) if cfg.get("light") else None
+        self.remote = {"station": None, "line": None, "gateway": None}
+        self.inputs = Inputs(cfg["inputs"], self.record)
+        self.readers = self._readers(cfg.get("rfid"))
+        self.link = Link(
+            cfg["broker"], self.board,
+            will=(self.topics.status, wire.will(self.board, self.boot)),
+            birth=lambda: (self.topics.status, self._birth()),
+            subscriptions=self.topics.downlinks(),
+            on_message=self.on_message,
+            on_up=self.on_up,
+        )
+        self.uplink = Uplink(self.outbox, self.link, self.topics.evt, self.board, boot)
+
+    def _readers(self, rcfg):
+        if not rcfg:
+            return []
+        from andon.mfrc522 import MFRC522
+        from andon.rfid import Reader
+
+        s = rcfg["spi"]
+        spi = hal.SPI(s["id"], baudrate=s["baudrate"], sck=hal.Pin(s["sck"]),
+                      mosi=hal.Pin(s["mosi"]), miso=hal.Pin(s["miso"]))
+        out = []
+        for r in rcfg["readers"]:
+            rst = hal.Pin(r["rst"], hal.Pin.OUT) if r.get("rst") is not None else None
+            chip = MFRC522(spi, hal.Pin(r["cs"], hal.Pin.OUT, value=1), rst)
+            out.append(Reader(r["name"], r["role"], chip, r["holdoff_ms"]))
+        return out
+
+    # -- events: to flash first, then to the gateway --
+    def record(self, kind, data, ticks):
+        wall = hal.wall_ms()
+        ts = None if wall is None else wall - time.ticks_diff(time.ticks_ms(), ticks)
+        seq = self.outbox.append(self.boot, kind, data, ts, ticks, kind not in NON_CRITICAL)
+        if seq is not None:
+            self.uplink.kick()
+        self.refresh_light()  # local first: a pull shows before any round trip
+
+    def _birth(self):
+        o = self.outbox
+        return wire.birth(self.board, self.boot, VERSION, hal.reset_cause(), o.depth,
+                          o.capacity, o.near_full)
+
+    def on_up(self):
+        self.uplink.rewind()
+        self.refresh_light()
+
+    def on_message(self, topic, payload, retained):
+        m = wire.decode(self.topics, self.board, topic, payload)
+        if m is None:
+            return
+        kind = m["kind"]
+        if kind == "ack":
+            self.uplink.on_ack(m["seq"])
+        elif kind == "gateway":
+            if m["online"] and self.remote["gateway"] is False:
+                self.uplink.rewind()  # it may have lost what it had not stored
+            self.remote["gateway"] = m["online"]
+        else:
+            self.remote[kind] = m
+        self.refresh_light()
+
+    # -- the stack light --
+    def link_state(self):
+        s = self.link.state
+        if s == "up" and self.remote["gateway"] is False:
+            return "gateway_offline"
+        return {"up": "ok", "no_wifi": "no_wifi"}.get(s, "no_broker")
+
+    def refresh_light(self):
+        if self.tower is None:
+            return
+        st = self.remote["station"]
+        ln = self.remote["line"]
+        self.tower.show(light.compose({
+            "config_error": False,
+            "cord": self.inputs.cord_pulled(),
+            "fault": self.inputs.fault(),
+            "station": st,
+            "line": ln["state"] if ln else None,
+            "link": self.link_state(),
+            "outbox_near_full": self.outbox.near_full,
+        }))
+
+    async def telemetry(self):
+        while True:
+            await asyncio.sleep_ms(TELEMETRY_MS)
+            gc.collect()
+            await self.link.publish(self.topics.telemetry, wire.telemetry(
+                self.board, self.boot, time.ticks_diff(time.ticks_ms(), self.started) // 1000,
+                gc.mem_free(), self.outbox.depth, self.link.reconnects, hal.rssi()))
+
+    async def clock(self):
+        # NTP without blocking the loop for long: one short try now and then until set.
+        while hal.wall_ms() is None:
+            if hal.wifi_up():
+                hal.ntp_sync(self.cfg["ntp"])
+            await asyncio.sleep_ms(10000)
+
+    async def light_refresh(self):
+        # Link and remote states change without an event: keep the tower current.
+        while True:
+            self.refresh_light()
+            self.refreshes += 1
+            await asyncio.sleep_ms(250)
+
+    async def run(self, wdt):
+        self.health = Health(wdt, {
+            "inputs": lambda: self.inputs.passes,
+            "light": lambda: self.refreshes,
+        })
+        tasks = [self.inputs.run(), self.link.run(), self.uplink.run(), self.telemetry(),
+                 self.clock(), self.light_refresh(), self.health.run()]
+        if self.tower:
+            tasks.append(self.tower.run())
+        for r in self.readers:
+            tasks.append(r.run(self.record))
+        await asyncio.gather(*tasks)
+
+
+_error_light = None  # the light section of a config that failed validation, if usable
+
+
+def start(path="config.json"):
+    # Validate the config, count the boot and build the station; None after a config
+    # error (the console says why; config_error_forever() shows it on the tower).
+    global _error_light
+    import sys
+
+    from andon import config
+
+    try:
+        cfg = config.load(path, default_board=_hex(hal.unique_id()))
+    except config.ConfigError as e:
+        print("CONFIG ERROR:", e)
+        _error_light = config.light_only(path)
+        return None
+    finally:
+        # Validation is done once: give its code's heap back to the running firmware.
+        del sys.modules["andon.config"]
+        import andon
+
+        del andon.config
+    if cfg.get("wifi"):
+        hal.wifi_start(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
+    return Station(cfg, persist.next_boot())
+
+
+async def config_error_forever():
+    # A bad config must not crash-loop: show the pattern until someone fixes the file.
+    if _error_light:
+        tower = light.Tower(_error_light)
+        tower.show(light.compose({"config_error": True}))
+        await tower.run()
+    while True:
+        await asyncio.sleep_ms(60000)
+
+
+async def run(path="config.json"):
+    station = start(path)
+    if station is None:
+        await config_error_forever()
+    await station.run(hal.WDT(timeout=8000))
+
+
+def main():
+    asyncio.run(run())

@@ -1,0 +1,4 @@
+# Station firmware entry point: everything else is in lib/andon.
+from andon import app
+
+app.main()

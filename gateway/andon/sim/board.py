@@ -1,0 +1,153 @@
+"""One virtual board: the real firmware in a MicroPython VM process, driven from outside.
+
+Its flash is a directory of its own (config.json, boot counter, outbox), so a power cut is a
+SIGKILL of the process and a restart boots from what that flash holds. The board listens on a
+loopback control port (JSON lines, see virtual/vboard.py) for pins, tags and lamp read-back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from andon.mosquitto import free_port
+from andon.vm import compiled_paths, micropython_exe, vm_env
+
+RESET_EXIT = 75  # a virtual board that asked for machine.reset() exits with this
+
+
+class BoardError(RuntimeError):
+    pass
+
+
+class VirtualBoard:
+    def __init__(
+        self,
+        flash: Path,
+        config: dict[str, Any] | None = None,
+        uid: str = "246F28000001",
+        heap: str = "128K",
+        compiled: bool = True,
+    ) -> None:
+        self.flash = flash
+        self.config = config
+        self.uid = uid
+        self.heap = heap
+        self.compiled = compiled  # run .mpy modules, as a flashed board does
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    @property
+    def console(self) -> Path:
+        return self.flash.with_name(self.flash.name + ".console.log")
+
+    def start(self, timeout: float = 20.0, wifi: bool = True, clock: bool = True) -> None:
+        self.flash.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            (self.flash / "config.json").write_text(json.dumps(self.config, indent=1))
+        self.port = free_port()
+        (self.flash / "vboard.json").write_text(
+            json.dumps({"uid": self.uid, "control_port": self.port, "wifi": wifi, "clock": clock})
+        )
+        log = self.console.open("ab")
+        self.proc = subprocess.Popen(
+            [micropython_exe(), "-X", f"heapsize={self.heap}", "-m", "vboard"],
+            cwd=self.flash,
+            env=vm_env(compiled_paths() if self.compiled else None),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self._connect(timeout)
+
+    def _connect(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise BoardError(f"virtual board exited at start:\n{self.console_tail()}")
+            try:
+                self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                self._buf = b""
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.power_cut()
+        raise BoardError(f"virtual board did not open its control port:\n{self.console_tail()}")
+
+    def console_tail(self, lines: int = 30) -> str:
+        if not self.console.exists():
+            return ""
+        return "\n".join(self.console.read_text(errors="replace").splitlines()[-lines:])
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        if self._sock is None:
+            raise BoardError("virtual board is not running")
+        self._sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        while b"\n" not in self._buf:
+            chunk = self._sock.recv(4096)
+            if not chunk:
+                raise BoardError(f"virtual board closed its control port:\n{self.console_tail()}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        reply = json.loads(line)
+        if "error" in reply:
+            raise BoardError(reply["error"])
+        return reply
+
+    # -- what a person does at the station --
+    def set_input(self, name: str, active: bool) -> None:
+        self.call("input", name=name, active=active)
+
+    def pull_cord(self, name: str = "cord") -> None:
+        self.set_input(name, True)
+
+    def reset_cord(self, name: str = "cord") -> None:
+        self.set_input(name, False)
+
+    def press(self, name: str, hold_ms: int = 60) -> None:
+        self.call("press", name=name, hold_ms=hold_ms)
+
+    def place_tag(self, reader: str, uid: str) -> None:
+        self.call("tag", reader=reader, uid=uid)
+
+    def remove_tag(self, reader: str) -> None:
+        self.call("untag", reader=reader)
+
+    def lamps(self) -> dict[str, str]:
+        return self.call("lamps")["lamps"]
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    # -- power --
+    def power_cut(self) -> None:
+        """SIGKILL: whatever was not on flash is gone, as when the plug is pulled."""
+        self._close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.power_cut()
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> VirtualBoard:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

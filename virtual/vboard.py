@@ -1,0 +1,109 @@
+# A virtual station board: the real firmware (andon.app) on the virtual bench, driven from
+# outside through JSON lines on a loopback control port (gateway/andon/sim/board.py).
+# Its flash is the working directory; `vboard.json` there says how to set the bench up.
+import asyncio
+import json
+
+import hal
+from vdevices import bench
+
+SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
+
+
+class Control:
+    def __init__(self, app, station):
+        self.app = app
+        self.station = station  # None after a config error
+        cfg = station.cfg if station else {"inputs": [], "rfid": None}
+        self.inputs = {i["name"]: i for i in cfg["inputs"]}
+        self.chips = {}  # reader name -> chip model
+        self.placed = {}  # reader name -> the uid lying on it
+        rfid = cfg.get("rfid")
+        if rfid:
+            from mfrc522_model import MFRC522
+
+            for r in rfid["readers"]:
+                self.chips[r["name"]] = chip = MFRC522()
+                bench.attach(r["cs"], chip)
+
+    def _input(self, name, active):
+        i = self.inputs[name]
+        if i["adc"] is not None:
+            from andon import inputs
+
+            bench.set_adc(i["adc"], inputs.PULLED_FROM + 4000 if active else inputs.PULLED_FROM // 2)
+        else:
+            bench.drive(i["pin"], i["active"] if active else 1 - i["active"])
+
+    async def op_input(self, m):
+        self._input(m["name"], m["active"])
+
+    async def op_press(self, m):
+        self._input(m["name"], True)
+        await asyncio.sleep_ms(m.get("hold_ms", 60))
+        self._input(m["name"], False)
+
+    async def op_adc(self, m):
+        bench.set_adc(m["pin"], m["value"])
+
+    async def op_tag(self, m):
+        await self.op_untag(m)
+        uid = bytes.fromhex(m["uid"])
+        self.chips[m["reader"]].place(uid)
+        self.placed[m["reader"]] = uid
+
+    async def op_untag(self, m):
+        uid = self.placed.pop(m["reader"], None)
+        if uid is not None:
+            self.chips[m["reader"]].remove(uid)
+
+    async def op_wifi(self, m):
+        bench.wifi_link = m["up"]
+
+    async def op_lamps(self, m):
+        if self.station is None or self.station.tower is None:
+            return {"lamps": {}}
+        return {"lamps": dict(self.station.tower.modes)}
+
+    async def op_status(self, m):
+        s = self.station
+        if s is None:
+            return {"config_error": True}
+        o = s.outbox
+        return {"board": s.board, "boot": s.boot, "link": s.link.state, "outbox": o.depth,
+                "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends}
+
+    async def serve(self, reader, writer):
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            try:
+                m = json.loads(line)
+                reply = await getattr(self, "op_" + m["op"])(m) or {}
+            except Exception as e:  # a bad request must not stop the board
+                reply = {"error": "%s: %s" % (type(e).__name__, e)}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        writer.close()
+
+
+async def main():
+    with open("vboard.json") as f:
+        spec = json.load(f)
+    bench.uid = bytes.fromhex(spec["uid"])
+    bench.wifi_link = spec.get("wifi", True)
+    bench.clock_set = spec.get("clock", True)
+    from andon import app
+
+    station = app.start()
+    ctl = Control(app, station)
+    await asyncio.start_server(ctl.serve, "127.0.0.1", spec["control_port"])
+    print("vboard: control port", spec["control_port"])
+    if station is None:
+        await app.config_error_forever()
+    else:
+        await station.run(hal.WDT(timeout=8000))
+
+
+asyncio.run(main())
