@@ -128,8 +128,7 @@ def wifi_start(ssid, password):
 
 
 def wifi_up():
-    # The virtual radio: up unless a test takes the link down.
-    return bench.wifi_link
+    return bench.wifi_started and bench.wifi_link
 
 
 def rssi():

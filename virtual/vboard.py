@@ -92,6 +92,7 @@ async def main():
     with open("vboard.json") as f:
         spec = json.load(f)
     bench.uid = bytes.fromhex(spec["uid"])
+    bench.wifi_started = True  # a virtual board's radio needs no credentials
     bench.wifi_link = spec.get("wifi", True)
     bench.clock_set = spec.get("clock", True)
     from andon import app
