@@ -2,6 +2,7 @@
 # outside through JSON lines on a loopback control port (gateway/andon/sim/board.py).
 # Its flash is the working directory; `vboard.json` there says how to set the bench up.
 import asyncio
+import gc
 import json
 
 import hal
@@ -61,17 +62,19 @@ class Control:
         bench.wifi_link = m["up"]
 
     async def op_lamps(self, m):
-        if self.station is None or self.station.tower is None:
-            return {"lamps": {}}
-        return {"lamps": dict(self.station.tower.modes)}
+        tower = self.station.tower if self.station else self.app.error_tower
+        return {"lamps": dict(tower.modes) if tower else {}}
 
     async def op_status(self, m):
         s = self.station
         if s is None:
             return {"config_error": True}
         o = s.outbox
+        gc.collect()
         return {"board": s.board, "boot": s.boot, "link": s.link.state, "outbox": o.depth,
-                "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends}
+                "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends,
+                "reconnects": s.link.reconnects,
+                "heap_peak": bench.heap_peak, "heap_free": gc.mem_free()}
 
     async def serve(self, reader, writer):
         while True:
@@ -99,6 +102,8 @@ async def main():
 
     station = app.start()
     ctl = Control(app, station)
+    for name, active in spec.get("inputs", {}).items():
+        ctl._input(name, active)  # levels wired at power-up, before the first scan
     await asyncio.start_server(ctl.serve, "127.0.0.1", spec["control_port"])
     print("vboard: control port", spec["control_port"])
     if station is None:

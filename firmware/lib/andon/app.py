@@ -152,6 +152,7 @@ class Station:
 
 
 _error_light = None  # the light section of a config that failed validation, if usable
+error_tower = None  # the tower showing the config error, once config_error_forever runs
 
 
 def start(path="config.json"):
@@ -181,10 +182,11 @@ def start(path="config.json"):
 
 async def config_error_forever():
     # A bad config must not crash-loop: show the pattern until someone fixes the file.
+    global error_tower
     if _error_light:
-        tower = light.Tower(_error_light)
-        tower.show(light.compose({"config_error": True}))
-        await tower.run()
+        error_tower = light.Tower(_error_light)
+        error_tower.show(light.compose({"config_error": True}))
+        await error_tower.run()
     while True:
         await asyncio.sleep_ms(60000)
 

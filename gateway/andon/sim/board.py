@@ -49,13 +49,29 @@ class VirtualBoard:
     def console(self) -> Path:
         return self.flash.with_name(self.flash.name + ".console.log")
 
-    def start(self, timeout: float = 20.0, wifi: bool = True, clock: bool = True) -> None:
+    def start(
+        self,
+        timeout: float = 20.0,
+        wifi: bool = True,
+        clock: bool = True,
+        inputs: dict[str, bool] | None = None,
+    ) -> None:
+        """Boot from the flash dir; `inputs` are levels already applied at power-up (a cord
+        that is not pulled), by input name: True = active."""
         self.flash.mkdir(parents=True, exist_ok=True)
         if self.config is not None:
             (self.flash / "config.json").write_text(json.dumps(self.config, indent=1))
         self.port = free_port()
         (self.flash / "vboard.json").write_text(
-            json.dumps({"uid": self.uid, "control_port": self.port, "wifi": wifi, "clock": clock})
+            json.dumps(
+                {
+                    "uid": self.uid,
+                    "control_port": self.port,
+                    "wifi": wifi,
+                    "clock": clock,
+                    "inputs": inputs or {},
+                }
+            )
         )
         log = self.console.open("ab")
         self.proc = subprocess.Popen(

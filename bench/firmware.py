@@ -1,0 +1,148 @@
+"""Station firmware figures, from the MicroPython VM (64-bit unix port) on this machine.
+
+Prints the peak heap of the full-outbox scenario (tests/firmware/test_station.py: 4 inputs,
+2 RFID readers, a tower, 400 events pending), the smallest `-X heapsize` it still passes at
+(bisection), the cost of one input scan pass, and pin-edge-to-PUBLISH latency on loopback
+(driving a pin through the board's control port until a paho subscriber has the PUBLISH,
+debounce included). Ends with one JSON line. Run from the repository root:
+`.venv/bin/python -m bench.firmware`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.firmware.paho_watch import Watcher
+from tests.firmware.standin import AckStandIn
+from tests.firmware.test_station import (
+    BOARD,
+    CORD_UP,
+    ROOMY_HEAP,
+    STATION,
+    full_outbox_scenario,
+    link_up,
+    station_config,
+    vboard,
+)
+
+from andon.mosquitto import start_broker
+from andon.sim.board import BoardError
+from andon.vm import run_script
+
+EDGES = 120
+DEBOUNCE_MS = 20  # the default, as station_config leaves it
+LOW_KB, HIGH_KB, STEP_KB = 64, 256, 4
+
+SCAN = """
+import gc, time
+from andon.inputs import Inputs
+from vtest import emit
+cfg = [{"name": n, "role": r, "pin": p, "pull": "up", "active": a, "debounce_ms": 20, "adc": None}
+       for n, r, p, a in (("cord", "cord", 4, 1), ("qual", "call_quality", 17, 0),
+                          ("ack", "ack", 21, 0), ("cycle", "cycle", 22, 0))]
+ins = Inputs(cfg, lambda kind, data, ticks: None)
+N = 2000
+gc.collect()
+before = gc.mem_alloc()
+t = time.ticks_us()
+for i in range(N):
+    ins.scan(i)
+us = time.ticks_diff(time.ticks_us(), t)
+emit({"scan_us": us / N, "alloc_bytes_per_pass": (gc.mem_alloc() - before) / N})
+"""
+
+
+def scenario(heap_kb: int) -> dict | None:
+    """The scenario's last status at this heap, or None when it failed."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_broker(Path(tmp) / "broker") as broker,
+        AckStandIn(broker, acking=False) as standin,
+    ):
+        try:
+            return full_outbox_scenario(Path(tmp), broker, standin, f"{heap_kb}K")
+        except (AssertionError, BoardError):
+            return None
+
+
+def smallest_heap_kb() -> int | None:
+    """Bisection over heapsize in STEP_KB steps; None if even HIGH_KB fails."""
+    if scenario(HIGH_KB) is None:
+        return None
+    lo, hi = LOW_KB - STEP_KB, HIGH_KB  # lo fails (or is below the range), hi passes
+    while hi - lo > STEP_KB:
+        mid = (lo + hi) // 2 // STEP_KB * STEP_KB
+        ok = scenario(mid) is not None
+        print(f"  heapsize {mid}K: {'passes' if ok else 'fails'}", flush=True)
+        lo, hi = (lo, mid) if ok else (mid, hi)
+    return hi
+
+
+def latency_ms() -> list[float]:
+    """Pin edge (control port write) to the subscriber holding the event, per edge."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_broker(Path(tmp) / "broker") as broker,
+        AckStandIn(broker),
+        Watcher(broker, STATION + "/evt", client_id="latency") as watcher,
+    ):
+        board = vboard(Path(tmp) / "flash", station_config(broker.port), ROOMY_HEAP)
+        try:
+            board.start(inputs=CORD_UP)
+            link_up(board)
+            out = []
+            for seq in range(1, EDGES + 1):
+                t0 = time.perf_counter()
+                board.set_input("cord", seq % 2 == 1)
+                watcher.wait(lambda m, n=seq: json.loads(m[1])["seq"] == n)
+                out.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.01)
+            return out
+        finally:
+            board.stop()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        flash = Path(tmp)
+        scan = run_script(SCAN, flash).data
+    roomy = scenario(int(ROOMY_HEAP[:-1]))
+    if roomy is None:
+        raise SystemExit(f"the scenario fails even at {ROOMY_HEAP}")
+    print(f"scenario peak heap: {roomy['heap_peak']} bytes (at heapsize {ROOMY_HEAP})")
+    smallest = smallest_heap_kb()
+    print(f"smallest heapsize it passes at: {smallest}K (64-bit unix VM, .mpy in the heap)")
+    print(f"scan pass, 4 inputs: {scan['scan_us']:.1f} us, {scan['alloc_bytes_per_pass']} B/pass")
+    lat = sorted(latency_ms())
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(
+        f"pin edge to PUBLISH over {len(lat)} edges: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {lat[-1]:.1f} ms (debounce {DEBOUNCE_MS} ms included)"
+    )
+    print(
+        json.dumps(
+            {
+                "board": BOARD,
+                "scenario_heap_peak_bytes": roomy["heap_peak"],
+                "smallest_heapsize_kb": smallest,
+                "scan_pass_us": round(scan["scan_us"], 2),
+                "scan_alloc_bytes_per_pass": scan["alloc_bytes_per_pass"],
+                "edge_to_publish_ms": {
+                    "p50": round(p50, 2),
+                    "p99": round(p99, 2),
+                    "max": round(lat[-1], 2),
+                    "edges": len(lat),
+                    "debounce_ms": DEBOUNCE_MS,
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The integrated station firmware (andon.app) on virtual boards, against a real Mosquitto and an
+end-to-end ack stand-in: events arrive in order with their ids, the light is local first, and no
+event the board accepted is ever lost, across power cuts and a broker crash."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from andon.mosquitto import Broker
+from andon.sim.board import VirtualBoard
+from andon.vm import run_script
+from tests.firmware.paho_watch import Watcher
+from tests.firmware.standin import AckStandIn, BoardLog
+
+BOARD = "246F28000001"
+STATION = "andon/v1/P1/L1/S1"
+GATEWAY_STATUS = "andon/v1/gateway/status"
+POST_UID = "04A1B2C3D4E580"  # a 7-byte NTAG kanban card
+BADGE_UID = "DEADBEEF"
+CORD_UP = {"cord": False}  # power up with the cord not pulled (a closed NC loop)
+# The smallest heap the full scenario passes at on this 64-bit VM (bench/firmware.py bisects it;
+# the issue's 64K is for a 32-bit board with frozen modules: see the report in bench/firmware.py).
+SCENARIO_HEAP = "128K"
+ROOMY_HEAP = "256K"  # for the behaviour tests: heap is the last test's subject
+
+
+def vboard(flash: Path, config: dict[str, Any], heap: str = ROOMY_HEAP) -> VirtualBoard:
+    return VirtualBoard(flash, config, uid=BOARD, heap=heap)
+
+
+def station_config(port: int, capacity: int = 400) -> dict[str, Any]:
+    """4 inputs, 2 RFID readers and a GPIO tower with buzzer, as a station is provisioned."""
+    seg = {"active": 1}
+    return {
+        "board": BOARD,
+        "site": "P1",
+        "line": "L1",
+        "station": "S1",
+        "broker": {"host": "127.0.0.1", "port": port, "keepalive": 5},
+        "inputs": [
+            {"name": "cord", "role": "cord", "pin": 4, "pull": "up", "active": 1},
+            {"name": "qual", "role": "call_quality", "pin": 17, "pull": "up", "active": 0},
+            {"name": "ack", "role": "ack", "pin": 21, "pull": "up", "active": 0},
+            {"name": "cycle", "role": "cycle", "pin": 22, "pull": "up", "active": 0},
+        ],
+        "rfid": {
+            "spi": {"id": 2, "sck": 18, "mosi": 23, "miso": 19},
+            "readers": [
+                {"name": "post", "role": "post", "cs": 5, "rst": 27},
+                {"name": "badge", "role": "badge", "cs": 15, "rst": 27},
+            ],
+        },
+        "light": {
+            "driver": "gpio",
+            "segments": {
+                name: {"pin": pin, **seg}
+                for name, pin in (("red", 25), ("amber", 26), ("green", 32), ("blue", 33))
+            }
+            | {"white": {"pin": 13, **seg}},
+            "buzzer": {"pin": 14, **seg},
+        },
+        "outbox": {"capacity": capacity},
+    }
+
+
+@pytest.fixture
+def standin(broker: Broker) -> Iterator[AckStandIn]:
+    with AckStandIn(broker, acking=False) as s:
+        yield s
+
+
+@pytest.fixture
+def board(tmp_path: Path, broker: Broker) -> Iterator[VirtualBoard]:
+    b = vboard(tmp_path / "flash", station_config(broker.port))
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def until(what: str, cond: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Polls cond() until it returns something true; fails naming `what` after timeout s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def settle() -> None:
+    """A level change is an event after the 20 ms debounce plus a 5 ms scan."""
+    time.sleep(0.08)
+
+
+def link_up(board: VirtualBoard) -> dict[str, Any]:
+    return until("board link up", lambda: (s := board.status())["link"] == "up" and s)
+
+
+def all_received(log: BoardLog, status: dict[str, Any]) -> bool:
+    return status["outbox"] == 0 and log.progress == status["next_seq"] - 1
+
+
+def assert_none_lost(log: BoardLog, next_seq: int, in_order: bool = True) -> None:
+    """Every seq the outbox assigned arrived, each re-send the same event as its first send.
+
+    in_order: each event first arrived after every lower seq. Not so when the broker itself
+    lost some: the board sends in order, but what it sends after the loss arrives before the
+    re-send of what was lost."""
+    assert sorted(log.by_seq) == list(range(1, next_seq)), "a seq is missing"
+    assert log.changed == [], "a re-sent event changed"
+    first_sends: list[int] = []
+    for e in log.deliveries:
+        if e["seq"] not in first_sends:
+            first_sends.append(e["seq"])
+    assert not in_order or first_sends == sorted(first_sends), "first sends out of order"
+    boots = [log.by_seq[s]["boot"] for s in sorted(log.by_seq)]
+    assert boots == sorted(boots), "seq did not grow across boots"
+
+
+def test_events_arrive_in_order_with_their_ids_and_the_light_follows(board, standin, broker):
+    board.start(inputs=CORD_UP)
+    link_up(board)
+
+    board.pull_cord()
+    settle()
+    # Local first: amber at once, with no station state from any gateway.
+    local = board.lamps()
+    board.reset_cord()
+    board.press("qual")
+    board.press("ack")
+    board.place_tag("post", POST_UID)
+    log = standin.log(BOARD)
+    standin.wait(lambda: len(log.by_seq) == 5, what="5 events")
+
+    assert local["amber"] == "on" and local["green"] == "off"
+    assert [(e["board"], e["boot"], e["seq"]) for e in log.deliveries] == [
+        (BOARD, 1, s) for s in range(1, 6)
+    ]
+    assert [
+        {k: e[k] for k in e if k in ("kind", "input", "reason", "reader", "role", "uid")}
+        for e in log.deliveries
+    ] == [
+        {"kind": "cord_pulled", "input": "cord"},
+        {"kind": "cord_reset", "input": "cord"},
+        {"kind": "call", "input": "qual", "reason": "quality"},
+        {"kind": "ack", "input": "ack"},
+        {"kind": "scan", "reader": "post", "role": "post", "uid": POST_UID},
+    ]
+    assert board.status()["outbox"] == 5  # nothing leaves before the end-to-end ack
+    standin.ack_now()
+    status = until("outbox empty", lambda: (s := board.status())["outbox"] == 0 and s)
+    assert status["base"] == status["next_seq"] == 6
+
+    with Watcher(broker, client_id="gateway") as gw:
+        gw.publish(STATION + "/state", b'{"state": "running", "call": null}', retain=True)
+        until("green", lambda: board.lamps()["green"] == "on")
+        gw.publish("andon/v1/P1/L1/state", b'{"state": "stopped", "stopped": ["S2"]}', retain=True)
+        lamps = until("red slow", lambda: (m := board.lamps())["red"] == "slow" and m)
+        assert lamps["green"] == "off"  # the whole line shows it is stopped
+        gw.publish(STATION + "/state", b'{"state": "stopped", "call": "cord"}', retain=True)
+        lamps = until("red on", lambda: (m := board.lamps())["red"] == "on" and m)
+        assert lamps["buzzer"] == "slow" and lamps["white"] == "off"
+        gw.publish(GATEWAY_STATUS, b'{"online": false}', retain=True)
+        lamps = until("link trouble", lambda: (m := board.lamps())["white"] == "on" and m)
+        assert lamps["red"] == "on"  # the last known state stays, with the warning
+        gw.publish(GATEWAY_STATUS, b'{"online": true}', retain=True)
+        until("link fine", lambda: board.lamps()["white"] == "off")
+
+
+def test_power_cuts_at_random_points_lose_no_event(tmp_path, standin, broker):
+    rng = random.Random(20261126)
+    board = vboard(tmp_path / "flash", station_config(broker.port))
+    pulled = False
+    driven = 0
+    try:
+        for cut in range(50):
+            # Acks come and go, so the board re-sends what it holds after many of its boots.
+            if rng.random() < 0.5:
+                standin.ack_now()
+            else:
+                standin.acking = False
+            board.start(inputs={"cord": pulled})
+            for _ in range(rng.randint(1, 6)):
+                pulled = not pulled
+                board.set_input("cord", pulled)
+                driven += 1
+                time.sleep(rng.uniform(0.0, 0.06))  # some shorter than the debounce
+            if cut % 10 == 9:
+                link_up(board)  # now and then let it send before the plug is pulled
+            time.sleep(rng.uniform(0.0, 0.05))
+            board.power_cut()
+        board.start(inputs={"cord": pulled})
+        standin.ack_now()
+        log = standin.log(BOARD)
+        status = until("all received", lambda: all_received(log, s := board.status()) and s)
+    finally:
+        board.stop()
+
+    assert status["boot"] == 51
+    assert_none_lost(log, status["next_seq"])
+    events = log.events()
+    assert len(events) >= 50, "too few events to prove anything"
+    assert len(log.deliveries) > len(events), "no event was ever sent twice"
+    for boot in {e["boot"] for e in events}:
+        kinds = [e["kind"] for e in events if e["boot"] == boot]
+        # Each boot starts from a cord at rest: its cord events alternate, pull first.
+        assert kinds == ["cord_pulled", "cord_reset"] * (len(kinds) // 2) + ["cord_pulled"] * (
+            len(kinds) % 2
+        ), (boot, kinds)
+    assert len(events) <= driven + 50  # at most each edge, plus one pull at each boot
+
+
+def test_a_broker_crash_mid_stream_loses_no_event(board, standin, broker):
+    standin.ack_now()
+    board.start(inputs=CORD_UP)
+    link_up(board)
+    pulled = False
+    for i in range(40):
+        if i == 15:
+            broker.kill()  # loses what it had acknowledged but not saved
+        if i == 20:
+            broker.start()
+        pulled = not pulled
+        board.set_input("cord", pulled)
+        time.sleep(0.06)
+    log = standin.log(BOARD)
+    status = until("all received", lambda: all_received(log, s := board.status()) and s, 40)
+
+    assert_none_lost(log, status["next_seq"], in_order=False)
+    assert status["next_seq"] == 41  # every edge held past the debounce is an event
+    assert status["link"] == "up" and status["reconnects"] == 1
+
+
+def test_a_config_error_shows_on_console_and_tower_without_crash_loop(tmp_path, broker):
+    cfg = station_config(broker.port)
+    del cfg["broker"]["host"]
+    board = vboard(tmp_path / "flash", cfg)
+    try:
+        board.start()
+        lamps = until("error pattern", lambda: board.lamps())
+        time.sleep(1.0)  # it stays up: no reset, no exit
+        assert board.status() == {"config_error": True}
+        assert board.proc is not None and board.proc.poll() is None
+        console = board.console.read_text()
+    finally:
+        board.stop()
+    assert "CONFIG ERROR: broker.host:" in console
+    assert lamps == {s: "slow" for s in ("red", "amber", "green", "blue", "white")} | {
+        "buzzer": "off"
+    }
+    assert console.count("CONFIG ERROR") == 1
+
+
+def prefill_outbox(flash: Path, count: int) -> None:
+    """Puts `count` pending events of boot 1 on the board's flash, as a long broker outage would."""
+    flash.mkdir(parents=True, exist_ok=True)
+    result = run_script(
+        f"""
+from andon import persist
+from andon.outbox import Outbox
+from vtest import emit
+boot = persist.next_boot()
+ob = Outbox().open()
+for i in range({count}):
+    ob.append(boot, "call", {{"input": "qual", "reason": "quality"}}, None, i)
+emit([boot, ob.depth])
+""",
+        flash,
+    )
+    assert result.data == [1, count]
+
+
+def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: str) -> dict:
+    """The whole firmware (4 inputs, 2 readers, a tower) booting onto a full outbox: it warns, keeps
+    every critical event, refuses the cycle count, and sends all once acked. Raises
+    AssertionError or BoardError (out of memory at start) when it fails; returns the board's
+    last status (its heap figures) when it passes. bench/firmware.py bisects `heap` with it."""
+    capacity = 400
+    flash = tmp / "flash"
+    prefill_outbox(flash, capacity)
+    board = vboard(flash, station_config(broker.port, capacity), heap)
+    try:
+        board.start(inputs=CORD_UP)
+        status = link_up(board)
+        assert (status["boot"], status["outbox"]) == (2, capacity)
+        full = until("near-full warning", lambda: (m := board.lamps())["buzzer"] == "fast" and m)
+        assert full["white"] == "on"
+        board.pull_cord()
+        settle()
+        assert board.lamps()["amber"] == "on"  # local first, even with a full outbox
+        board.reset_cord()
+        board.press("qual")
+        board.press("ack")
+        board.press("cycle")  # non-critical: refused while the outbox is full
+        board.place_tag("post", POST_UID)
+        board.place_tag("badge", BADGE_UID)
+        log = standin.log(BOARD)
+        until("tags stored", lambda: board.status()["next_seq"] == capacity + 7)
+        standin.ack_now()
+        status = until("all received", lambda: all_received(log, s := board.status()) and s, 60)
+    finally:
+        board.stop()
+    assert_none_lost(log, status["next_seq"])
+    kinds = [e["kind"] for e in log.events()[capacity:]]
+    assert kinds == ["cord_pulled", "cord_reset", "call", "ack", "scan", "scan"]
+    assert "Error" not in board.console.read_text()
+    return status
+
+
+def test_the_whole_firmware_runs_with_a_full_outbox_in_the_smallest_heap(tmp_path, standin, broker):
+    # The scenario asserts as it goes: every event, none lost, no error on the console.
+    full_outbox_scenario(tmp_path, broker, standin, SCENARIO_HEAP)
