@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import insort
+from bisect import bisect_right, insort
 from dataclasses import dataclass, fields
 from functools import cache
 
@@ -604,8 +604,7 @@ class Plant:
 
     def _window_start(self, posts: list[int], now: int) -> int:
         """How many of the sorted post times fall before the demand window ending at `now`."""
-        horizon = now - self.config.kanban_policy.demand_window_s * 1000
-        return next((i for i, t in enumerate(posts) if t > horizon), len(posts))
+        return bisect_right(posts, now - self.config.kanban_policy.demand_window_s * 1000)
 
     # --- takt -----------------------------------------------------------------------------
 
