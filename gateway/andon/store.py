@@ -2,7 +2,7 @@
 
 One writer (the gateway's worker thread) runs one transaction per batch of messages: the new
 log entries, the boards' progress, the dead letters, the effects that must reach someone and
-the latest retained state all commit together, so the broker is acknowledged only for what is
+the calls and orders as records all commit together, so the broker is acknowledged only for what is
 durably stored. The `Store` protocol is what the gateway needs; a PostgreSQL backend for
 several gateways implements the same.
 
@@ -68,8 +68,8 @@ MIGRATIONS: list[str] = [
         created INTEGER NOT NULL, sent INTEGER
     );
     CREATE INDEX outbox_unsent ON outbox (id) WHERE sent IS NULL;
-    CREATE TABLE retained (        -- the latest retained state per topic, republished on start
-        topic TEXT PRIMARY KEY, payload BLOB NOT NULL
+    CREATE TABLE record (          -- calls and kanban orders as the core last emitted them
+        kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id)
     );
     """,
 ]
@@ -126,8 +126,8 @@ class Transaction(Protocol):
     def telemetry(self, received: int, line: str, station: str, board: str, message: str):
         """Keep a board's latest telemetry."""
 
-    def retain(self, topic: str, payload: bytes) -> None:
-        """The latest retained state for a topic."""
+    def record(self, kind: str, key: str, data: dict) -> None:
+        """Keep a call's or an order's latest version (`kind` call | order)."""
 
     def outbox(self, topic: str, payload: bytes, created: int) -> int:
         """A message that must reach the broker; its id, to mark it sent."""
@@ -151,7 +151,7 @@ class Store(Protocol):
     def log(self, after: int = 0, since: int | None = None) -> Iterator[LoggedEntry]: ...
     def progress(self) -> dict[str, Progress]: ...
     def unsent(self) -> list[tuple[int, str, bytes]]: ...
-    def retained(self) -> list[tuple[str, bytes]]: ...
+    def records(self, kind: str) -> list[dict]: ...
     def rejections(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
@@ -255,11 +255,11 @@ class _SqliteTransaction:
             (board, line, station, received, message),
         )
 
-    def retain(self, topic: str, payload: bytes) -> None:
+    def record(self, kind: str, key: str, data: dict) -> None:
         self.db.execute(
-            "INSERT INTO retained VALUES (?,?) ON CONFLICT (topic) DO UPDATE"
-            " SET payload=excluded.payload",
-            (topic, payload),
+            "INSERT INTO record VALUES (?,?,?) ON CONFLICT (kind, id) DO UPDATE"
+            " SET data=excluded.data",
+            (kind, key, json.dumps(data)),
         )
 
     def outbox(self, topic: str, payload: bytes, created: int) -> int:
@@ -336,8 +336,9 @@ class SqliteStore:
             "SELECT id, topic, payload FROM outbox WHERE sent IS NULL ORDER BY id"
         ).fetchall()
 
-    def retained(self) -> list[tuple[str, bytes]]:
-        return self.db.execute("SELECT topic, payload FROM retained ORDER BY topic").fetchall()
+    def records(self, kind: str) -> list[dict]:
+        rows = self.db.execute("SELECT data FROM record WHERE kind=? ORDER BY id", (kind,))
+        return [json.loads(data) for (data,) in rows]
 
     def rejections(self) -> dict[str, int]:
         rows = self.db.execute("SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason")

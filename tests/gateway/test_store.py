@@ -142,12 +142,13 @@ def test_the_outbox_keeps_a_message_until_marked_sent(store):
     assert store.unsent() == [(second, "andon/v1/P/kanban/X/replenish", b"r")]
 
 
-def test_retained_state_keeps_the_latest_per_topic(store):
+def test_calls_and_orders_keep_their_latest_version(store):
     with store.transaction() as tx:
-        tx.retain("a/state", b"1")
-        tx.retain("a/state", b"2")
-        tx.retain("b/state", b"3")
-    assert store.retained() == [("a/state", b"2"), ("b/state", b"3")]
+        tx.record("call", "C-000001", {"id": "C-000001", "acknowledged": None})
+        tx.record("call", "C-000001", {"id": "C-000001", "acknowledged": 5})
+        tx.record("order", "K-000001", {"id": "K-000001"})
+    assert store.records("call") == [{"id": "C-000001", "acknowledged": 5}]
+    assert store.records("order") == [{"id": "K-000001"}]
 
 
 def test_projection_clock_and_telemetry_round_trip(store):

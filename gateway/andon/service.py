@@ -1,0 +1,376 @@
+"""The gateway process: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite beneath.
+
+Persist before ack. paho's network thread only enqueues what arrives; one worker thread takes
+whatever is queued (up to `batch_max`), validates it, logs the new events, applies them to the
+core and commits the lot in one durable transaction. Only then are the messages acknowledged
+to the broker (manual ack), the boards told their progress (`…/ack`) and the effects published.
+A crash anywhere before the commit loses nothing: the broker still holds the unacknowledged
+messages for our persistent session and delivers them again, and the log's (board, boot, seq)
+key makes a second delivery a no-op.
+
+The worker is the only thread that touches the core and the store, so timers (`advance`) are
+serialized with events. The core fires each timer at its own deadline whatever the moment it is
+advanced, so the log alone rebuilds the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import paho.mqtt.client as mqtt
+
+from andon import contract
+from andon.config import PlantConfig
+from andon.core import Plant, Record, date_event
+from andon.core.effects import (
+    Alert,
+    CallRecord,
+    Effect,
+    LineChanged,
+    OrderRecord,
+    Replenish,
+    StationChanged,
+)
+from andon.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
+
+log = logging.getLogger("andon.gateway")
+
+BATCH_MAX = 500  # messages per commit: bounds latency under a burst, amortizes the fsync
+SNAPSHOT_EVERY = 5000  # log entries between projections: bounds the replay at restart
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    outbox_id: int | None = None  # set: mark it sent once the broker has it
+
+
+def record_of(site: str, entry: LoggedEntry) -> Record:
+    """A logged entry as the core's record; the message is validated again on the way back."""
+    topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
+    _, message = contract.decode_uplink(topic, entry.message.encode())
+    return Record(entry.received, entry.line, entry.station, message, entry.at)
+
+
+def rebuild(config: PlantConfig, store: Store, from_scratch: bool = False) -> tuple[Plant, int]:
+    """The plant as the store last committed it, and the log position it reflects.
+
+    From the stored projection plus the log after it, or (`from_scratch`) from the whole log.
+    Effects of the replay were committed with their records, so they are dropped here.
+    """
+    projection = None if from_scratch else store.projection()
+    plant = Plant.restore(config, projection.snapshot) if projection else Plant(config)
+    pos = projection.pos if projection else 0
+    for entry in store.log(after=pos):
+        plant.apply(record_of(config.site, entry))
+        pos = entry.pos
+    plant.advance(store.clock())
+    return plant, pos
+
+
+def _entry(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
+    common = dict(
+        received=received,
+        line=line,
+        station=station,
+        board=message.board,
+        boot=message.boot,
+        at=date_event(message, received),
+        message=message.model_dump_json(),
+    )
+    if isinstance(message, contract.Birth | contract.Will):
+        kind = "birth" if message.online else "will"
+        return Entry(leaf="status", kind=kind, **common)
+    return Entry(leaf="evt", kind=message.kind, seq=message.seq, base=message.base, **common)
+
+
+def outgoing_of(site: str, effect: StationChanged | LineChanged | Replenish | Alert) -> Outgoing:
+    """The message an effect becomes (retained state, or a trigger/alert for the outbox)."""
+    if isinstance(effect, StationChanged):
+        topic = contract.Station(site, effect.line, effect.station).topic("state")
+        payload = contract.station_state(effect.state, effect.call, effect.since, effect.material)
+        return Outgoing(topic, payload, retain=True)
+    if isinstance(effect, LineChanged):
+        payload = contract.line_state(
+            effect.state, list(effect.stopped), list(effect.called), effect.since
+        )
+        return Outgoing(contract.line_state_topic(site, effect.line), payload, retain=True)
+    if isinstance(effect, Replenish):
+        fields = asdict(effect)
+        del fields["site"]
+        return Outgoing(contract.replenish_topic(site, effect.part), contract.encode(fields))
+    return Outgoing(contract.alert_topic(site), contract.encode(alert_payload(effect)))
+
+
+def alert_payload(alert: Alert) -> dict:
+    return {
+        "kind": alert.kind,
+        "tier": alert.tier,
+        "to": alert.to,
+        "line": alert.line,
+        "station": alert.station,
+        "text": alert.text,
+        "ts": alert.ts,
+        **alert.extra,
+    }
+
+
+class _Stop:
+    """Queue marker: finish what came before, then stop."""
+
+
+class _Connected:
+    """Queue marker: (re)connected, publish what the broker must hold."""
+
+
+@dataclass(frozen=True)
+class _Sent:
+    mid: int
+
+
+class Gateway:
+    """One gateway: `start()`, then `stop()` (or `wait()` until it fails)."""
+
+    def __init__(
+        self,
+        config: PlantConfig,
+        store: Store | None = None,
+        *,
+        batch_max: int = BATCH_MAX,
+        snapshot_every: int = SNAPSHOT_EVERY,
+    ) -> None:
+        self.config = config
+        self.store = store or SqliteStore(config.gateway.database)
+        self.batch_max = batch_max
+        self.snapshot_every = snapshot_every
+        self.rejected: dict[str, int] = self.store.rejections()
+        self.failed: BaseException | None = None
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
+        self._clock = self.store.clock()
+        self._client = self._mqtt_client()
+        self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Rebuild the state, catch up with timers that came due while down, then connect."""
+        self.plant, self._pos = rebuild(self.config, self.store)
+        self._since_snapshot = 0
+        self._tick()  # timers that came due while the gateway was down
+        broker = self.config.broker
+        self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
+        self._client.loop_start()
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, save the projection, publish offline status, disconnect."""
+        if self._worker.is_alive():
+            self._inbox.put(_Stop())
+            self._worker.join(timeout)
+        if self.failed is None:
+            with self.store.transaction() as tx:
+                self._save_projection(tx)
+        offline = self._client.publish(
+            contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True
+        )
+        if self._client.is_connected():
+            offline.wait_for_publish(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.store.close()
+
+    def wait(self, poll: float = 0.5) -> None:
+        """Block while the worker runs (it ends on `stop()` or on a failure)."""
+        while self._worker.is_alive():
+            self._worker.join(poll)
+
+    # --- MQTT (paho's network thread: enqueue only) ----------------------------------------
+
+    def _mqtt_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.config.gateway.client_id,
+            clean_session=False,
+            manual_ack=True,
+        )
+        broker = self.config.broker
+        if broker.username:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            client.tls_set()
+        client.will_set(contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True)
+        client.reconnect_delay_set(0.2, 5)
+        client.max_inflight_messages_set(1000)
+        client.on_connect = self._on_connect
+        client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
+        client.on_publish = lambda _c, _u, mid, _rc, _p: self._inbox.put(_Sent(mid))
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        client.subscribe([(topic, 1) for topic in contract.board_subscriptions()])
+        client.publish(
+            contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
+        )
+        self._inbox.put(_Connected())
+
+    # --- the worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._serve_once():
+                pass
+        except BaseException as exc:  # the core and the store may disagree now: stop
+            log.critical("the gateway stops: %r", exc, exc_info=True)
+            self.failed = exc
+
+    def _serve_once(self) -> bool:
+        """Take one batch (or wait for the next timer); False once told to stop."""
+        item = self._next(self._timeout())
+        if item is None:
+            self._tick()
+            return True
+        batch = [item]
+        while len(batch) < self.batch_max and not isinstance(batch[-1], _Stop):
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        self._process(batch)
+        return not isinstance(batch[-1], _Stop)
+
+    def _next(self, timeout: float | None) -> object | None:
+        try:
+            return self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _timeout(self) -> float | None:
+        deadline = self.plant.next_deadline()
+        return None if deadline is None else max(0.0, (deadline - wall_ms()) / 1000)
+
+    def _now(self) -> int:
+        self._clock = max(self._clock, wall_ms())
+        return self._clock
+
+    def _tick(self) -> None:
+        now = self._now()
+        with self.store.transaction() as tx:
+            outgoing = self._persist_effects(tx, self.plant.advance(now), now)
+            tx.set_clock(now)
+        self._publish(outgoing)
+
+    def _process(self, batch: list) -> None:
+        messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
+        sent = [self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent)]
+        now = self._now()
+        with self.store.transaction() as tx:
+            effects = self.plant.advance(now)  # timers due before this batch come first
+            effects += [e for m in messages for e in self._accept(tx, m, now)]
+            outgoing = self._persist_effects(tx, effects, now)
+            tx.mark_sent([i for i in sent if i is not None], now)
+            tx.set_clock(now)
+            if self._since_snapshot >= self.snapshot_every:
+                self._save_projection(tx)
+        for m in messages:
+            self._client.ack(m.mid, m.qos)
+        self._publish(outgoing + self._acks(tx.touched))
+        if any(isinstance(m, _Connected) for m in batch):
+            self._republish()
+
+    def _accept(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int) -> list[Effect]:
+        """Validate one message; log it and apply it when it is new. Its effects."""
+        try:
+            station, message = contract.decode_uplink(msg.topic, msg.payload)
+            line, station_id = self._where(station, message.board)
+        except contract.Rejected as exc:
+            self._reject(tx, msg, now, exc)
+            return []
+        if isinstance(message, contract.Telemetry):
+            tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
+            return []
+        entry = _entry(now, line, station_id, message)
+        pos = tx.append(entry)
+        if pos is None:  # a re-delivery, an outbox replay or a repeated birth
+            return []
+        self._pos = pos
+        self._since_snapshot += 1
+        return self.plant.apply(Record(now, line, station_id, message, entry.at))
+
+    def _where(self, station: contract.Station, board: str) -> tuple[str, str]:
+        """The board's (line, station) from the configuration; a stranger or a spoof is rejected."""
+        where = self.config.station_of_board(board)
+        if where is None:
+            raise contract.Rejected("unknown_board", f"board {board!r} is not configured")
+        if (station.site, station.line, station.station) != (self.config.site, *where):
+            raise contract.Rejected(
+                "spoof", f"board {board!r} belongs at {'/'.join(where)}, not {station.topic('')}"
+            )
+        return where
+
+    def _reject(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int, exc: contract.Rejected):
+        log.warning("rejected %s on %s: %s", exc.reason, msg.topic, exc.detail)
+        tx.dead_letter(now, msg.topic, msg.payload, exc.reason, exc.detail)
+        self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+
+    def _persist_effects(
+        self, tx: Transaction, effects: Iterable[Effect], now: int
+    ) -> list[Outgoing]:
+        """Records and outbox rows, in the caller's transaction; what to publish after it."""
+        latest: dict[str, Outgoing] = {}  # retained topics: only the last state matters
+        outbox: list[Outgoing] = []
+        for effect in effects:
+            if isinstance(effect, CallRecord | OrderRecord):
+                kind = "call" if isinstance(effect, CallRecord) else "order"
+                tx.record(kind, effect.id, asdict(effect))
+                continue
+            out = outgoing_of(self.config.site, effect)
+            if out.retain:
+                latest[out.topic] = out
+            else:
+                out = Outgoing(
+                    out.topic, out.payload, outbox_id=tx.outbox(out.topic, out.payload, now)
+                )
+                outbox.append(out)
+        return [*latest.values(), *outbox]
+
+    def _save_projection(self, tx: Transaction) -> None:
+        tx.save_projection(Projection(self._pos, self._clock, self.plant.snapshot()))
+        self._since_snapshot = 0
+
+    def _acks(self, progress: dict) -> list[Outgoing]:
+        out = []
+        for board, p in progress.items():
+            line, station = self.config.station_of_board(board)
+            topic = contract.Station(self.config.site, line, station).topic("ack")
+            out.append(Outgoing(topic, contract.ack(board, p.boot, p.seq), retain=True))
+        return out
+
+    def _republish(self) -> None:
+        """After a (re)connect: the state, progress, and triggers/alerts not yet sent."""
+        retained = [outgoing_of(self.config.site, e) for e in self.plant.states()]
+        pending = set(self._in_flight.values())
+        unsent = [
+            Outgoing(t, p, outbox_id=i) for i, t, p in self.store.unsent() if i not in pending
+        ]
+        self._publish(retained + self._acks(self.store.progress()) + unsent)
+
+    def _publish(self, messages: list[Outgoing]) -> None:
+        for m in messages:
+            info = self._client.publish(m.topic, m.payload, qos=1, retain=m.retain)
+            if m.outbox_id is not None:
+                self._in_flight[info.mid] = m.outbox_id

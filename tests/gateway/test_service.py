@@ -1,0 +1,244 @@
+"""The gateway against a real Mosquitto: persist before ack, exactly once, rejections, restart."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from andon.config import PlantConfig
+from andon.store import SqliteStore
+
+SITE = "PLANT1"
+TS0 = time.time_ns() // 1_000_000  # events happened just now: no timer is late
+BOARDS = {"S01": "B0000000001", "S02": "B0000000002"}
+
+
+def plant_config(tmp_path, broker) -> PlantConfig:
+    return PlantConfig.model_validate(
+        {
+            "site": SITE,
+            "gateway": {"database": str(tmp_path / "andon.db"), "client_id": "gw-test"},
+            "broker": {"host": broker.host, "port": broker.port},
+            "lines": [
+                {
+                    "id": "L1",
+                    "name": "Line 1",
+                    "stop": {"mode": "seconds", "seconds": 60},
+                    "stations": [
+                        {"id": s, "name": s, "board": b, "profile": "esp32-devkitc"}
+                        for s, b in BOARDS.items()
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def evt(seq: int, kind: str = "cord_pulled", base: int | None = None, boot: int = 1, board=None):
+    return json.dumps(
+        {
+            "board": board or BOARDS["S01"],
+            "boot": boot,
+            "seq": seq,
+            "base": base or seq,
+            "ts": TS0 + seq,
+            "age": None,
+            "kind": kind,
+            "input": "cord",
+        }
+    ).encode()
+
+
+def topic(station: str, leaf: str = "evt") -> str:
+    return f"andon/v1/{SITE}/L1/{station}/{leaf}"
+
+
+class Watcher:
+    """A test client: publishes like a board, and collects what the gateway publishes."""
+
+    def __init__(self, broker, subscribe: str = "andon/v1/#") -> None:
+        self.got: queue.Queue = queue.Queue()
+        self.seen: list[tuple[str, dict]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+        self.client.on_message = lambda _c, _u, m: self.got.put((m.topic, m.payload))
+        self.client.on_connect = lambda c, *_: c.subscribe(subscribe, qos=1)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def wait_for(self, match: Callable[[str, dict], bool], timeout: float = 10.0) -> dict:
+        """The first message (seen so far or arriving) that matches; fails after `timeout`."""
+        for t, body in self.seen:
+            if match(t, body):
+                return body
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                t, payload = self.got.get(timeout=left)
+            except queue.Empty:
+                break
+            body = json.loads(payload) if payload.startswith(b"{") else {}
+            self.seen.append((t, body))
+            if match(t, body):
+                return body
+        raise AssertionError(f"no such message within {timeout}s; seen: {self.seen[-10:]}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@dataclass
+class Running:
+    gateway: object
+    watcher: Watcher
+    config: PlantConfig
+
+
+@pytest.fixture
+def running(tmp_path, broker):
+    from andon.service import Gateway
+
+    config = plant_config(tmp_path, broker)
+    watcher = Watcher(broker)
+    gateway = Gateway(config)
+    gateway.start()
+    try:
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        yield Running(gateway, watcher, config)
+    finally:
+        gateway.stop()
+        watcher.close()
+
+
+def logged(config: PlantConfig) -> list[tuple[str, str]]:
+    store = SqliteStore(config.gateway.database)
+    try:
+        return [(e.station, json.loads(e.message)["seq"]) for e in store.log()]
+    finally:
+        store.close()
+
+
+def test_a_good_event_is_stored_acknowledged_and_changes_the_state(running):
+    w = running.watcher
+    w.publish(topic("S01"), evt(1, "cord_pulled"))
+    state = w.wait_for(lambda t, b: t == topic("S01", "state") and b["state"] == "called")
+    assert state["call"] == "cord"
+    ack = w.wait_for(lambda t, b: t == topic("S01", "ack"))
+    assert ack == {"board": BOARDS["S01"], "boot": 1, "seq": 1}
+    line = w.wait_for(lambda t, b: t == f"andon/v1/{SITE}/L1/state" and b["state"] == "called")
+    assert line["called"] == ["S01"]
+
+
+def test_bad_payloads_are_rejected_counted_and_kept_while_good_ones_apply(running):
+    w = running.watcher
+    spoof = evt(1, board=BOARDS["S02"])  # S02's board posting as S01
+    stranger = evt(1, board="NOBODY")
+    bad = [
+        (topic("S01"), b"cord pulled!", "json"),
+        (topic("S01"), b'{"board": "B0000000001"}', "schema"),
+        (topic("S01"), b"{" + b" " * 600 + b"}", "size"),
+        (topic("S01"), spoof, "spoof"),
+        (topic("S01"), stranger, "unknown_board"),
+    ]
+    for t, payload, _ in bad:
+        w.publish(t, payload)
+    w.publish(topic("S02"), evt(1, "cord_pulled", board=BOARDS["S02"]))
+    w.wait_for(lambda t, b: t == topic("S02", "state") and b["state"] == "called")
+    wait_until(lambda: sum(running.gateway.rejected.values()) == len(bad))
+    assert running.gateway.rejected == {
+        "json": 1,
+        "schema": 1,
+        "size": 1,
+        "spoof": 1,
+        "unknown_board": 1,
+    }
+    assert logged(running.config) == [("S02", 1)]
+    store = SqliteStore(running.config.gateway.database)
+    try:
+        letters = store.dead_letters()
+    finally:
+        store.close()
+    assert [(t, p, r) for _, t, p, r, _ in letters] == bad
+
+
+def test_duplicates_and_an_outbox_replay_are_applied_once(running):
+    w = running.watcher
+    for payload in [evt(1, "cord_pulled"), evt(1, "cord_pulled")]:  # a re-delivery
+        w.publish(topic("S01"), payload)
+    w.publish(topic("S01"), evt(2, "cord_reset", base=1))
+    # the board missed the ack and replays its whole outbox
+    for seq, kind in [(1, "cord_pulled"), (2, "cord_reset")]:
+        w.publish(topic("S01"), evt(seq, kind, base=1))
+    w.publish(topic("S01"), evt(3, "cord_pulled", base=1))
+    w.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 3)
+    assert logged(running.config) == [("S01", 1), ("S01", 2), ("S01", 3)]
+    # a commit publishes the state before the ack, so the last state is in by now
+    states = [b["state"] for t, b in w.seen if t == topic("S01", "state")]
+    assert states.count("called") == 2
+    assert states[-3:] == ["called", "running", "called"]
+
+
+def test_the_ack_carries_the_highest_contiguous_seq(running):
+    w = running.watcher
+    w.publish(topic("S01"), evt(1, "cord_pulled"))
+    w.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 1)
+    w.publish(topic("S01"), evt(3, "cord_pulled", base=1))  # 2 was lost on the way
+    w.publish(topic("S02"), evt(1, board=BOARDS["S02"]))  # a later commit
+    w.wait_for(lambda t, b: t == topic("S02", "ack"))
+    assert [b["seq"] for t, b in w.seen if t == topic("S01", "ack")] == [1, 1]
+    w.publish(topic("S01"), evt(2, "cord_reset", base=1))
+    w.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 3)
+
+
+class FailingStore(SqliteStore):
+    """A disk that fails every commit that holds an event: the transaction rolls back."""
+
+    @contextmanager
+    def transaction(self):
+        with super().transaction() as tx:
+            yield tx
+            if tx.touched:
+                raise RuntimeError("disk I/O error")
+
+
+def test_nothing_is_acknowledged_to_the_broker_before_it_is_committed(tmp_path, broker):
+    from andon.service import Gateway
+
+    config = plant_config(tmp_path, broker)
+    watcher = Watcher(broker)
+    failing = Gateway(config, FailingStore(tmp_path / "failing.db"))
+    try:
+        failing.start()
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        watcher.publish(topic("S01"), evt(1))
+        wait_until(lambda: failing.failed is not None)  # the commit failed: no ack was sent
+        assert str(failing.failed) == "disk I/O error"
+    finally:
+        failing.stop()
+    # the broker kept the message for the gateway's session and delivers it again
+    gateway = Gateway(config)
+    try:
+        gateway.start()
+        watcher.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 1)
+    finally:
+        gateway.stop()
+        watcher.close()
+    assert logged(config) == [("S01", 1)]
