@@ -74,7 +74,8 @@ class Control:
         return {"board": s.board, "boot": s.boot, "link": s.link.state, "outbox": o.depth,
                 "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends,
                 "reconnects": s.link.reconnects,
-                "heap_peak": bench.heap_peak, "heap_free": gc.mem_free()}
+                "heap_peak": bench.heap_peak, "heap_live": gc.mem_alloc(),
+                "heap_free": gc.mem_free()}
 
     async def serve(self, reader, writer):
         while True:
