@@ -60,3 +60,143 @@ def provision(
         typer.echo(f"andon provision: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(done.summary())
+
+
+@app.command()
+def flash(
+    config: Annotated[Path, typer.Option("--config", help="The plant configuration (TOML).")],
+    port: Annotated[
+        list[str], typer.Option("--port", help="The board's serial port; repeat with --all.")
+    ],
+    board: Annotated[
+        str | None, typer.Option("--board", help="The board id to flash it as (in the plant).")
+    ] = None,
+    provisioned: Annotated[
+        Path, typer.Option("--provisioned", help="What `andon provision --out` wrote.")
+    ] = Path("provisioned"),
+    all_ports: Annotated[
+        bool, typer.Option("--all", help="Flash every --port, each as the board it reports.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change.")] = False,
+) -> None:
+    """Compile the firmware, copy what changed and the board's config.json, reset, check."""
+    from andon.config import ConfigError, load_plant
+    from andon.flash import FlashError, flash_board
+
+    if len(port) > 1 and not all_ports:
+        typer.echo("andon flash: several --port need --all", err=True)
+        raise typer.Exit(2)
+    if all_ports == (board is not None):
+        typer.echo("andon flash: give --board for one port, or --all", err=True)
+        raise typer.Exit(2)
+    try:
+        plant = load_plant(config)
+    except ConfigError as exc:
+        typer.echo(f"andon flash: {exc}", err=True)
+        raise typer.Exit(2) from None
+    failed = 0
+    for each in port:
+        try:
+            typer.echo(flash_board(plant, provisioned, each, board, dry_run).summary())
+        except FlashError as exc:
+            typer.echo(f"andon flash: {exc}", err=True)
+            failed += 1
+    if failed:
+        raise typer.Exit(1)
+
+
+ConfigOption = Annotated[Path, typer.Option("--config", help="The plant configuration (TOML).")]
+
+
+def _plant_config(config: Path):
+    from andon.config import ConfigError, load_plant
+
+    try:
+        return load_plant(config)
+    except ConfigError as exc:
+        typer.echo(f"andon: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def gateway(config: ConfigOption) -> None:
+    """Run the gateway until SIGTERM or Ctrl-C (then it stops cleanly, status offline)."""
+    import logging
+    import signal
+    import threading
+
+    from andon.service import Gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    gw = Gateway(_plant_config(config))
+    gw.start()
+    while gw.running and not stop.is_set():
+        stop.wait(0.5)
+    gw.stop()
+    if gw.failed is not None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(config: ConfigOption) -> None:
+    """The plant now, from the gateway's database: lines, stations, open calls, kanban."""
+    from rich.console import Console
+
+    from andon.service import plant_view, status_tables
+
+    console = Console()
+    for table in status_tables(plant_view(_plant_config(config))):
+        console.print(table)
+
+
+@app.command()
+def events(
+    config: ConfigOption,
+    since: Annotated[
+        str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
+    ] = "1h",
+) -> None:
+    """List the event log (events, births and Wills) since a time."""
+    from andon.service import format_entry, parse_since
+    from andon.store import SqliteStore
+
+    plant = _plant_config(config)
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        typer.echo(f"andon events: {exc}", err=True)
+        raise typer.Exit(2) from None
+    store = SqliteStore(plant.gateway.database)
+    try:
+        for entry in store.log(since=start):
+            typer.echo(format_entry(entry))
+    finally:
+        store.close()
+
+
+@app.command()
+def replay(
+    config: ConfigOption,
+    check: Annotated[
+        bool, typer.Option("--check", help="Compare the rebuilt state with the projection.")
+    ] = False,
+) -> None:
+    """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees."""
+    from andon.service import replay_check
+    from andon.store import SqliteStore
+
+    plant = _plant_config(config)
+    store = SqliteStore(plant.gateway.database)
+    try:
+        differences = replay_check(plant, store)
+    finally:
+        store.close()
+    for line in differences:
+        typer.echo(line)
+    if not differences:
+        typer.echo("replay: the whole log rebuilds the stored projection")
+    elif check:
+        raise typer.Exit(1)

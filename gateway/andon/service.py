@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
+from rich.table import Table
 
 from andon import contract
 from andon.config import PlantConfig
@@ -77,6 +80,85 @@ def rebuild(config: PlantConfig, store: Store, from_scratch: bool = False) -> tu
         pos = entry.pos
     plant.advance(store.clock())
     return plant, pos
+
+
+def replay_check(config: PlantConfig, store: Store) -> list[str]:
+    """Rebuild from the whole log up to the stored projection and compare: the differences."""
+    projection = store.projection()
+    if projection is None:
+        return []  # nothing projected yet: nothing to disagree with
+    plant = Plant(config)
+    for entry in store.log():
+        if entry.pos > projection.pos:
+            break
+        plant.apply(record_of(config.site, entry))
+    plant.advance(projection.clock)
+    rebuilt, stored = plant.snapshot(), projection.snapshot
+    return [
+        f"{key}: the log gives {rebuilt.get(key)!r}, the projection holds {stored.get(key)!r}"
+        for key in sorted(rebuilt.keys() | stored.keys())
+        if rebuilt.get(key) != stored.get(key)
+    ]
+
+
+def plant_view(config: PlantConfig) -> dict:
+    """The plant now, rebuilt from the database (timers due by now fired, nothing written)."""
+    store = SqliteStore(config.gateway.database)
+    try:
+        plant, _ = rebuild(config, store)
+    finally:
+        store.close()
+    plant.advance(wall_ms())
+    return plant.view()
+
+
+def _when(ms: int | None) -> str:
+    return (
+        "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    )
+
+
+def status_tables(view: dict) -> list[Table]:
+    """`andon status`: one table of stations per line, then the kanban loops."""
+    tables = []
+    for line in view["lines"]:
+        since = _when(line["since"])
+        title = f"{view['site']}/{line['id']} {line['name']}: {line['state']} since {since}"
+        table = Table(
+            "station", "name", "state", "call", "since", "material", "online", title=title
+        )
+        for s in line["stations"]:
+            row = (s["id"], s["name"], s["state"], s["call"] or "-", _when(s["since"]))
+            table.add_row(*row, "yes" if s["material"] else "-", "yes" if s["online"] else "no")
+        tables.append(table)
+    kanban = Table("part", "in use", "ordered", "overdue", "lost", "recommended", title="kanban")
+    for loop in view["kanban"]:
+        cards = loop["cards"]
+        counts = (cards["in_use"], cards["ordered"], cards["overdue"], cards["lost"])
+        kanban.add_row(loop["part"], *map(str, counts), str(loop["recommended_cards"]))
+    return [*tables, kanban]
+
+
+_AGO = re.compile(r"^(\d+)([smhd])$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_since(text: str, now: int | None = None) -> int:
+    """`10m`, `2h`, `1d` ago, or an ISO time (UTC unless it says otherwise), as epoch ms."""
+    if m := _AGO.match(text):
+        return (now or wall_ms()) - int(m[1]) * _UNIT_MS[m[2]]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: expected 90s, 10m, 2h, 1d or an ISO time") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def format_entry(entry: LoggedEntry) -> str:
+    """One log line for `andon events`."""
+    return (
+        f"{_when(entry.received)}  #{entry.pos:<8} {entry.line}/{entry.station:<10} {entry.message}"
+    )
 
 
 def _entry(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
@@ -140,7 +222,7 @@ class _Sent:
 
 
 class Gateway:
-    """One gateway: `start()`, then `stop()` (or `wait()` until it fails)."""
+    """One gateway: `start()`, then `stop()`; `running` turns False if it fails."""
 
     def __init__(
         self,
@@ -191,10 +273,10 @@ class Gateway:
         self._client.loop_stop()
         self.store.close()
 
-    def wait(self, poll: float = 0.5) -> None:
-        """Block while the worker runs (it ends on `stop()` or on a failure)."""
-        while self._worker.is_alive():
-            self._worker.join(poll)
+    @property
+    def running(self) -> bool:
+        """The worker runs: False after `stop()` or a failure (see `failed`)."""
+        return self._worker.is_alive()
 
     # --- MQTT (paho's network thread: enqueue only) ----------------------------------------
 

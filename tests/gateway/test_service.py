@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -242,3 +247,84 @@ def test_nothing_is_acknowledged_to_the_broker_before_it_is_committed(tmp_path, 
         gateway.stop()
         watcher.close()
     assert logged(config) == [("S01", 1)]
+
+
+def write_plant_toml(tmp_path, broker) -> Path:
+    stations = "".join(
+        f'[[lines.stations]]\nid = "{s}"\nname = "{s}"\nboard = "{b}"\nprofile = "esp32-devkitc"\n'
+        for s, b in BOARDS.items()
+    )
+    path = tmp_path / "plant.toml"
+    path.write_text(
+        f'site = "{SITE}"\n[gateway]\ndatabase = "andon.db"\nclient_id = "gw-kill"\n'
+        f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'[[lines]]\nid = "L1"\nname = "Line 1"\n{stations}'
+    )
+    return path
+
+
+def andon(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("andon")), *args]
+
+
+def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(tmp_path, broker):
+    config_path = write_plant_toml(tmp_path, broker)
+    watcher = Watcher(broker)
+    procs: list[subprocess.Popen] = []
+
+    def start_gateway() -> subprocess.Popen:
+        procs.append(subprocess.Popen(andon("gateway", "--config", str(config_path))))
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        return procs[-1]
+
+    per_board = 120  # alternating pull and reset: 60 calls per station
+    stream = [
+        (topic(s), evt(seq, "cord_pulled" if seq % 2 else "cord_reset", base=1, board=b))
+        for seq in range(1, per_board + 1)
+        for s, b in BOARDS.items()
+    ]
+    try:
+        gateway = start_gateway()
+        publisher = threading.Thread(target=lambda: [watcher.publish(*m) for m in stream])
+        publisher.start()
+        watcher.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] >= 30)
+        gateway.kill()  # SIGKILL, mid-stream
+        gateway.wait()
+        publisher.join()  # the rest waits at the broker for the gateway's session
+        watcher.seen.clear()  # a state or ack seen now must come from the restarted gateway
+        start_gateway()
+        for s in BOARDS:
+            watcher.wait_for(lambda t, b, s=s: t == topic(s, "ack") and b["seq"] == per_board)
+        before = {t: b for t, b in watcher.seen if t.endswith("/state")}
+        # an idle kill: the restarted gateway publishes exactly the state it had
+        procs[-1].kill()
+        procs[-1].wait()
+        watcher.seen.clear()
+        start_gateway()
+        for t in before:
+            watcher.wait_for(lambda tt, b, t=t: tt == t)
+        after = {t: b for t, b in watcher.seen if t.endswith("/state")}
+        procs[-1].send_signal(signal.SIGTERM)
+        assert procs[-1].wait(timeout=20) == 0
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b == {"online": False})
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        watcher.close()
+
+    assert after == before
+    assert before[topic("S01", "state")]["state"] == "running"  # the last event was a reset
+    store = SqliteStore(tmp_path / "andon.db")
+    try:
+        entries = [json.loads(e.message) for e in store.log() if e.leaf == "evt"]
+        calls = store.records("call")
+    finally:
+        store.close()
+    ids = sorted((e["board"], e["seq"]) for e in entries)
+    assert ids == sorted((b, seq) for seq in range(1, per_board + 1) for b in BOARDS.values())
+    assert len(calls) == len(BOARDS) * per_board // 2  # a pull applied twice would be a repeat
+    assert all(c["repeats"] == 0 and c["resolved"] is not None for c in calls)
+    check = subprocess.run(andon("replay", "--config", str(config_path), "--check"), check=False)
+    assert check.returncode == 0
