@@ -161,7 +161,7 @@ def format_entry(entry: LoggedEntry) -> str:
     )
 
 
-def _entry(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
+def entry_of(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
     common = dict(
         received=received,
         line=line,
@@ -385,7 +385,7 @@ class Gateway:
         if isinstance(message, contract.Telemetry):
             tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
             return []
-        entry = _entry(now, line, station_id, message)
+        entry = entry_of(now, line, station_id, message)
         pos = tx.append(entry)
         if pos is None:  # a re-delivery, an outbox replay or a repeated birth
             return []
