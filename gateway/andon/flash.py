@@ -23,6 +23,9 @@ from andon.hardware import load_profile
 from andon.vm import FIRMWARE, REPO, compile_tree, mpremote_exe
 
 BUILD = REPO / "build" / "flash"
+# s: the probe takes a second or two. mpremote itself never gives up on a port that keeps
+# printing something other than a REPL (a boot loop, other firmware).
+PROBE_TIMEOUT = 15.0
 MICROPYTHON_DOWNLOAD = "https://micropython.org/download/"
 # How MicroPython is installed on each chip (its download page gives the same commands).
 ESPTOOL = {
@@ -82,6 +85,10 @@ reset()
 
 class FlashError(RuntimeError):
     """Flashing cannot go on; the message says why and what to do."""
+
+
+class NoAnswer(FlashError):
+    """mpremote got no answer in time."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ def mpremote(port: str, *args: str, chip: str | None = None, timeout: float = 12
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise FlashError(f"{port}: the board stopped answering (mpremote {args[0]})") from None
+        raise NoAnswer(f"{port}: the board stopped answering (mpremote {args[0]})") from None
     if done.returncode == 0:
         return done.stdout
     said = (done.stdout + done.stderr).strip()
@@ -209,7 +216,10 @@ def probe(port: str, firmware: Firmware, chip: str | None = None) -> BoardInfo:
     """Ask the board what it is and what it holds (after a soft reset: the firmware stops)."""
     code = PROBE.replace("__PATHS__", repr(sorted(firmware.files)))
     code = code.replace("__DIRS__", repr(firmware.dirs))
-    out = mpremote(port, "exec", code, chip=chip)
+    try:
+        out = mpremote(port, "exec", code, chip=chip, timeout=PROBE_TIMEOUT)
+    except NoAnswer:  # mpremote waited for a raw REPL that never came
+        raise _no_micropython(port, chip) from None
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
         raise _no_micropython(port, chip)

