@@ -188,7 +188,8 @@ class SerialBoard:
         if self._entering_raw:
             self._held += data
         elif data:
-            os.write(self._vm, data)
+            with contextlib.suppress(OSError):  # the VM just ended: a reset loses it, as on a board
+                os.write(self._vm, data)
 
     def _to_host(self, data: bytes) -> None:
         # Nobody may be reading the port: like a UART, what does not fit is lost.
