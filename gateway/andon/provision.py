@@ -394,6 +394,26 @@ def _station_config(
     return config, [f"profile {profile.name}: {note}" for note in notes]
 
 
+def _write_all(
+    out: Path, passwords: dict[str, str], configs: dict[str, str], removed: list[str], acl: str
+) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for directory in (out, out / "boards", out / "mosquitto"):
+        _private_dir(directory)
+    _write_private(out / "secrets.json", json.dumps(passwords, indent=2, sort_keys=True) + "\n")
+    for board, text in configs.items():
+        _private_dir(out / "boards" / board)
+        _write_private(out / "boards" / board / "config.json", text)
+    for board in removed:
+        with contextlib.suppress(OSError):  # already gone, or holds files we did not write
+            (out / "boards" / board / "config.json").unlink()
+            (out / "boards" / board).rmdir()
+    passwd = "".join(f"{user}:{mosquitto_hash(pw)}\n" for user, pw in sorted(passwords.items()))
+    _write_private(out / "mosquitto" / "passwd", passwd)
+    _write_private(out / "mosquitto" / "acl", acl)
+    _write_private(out / "mosquitto" / "andon.conf", mosquitto_conf(out.resolve()))
+
+
 def provision(
     plant: PlantConfig,
     out: Path,
@@ -402,8 +422,7 @@ def provision(
     profiles_dir: Path = PROFILES_DIR,
 ) -> Provisioned:
     """Write every board's config.json and the broker's password file and ACL into `out`."""
-    secrets_path = out / "secrets.json"
-    known = _load_secrets(secrets_path)
+    known = _load_secrets(out / "secrets.json")
     gateway_user = plant.broker.username or GATEWAY_USER
     if ":" in gateway_user:
         raise ProvisionError(f"broker.username {gateway_user!r}: a ':' cannot be in a username")
@@ -439,18 +458,5 @@ def provision(
     removed = sorted(set(known) - accounts)
     for user in removed:
         del known[user]
-        with contextlib.suppress(FileNotFoundError):
-            (out / "boards" / user / "config.json").unlink()
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for directory in (out, out / "boards", out / "mosquitto"):
-        _private_dir(directory)
-    _write_private(secrets_path, json.dumps(known, indent=2, sort_keys=True) + "\n")
-    for board, text in configs.items():
-        _private_dir(out / "boards" / board)
-        _write_private(out / "boards" / board / "config.json", text)
-    passwd = "".join(f"{user}:{mosquitto_hash(known[user])}\n" for user in sorted(accounts))
-    _write_private(out / "mosquitto" / "passwd", passwd)
-    _write_private(out / "mosquitto" / "acl", acl_text(plant, gateway_user))
-    _write_private(out / "mosquitto" / "andon.conf", mosquitto_conf(out.resolve()))
+    _write_all(out, known, configs, removed, acl_text(plant, gateway_user))
     return Provisioned(out, sorted(configs), sorted(set(new) & accounts), removed, sorted(notes))
