@@ -322,16 +322,7 @@ class Profile(Strict):
         uses = [PinUse(s.pin, f"inputs.{r}", "in", s.pull) for r, s in self.inputs.items()]
         if self.supervised_cord:
             uses.append(PinUse(self.supervised_cord.adc, "supervised_cord", "adc"))
-        if self.rfid:
-            uses += self.rfid.spi.pin_uses()
-            for i, slot in enumerate(self.rfid.readers):
-                uses.append(PinUse(slot.cs, f"rfid.readers[{i}].cs", "out"))
-                if slot.rst is not None:
-                    uses.append(PinUse(slot.rst, f"rfid.readers[{i}].rst", "out", shared=True))
-        uses += self.light.pin_uses()
-        if self.status_led is not None:
-            uses.append(PinUse(self.status_led, "status_led", "out"))
-        return uses
+        return uses + output_pin_uses(self.rfid, self.light, self.status_led)
 
     def check(self) -> list[str]:
         """Check the pins against the chip's rules; return the notes on strapping outputs."""
@@ -381,3 +372,19 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     if profile.name != name:
         raise ProfileError(f"{name}.toml: names itself {profile.name!r}, not {name!r}")
     return profile
+
+
+def output_pin_uses(rfid, light: Light, status_led: int | None) -> list[PinUse]:
+    """The RFID bus and chip selects, the light and the status LED: a profile and a
+    board's config.json assign them alike."""
+    uses: list[PinUse] = []
+    if rfid:
+        uses += rfid.spi.pin_uses()
+        for i, reader in enumerate(rfid.readers):
+            uses.append(PinUse(reader.cs, f"rfid.readers[{i}].cs", "out"))
+            if reader.rst is not None:
+                uses.append(PinUse(reader.rst, f"rfid.readers[{i}].rst", "out", shared=True))
+    uses += light.pin_uses()
+    if status_led is not None:
+        uses.append(PinUse(status_led, "status_led", "out"))
+    return uses

@@ -44,6 +44,7 @@ from andon.hardware import (
     Strict,
     check_pins,
     load_profile,
+    output_pin_uses,
     require_fail_safe_cord,
 )
 
@@ -145,16 +146,7 @@ class BoardConfig(Strict):
 
     def pin_uses(self) -> list[PinUse]:
         uses = [entry.pin_use(i) for i, entry in enumerate(self.inputs)]
-        if self.rfid:
-            uses += self.rfid.spi.pin_uses()
-            for i, reader in enumerate(self.rfid.readers):
-                uses.append(PinUse(reader.cs, f"rfid.readers[{i}].cs", "out"))
-                if reader.rst is not None:
-                    uses.append(PinUse(reader.rst, f"rfid.readers[{i}].rst", "out", shared=True))
-        uses += self.light.pin_uses()
-        if self.status_led is not None:
-            uses.append(PinUse(self.status_led, "status_led", "out"))
-        return uses
+        return uses + output_pin_uses(self.rfid, self.light, self.status_led)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
