@@ -135,12 +135,13 @@ def rssi():
     return bench.rssi if wifi_up() else None
 
 
-def ntp_sync(host):
-    return bench.ntp_ok
+def set_wall_ms(ms):
+    bench.clock_offset = ms - time.time_ns() // 1000000
+    bench.clock_set = True
 
 
 def wall_ms():
-    return time.time_ns() // 1000000 if bench.clock_set else None
+    return time.time_ns() // 1000000 + bench.clock_offset if bench.clock_set else None
 
 
 def reset():

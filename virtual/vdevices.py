@@ -19,8 +19,8 @@ class Bench:
         self.wifi_started = False
         self.wifi_link = True
         self.rssi = -58
-        self.ntp_ok = True
         self.clock_set = True
+        self.clock_offset = 0  # ms the virtual RTC is ahead of the host clock
         self.wdt_timeout = None
         self.wdt_feeds = 0
         self.wdt_fed_at = None

@@ -58,18 +58,10 @@ def rssi():
         return None
 
 
-def ntp_sync(host):
-    # Blocking on a real board (one UDP round trip, 1 s timeout): called from
-    # its own task between awaits, rarely. Returns True when the clock is set.
-    try:
-        import ntptime
-
-        ntptime.host = host
-        ntptime.timeout = 1
-        ntptime.settime()
-        return True
-    except Exception:
-        return False
+def set_wall_ms(ms):
+    # Set the RTC from Unix milliseconds (NTP's answer).
+    t = time.gmtime(ms // 1000 - _EPOCH_OFFSET_S)
+    machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], (ms % 1000) * 1000))
 
 
 # Embedded ports count time from 2000, the unix port from 1970.

@@ -13,6 +13,8 @@ from andon.outbox import Outbox
 from andon.uplink import Uplink
 
 TELEMETRY_MS = 30000
+NTP_RETRY_MS = 10000
+NTP_RESYNC_MS = 6 * 3600 * 1000
 NON_CRITICAL = ("cycle",)  # may be refused when the outbox is full; nothing else is
 
 
@@ -124,11 +126,20 @@ class Station:
                 gc.mem_free(), self.outbox.depth, self.link.reconnects, hal.rssi()))
 
     async def clock(self):
-        # NTP without blocking the loop for long: one short try now and then until set.
-        while hal.wall_ms() is None:
-            if hal.wifi_up():
-                hal.ntp_sync(self.cfg["ntp"])
-            await asyncio.sleep_ms(10000)
+        # Until NTP answers, events carry ts: null and their age. The RTC drifts, so
+        # the clock is set again every few hours. "ntp" is "host" or "host:port".
+        host, _, port = self.cfg["ntp"].partition(":")
+        ms = hal.wall_ms()  # an RTC that kept its time through a reset waits for the resync
+        while True:
+            await asyncio.sleep_ms(NTP_RESYNC_MS if ms is not None else NTP_RETRY_MS)
+            if not hal.wifi_up():
+                ms = None
+                continue
+            from andon import ntp  # imported when first needed: heap is scarce
+
+            ms = await ntp.query(host, int(port or 123))
+            if ms is not None:
+                hal.set_wall_ms(ms)
 
     async def light_refresh(self):
         # Link and remote states change without an event: keep the tower current.
