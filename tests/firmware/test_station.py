@@ -15,7 +15,7 @@ import pytest
 from andon.mosquitto import Broker
 from andon.sim.board import VirtualBoard
 from andon.vm import run_script
-from tests.firmware.paho_watch import Watcher
+from tests.firmware.paho_watch import Watcher, json_on
 from tests.firmware.standin import AckStandIn, BoardLog
 
 BOARD = "246F28000001"
@@ -318,3 +318,23 @@ def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: s
 def test_the_whole_firmware_runs_with_a_full_outbox_in_the_smallest_heap(tmp_path, standin, broker):
     # The scenario asserts as it goes: every event, none lost, no error on the console.
     full_outbox_scenario(tmp_path, broker, standin, SCENARIO_HEAP)
+
+
+def test_the_board_says_when_its_outbox_nears_its_bound_and_when_it_recovers(
+    tmp_path, standin, broker
+):
+    board = vboard(tmp_path / "flash", station_config(broker.port, capacity=10))
+    with Watcher(broker, STATION + "/status", client_id="status-watch") as watch:
+        try:
+            board.start(inputs=CORD_UP)
+            link_up(board)
+            watch.wait(json_on(STATION + "/status", online=True, outbox_near_full=False))
+            for _ in range(8):  # 80 % of 10: unacknowledged, they stay on flash
+                board.press("qual")
+                settle()
+            watch.wait(json_on(STATION + "/status", online=True, outbox_near_full=True))
+            assert board.lamps()["white"] != "off"  # and the tower says so too
+            standin.ack_now()
+            watch.wait(json_on(STATION + "/status", outbox=0, outbox_near_full=False))
+        finally:
+            board.stop()

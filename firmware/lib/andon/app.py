@@ -32,6 +32,8 @@ class Station:
         self.topics = wire.Topics(cfg["site"], cfg["line"], cfg["station"])
         self.outbox = Outbox(capacity=cfg["outbox"]["capacity"])
         self.outbox.open()
+        self.announced = self.outbox.near_full  # what the last birth said
+        self.unstored = 0  # events lost because the flash was full
         self.tower = light.Tower(cfg["light"]) if cfg.get("light") else None
         self.remote = {"station": None, "line": None, "gateway": None}
         self.inputs = Inputs(cfg["inputs"], self.record)
@@ -66,10 +68,23 @@ class Station:
     def record(self, kind, data, ticks):
         wall = hal.wall_ms()
         ts = None if wall is None else wall - time.ticks_diff(time.ticks_ms(), ticks)
-        seq = self.outbox.append(self.boot, kind, data, ts, ticks, kind not in NON_CRITICAL)
+        try:
+            seq = self.outbox.append(self.boot, kind, data, ts, ticks, kind not in NON_CRITICAL)
+        except OSError as e:  # the flash itself is full: nothing can keep this event
+            self.unstored += 1
+            print("outbox: cannot store", kind, e)
+            seq = None
         if seq is not None:
             self.uplink.kick()
         self.refresh_light()  # local first: a pull shows before any round trip
+        self.announce()
+
+    def announce(self):
+        # The birth says whether the outbox nears its bound: say it again when that changes.
+        if self.outbox.near_full != self.announced:
+            self.announced = self.outbox.near_full
+            asyncio.create_task(
+                self.link.publish(self.topics.status, self._birth(), retain=True, qos=1))
 
     def _birth(self):
         o = self.outbox
@@ -87,6 +102,7 @@ class Station:
         kind = m["kind"]
         if kind == "ack":
             self.uplink.on_ack(m["seq"])
+            self.announce()
         elif kind == "gateway":
             if m["online"] and self.remote["gateway"] is False:
                 self.uplink.rewind()  # it may have lost what it had not stored
