@@ -4,6 +4,7 @@
 import asyncio
 import gc
 import json
+import time
 
 import hal
 from vdevices import bench
@@ -18,6 +19,18 @@ class Control:
         cfg = station.cfg if station else {"inputs": [], "rfid": None}
         self.inputs = {i["name"]: i for i in cfg["inputs"]}
         self.chips = {}  # reader name -> chip model
+        self.marks = {}  # segment -> time_ns it was first lit after op "mark", or None
+        tower = station.tower if station else None
+        if tower is not None:
+            show = tower.show
+
+            def watched(modes):  # note when a marked segment lights, as the app decides it
+                show(modes)
+                for seg in self.marks:
+                    if self.marks[seg] is None and modes.get(seg, "off") != "off":
+                        self.marks[seg] = time.time_ns()
+
+            tower.show = watched
         self.placed = {}  # reader name -> the uid lying on it
         rfid = cfg.get("rfid")
         if rfid:
@@ -38,6 +51,14 @@ class Control:
 
     async def op_input(self, m):
         self._input(m["name"], m["active"])
+        return {"at": time.time_ns()}  # the pin edge, on the wall clock every board shares
+
+    async def op_mark(self, m):
+        # From now on, note when `segment` is first lit (bench/e2e.py: no polling skew).
+        self.marks[m["segment"]] = None
+
+    async def op_marked(self, m):
+        return {"at": self.marks.get(m["segment"])}
 
     async def op_press(self, m):
         self._input(m["name"], True)
@@ -99,6 +120,8 @@ async def main():
     bench.wifi_started = True  # a virtual board's radio needs no credentials
     bench.wifi_link = spec.get("wifi", True)
     bench.clock_set = spec.get("clock", True)
+    import mfrc522_model  # the readers' chips exist before the firmware boots
+
     from andon import app
 
     station = app.start()

@@ -7,19 +7,23 @@ from typing import Annotated
 
 import typer
 
+from andon.sim.cli import sim_app
+
 app = typer.Typer(no_args_is_help=True, help=__doc__)
+app.add_typer(sim_app, name="sim")
 
 
 @app.command()
-def demo() -> None:
-    """Run a whole virtual line against a local broker and the gateway (coming: issue #5)."""
-    typer.echo(
-        "The demo will start Mosquitto on a free local port, the gateway with the example\n"
-        "plant (examples/plant.toml), a virtual line of 8+ stations running the real firmware\n"
-        "in the MicroPython VM, and a scenario: cord pull, acknowledgement, fixed-position line\n"
-        "stop, resolution, kanban post and receipt, shown on a live terminal andon board.\n"
-        "It is not built yet; `make test` is."
-    )
+def demo(
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Stop after this many seconds (default: at Ctrl-C)."),
+    ] = None,
+) -> None:
+    """A whole virtual line: Mosquitto, the gateway, the example plant's boards, a scenario."""
+    from andon.sim.demo import run_demo
+
+    raise typer.Exit(run_demo(duration))
 
 
 @app.command()

@@ -1,0 +1,240 @@
+"""A virtual line: one virtual board per station of a plant, each the real firmware in its VM.
+
+Each board's config.json is built by the provisioning builder from the plant and the station's
+hardware profile (as `andon provision` would write it), pointed at the given broker. Its flash
+is a directory of its own under the state dir, named by board id, so a restart boots from what
+that flash holds. `do(verb, line, station, ...)` is what a person does at a station; the
+scenario runner, the control server (`andon sim pull ...`) and the demo all go through it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from andon.config import LineConfig, PlantConfig, StationConfig
+from andon.hardware import load_profile
+from andon.provision import Network, build_board_config
+from andon.sim.board import BoardError, VirtualBoard
+from andon.vm import compiled_paths
+
+SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
+SCAN_HOLD_MS = 400  # a tag lies on the reader this long: several of its 100 ms polls
+DEFAULT_HOLDOFF_MS = 1500  # the firmware's, for a reader whose config gives none
+REPLACE_MARGIN_MS = 250  # and a few polls more before the same tag counts as placed again
+BUTTONS = {  # what a person calls a button -> the input's role
+    "maint": "call_maintenance",
+    "maintenance": "call_maintenance",
+    "qual": "call_quality",
+    "quality": "call_quality",
+    "mat": "call_material",
+    "material": "call_material",
+    "ack": "ack",
+}
+LIT = ("on", "slow", "fast")
+
+
+class SimError(ValueError):
+    """A request the virtual line cannot carry out (unknown station, button, reader...)."""
+
+
+@dataclass
+class SimBoard:
+    """One station's board and what it is wired with."""
+
+    line: str
+    station: str
+    board: VirtualBoard
+    config: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    lifted: dict[str, tuple[str, float]] = field(default_factory=dict)  # reader -> uid, when
+
+    @property
+    def key(self) -> str:
+        return f"{self.line}/{self.station}"
+
+    def input_named(self, role: str) -> str:
+        names = [i["name"] for i in self.config["inputs"] if i["role"] == role]
+        if not names:
+            raise SimError(f"{self.key} has no {role} input")
+        return names[0]
+
+    def reader_named(self, reader: str | None) -> str:
+        readers = [r["name"] for r in (self.config.get("rfid") or {}).get("readers", [])]
+        if reader is None and len(readers) == 1:
+            return readers[0]
+        if reader not in readers:
+            raise SimError(f"{self.key}: say which reader ({', '.join(readers) or 'none'})")
+        return reader
+
+    def holdoff_s(self, reader: str) -> float:
+        """The reader's hold-off, and a poll more (docs/board-config.md: 1500 ms default)."""
+        readers = {r["name"]: r for r in self.config["rfid"]["readers"]}
+        return (readers[reader].get("holdoff_ms", DEFAULT_HOLDOFF_MS) + REPLACE_MARGIN_MS) / 1000
+
+    def power_up_levels(self) -> dict[str, bool]:
+        """Every input idle at power-up: the NC cord closed, buttons released."""
+        return {i["name"]: False for i in self.config["inputs"]}
+
+
+def board_config(plant: PlantConfig, line: LineConfig, station: StationConfig) -> dict[str, Any]:
+    """The station's config.json as provisioning builds it, for an anonymous local broker."""
+    profile = load_profile(station.profile)
+    config = build_board_config(plant, line, station, profile, "", Network())
+    data = config.model_dump(mode="json", exclude_none=True)
+    data["broker"] = {k: v for k, v in data["broker"].items() if k not in ("username", "password")}
+    return data
+
+
+class VirtualLine:
+    """The boards of `stations` (default: every station of the plant)."""
+
+    def __init__(
+        self,
+        plant: PlantConfig,
+        state_dir: Path,
+        stations: Iterable[str] | None = None,
+        heap: str = SIM_HEAP,
+    ) -> None:
+        self.plant = plant
+        self.state_dir = state_dir
+        wanted = set(stations) if stations is not None else None
+        self.boards: dict[str, SimBoard] = {}
+        for line, station in plant.stations():
+            key = f"{line.id}/{station.id}"
+            if wanted is not None and key not in wanted:
+                continue
+            config = board_config(plant, line, station)
+            flash = state_dir / station.board
+            board = VirtualBoard(flash, config, uid=station.board, heap=heap)
+            self.boards[key] = SimBoard(line.id, station.id, board, config)
+
+    # --- power ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Boot every board, a few at a time (each VM takes a moment to open its port)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        compiled_paths()  # compile once here: parallel boots would race on the same temp files
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(self._boot, self.boards.values()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _boot(self, sb: SimBoard) -> None:
+        with sb.lock:
+            sb.board.start(inputs=sb.power_up_levels())
+
+    def stop(self) -> None:
+        for sb in self.boards.values():
+            with sb.lock:
+                sb.board.stop()
+
+    def __enter__(self) -> VirtualLine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what a person does -----------------------------------------------------------------
+
+    def at(self, line: str, station: str) -> SimBoard:
+        sb = self.boards.get(f"{line}/{station}")
+        if sb is None:
+            raise SimError(f"no virtual board at {line}/{station}")
+        return sb
+
+    def on_line(self, line: str) -> list[SimBoard]:
+        boards = [sb for sb in self.boards.values() if sb.line == line]
+        if not boards:
+            raise SimError(f"no virtual boards on line {line}")
+        return boards
+
+    def do(self, verb: str, line: str, station: str, **args: Any) -> dict[str, Any]:
+        """One action at a station; its reply (lamps for `lamps`, else what the board said)."""
+        if verb not in VERBS:
+            raise SimError(f"unknown action {verb!r}; one of: {', '.join(VERBS)}")
+        action = getattr(self, "_" + verb.replace("-", "_"))
+        sb = self.at(line, station)
+        with sb.lock:
+            try:
+                return action(sb, **args) or {}
+            except BoardError as exc:
+                raise SimError(f"{sb.key}: {exc}") from None
+
+    def _pull(self, sb: SimBoard, input: str | None = None) -> dict:
+        return sb.board.call("input", name=input or sb.input_named("cord"), active=True)
+
+    def _reset(self, sb: SimBoard, input: str | None = None) -> dict:
+        return sb.board.call("input", name=input or sb.input_named("cord"), active=False)
+
+    def _press(self, sb: SimBoard, button: str) -> None:
+        role = BUTTONS.get(button)
+        if role is None:
+            raise SimError(f"unknown button {button!r}; one of: {', '.join(BUTTONS)}")
+        sb.board.press(sb.input_named(role))
+
+    def _scan(self, sb: SimBoard, uid: str, reader: str | None = None) -> None:
+        """Place the tag on the reader, hold it there a few polls, lift it.
+
+        The same tag tapped again within the reader's hold-off would be the same placement to
+        the firmware, so the second tap waits until the hold-off has passed, as a person's would.
+        """
+        name = sb.reader_named(reader)
+        uid = uid.upper()
+        last_uid, lifted = sb.lifted.get(name, (None, 0.0))
+        if last_uid == uid:
+            time.sleep(max(0.0, lifted + sb.holdoff_s(name) - time.monotonic()))
+        sb.board.place_tag(name, uid)
+        time.sleep(SCAN_HOLD_MS / 1000)
+        sb.board.remove_tag(name)
+        sb.lifted[name] = (uid, time.monotonic())
+
+    def _power_cut(self, sb: SimBoard) -> None:
+        sb.board.power_cut()
+
+    def _restart(self, sb: SimBoard) -> None:
+        sb.board.power_cut()
+        sb.board.start(inputs=sb.power_up_levels())
+
+    def _wifi_down(self, sb: SimBoard) -> None:
+        sb.board.call("wifi", up=False)
+
+    def _wifi_up(self, sb: SimBoard) -> None:
+        sb.board.call("wifi", up=True)
+
+    def _lamps(self, sb: SimBoard) -> dict:
+        if sb.board.proc is None:
+            return {"lamps": None}  # powered off
+        return {"lamps": sb.board.lamps()}
+
+    def _status(self, sb: SimBoard) -> dict:
+        return sb.board.status() if sb.board.proc is not None else {"power": "off"}
+
+    def lamps(self, line: str, station: str) -> dict[str, str] | None:
+        """The station's segments and buzzer by mode; None while its board is off."""
+        return self.do("lamps", line, station)["lamps"]
+
+    def line_lamps(self, line: str) -> dict[str, dict[str, str] | None]:
+        return {sb.station: self.lamps(sb.line, sb.station) for sb in self.on_line(line)}
+
+
+VERBS = (
+    "pull",
+    "reset",
+    "press",
+    "scan",
+    "power-cut",
+    "restart",
+    "wifi-down",
+    "wifi-up",
+    "lamps",
+    "status",
+)

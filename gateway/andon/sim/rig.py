@@ -1,0 +1,150 @@
+"""A whole system on one machine: Mosquitto, the `andon gateway` process, a virtual line.
+
+The demo, the end-to-end tests and bench/e2e.py all stand on this. `Rig` starts the parts in
+order and stops every one of them on exit, even when something in between failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from andon import contract
+from andon.config import PlantConfig, load_plant
+from andon.mosquitto import Broker, free_port
+from andon.sim.line import SIM_HEAP, VirtualLine
+from andon.sim.observe import Observer, wait_for
+from andon.sim.scenario import Runner
+
+
+def andon_command(*args: str) -> list[str]:
+    """The `andon` console script of this environment."""
+    return [str(Path(sys.executable).with_name("andon")), *args]
+
+
+def local_plant(source: Path | dict[str, Any], workdir: Path, broker: Broker) -> Path:
+    """A copy of the plant (file or TOML data) pointed at `broker`, its database in `workdir`."""
+    data = tomllib.loads(source.read_text()) if isinstance(source, Path) else dict(source)
+    data["broker"] = {"host": broker.host, "port": broker.port}  # local: anonymous
+    data["gateway"] = {**data.get("gateway", {}), "database": "andon.db"}  # beside the file
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "plant.toml"
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+class GatewayProcess:
+    """`andon gateway --config ...` as its own process, its output in a log file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                andon_command("gateway", "--config", str(self.config)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """kill -9: whatever was not committed is the broker's to deliver again."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, as an operator stops it; its exit code (None if it was not running)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+
+class Rig:
+    """Broker, gateway process, virtual boards and an observer, under `workdir`.
+
+    `plant` is a plant file or its TOML data; its broker and database are replaced by the rig's.
+    `stations` limits the boards started ("L1/S03"...); `gateway=False` leaves the gateway out.
+    """
+
+    def __init__(
+        self,
+        plant: Path | dict[str, Any],
+        workdir: Path,
+        stations: Iterable[str] | None = None,
+        heap: str = SIM_HEAP,
+        gateway: bool = True,
+    ) -> None:
+        self.workdir = workdir
+        self.broker = Broker(workdir / "broker", free_port())
+        self.plant_path = local_plant(plant, workdir, self.broker)
+        self.plant: PlantConfig = load_plant(self.plant_path)
+        self.database = self.plant.gateway.database
+        self.gateway = GatewayProcess(self.plant_path, workdir / "gateway.log")
+        self.with_gateway = gateway
+        self.line = VirtualLine(self.plant, workdir / "sim", stations, heap)
+        self.observer: Observer | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Rig:
+        try:
+            self.broker.start()
+            self._stack.callback(self.broker.stop)
+            self.observer = Observer(self.broker.host, self.broker.port)
+            self._stack.callback(self.observer.close)
+            if self.with_gateway:
+                self.start_gateway()
+            self._stack.callback(self.gateway.kill)  # after stop_gateway(): a no-op
+            self.line.start()
+            self._stack.callback(self.line.stop)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def start_gateway(self, timeout: float = 20.0) -> None:
+        """Start the gateway process and wait for its retained status to say online."""
+        since = time.monotonic()
+        self.gateway.start()
+        wait_for("gateway online", lambda: self._gateway_online(since), timeout)
+
+    def _gateway_online(self, since: float) -> bool:
+        if self.gateway.proc is not None and self.gateway.proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited; see {self.gateway.log}")
+        seen = self.observer.seen(contract.GATEWAY_STATUS, since)
+        return bool(seen) and bool((seen[-1].body or {}).get("online"))
+
+    def runner(self, **kwargs: Any) -> Runner:
+        return Runner(self.line, self.observer, self.database, **kwargs)
+
+    def wait_line_up(self, timeout: float = 30.0) -> None:
+        """Every board connected and showing the gateway's state (green on a running line)."""
+        for sb in self.line.boards.values():
+            wait_for(
+                f"{sb.key} link up",
+                lambda sb=sb: self.line.do("status", sb.line, sb.station).get("link") == "up",
+                timeout,
+            )
