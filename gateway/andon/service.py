@@ -39,6 +39,7 @@ from andon.core.effects import (
     Replenish,
     StationChanged,
 )
+from andon.core.state import dump
 from andon.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
 
 log = logging.getLogger("andon.gateway")
@@ -240,6 +241,7 @@ class Gateway:
         self.failed: BaseException | None = None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
+        self._outbox_in_flight = 0  # how many of them: read by paho's thread (_on_publish)
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
         self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
@@ -294,10 +296,12 @@ class Gateway:
             client.tls_set()
         client.will_set(contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True)
         client.reconnect_delay_set(0.2, 5)
-        client.max_inflight_messages_set(1000)
+        # No cap on QoS 1 messages awaiting their PUBACK: with a cap, paho scans every one of
+        # them at each PUBACK (quadratic under load); a batch bounds what we publish anyway.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
-        client.on_publish = lambda _c, _u, mid, _rc, _p: self._inbox.put(_Sent(mid))
+        client.on_publish = self._on_publish
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
@@ -309,6 +313,14 @@ class Gateway:
             contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
         )
         self._inbox.put(_Connected())
+
+    def _on_publish(self, _client, _userdata, mid: int, _reason, _props) -> None:
+        """Wake the worker only while a trigger or alert awaits its PUBACK (to mark it sent):
+        the PUBACKs of state and acks need nothing. The worker counts an outbox message in
+        before publishing it, so its PUBACK cannot slip through here unseen; the worker drops
+        the mids that are not in its outbox."""
+        if self._outbox_in_flight:
+            self._inbox.put(_Sent(mid))
 
     # --- the worker ------------------------------------------------------------------------
 
@@ -358,19 +370,22 @@ class Gateway:
 
     def _process(self, batch: list) -> None:
         messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
-        sent = [self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent)]
+        acked = (self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent))
+        sent = [outbox_id for outbox_id in acked if outbox_id is not None]
+        self._outbox_in_flight -= len(sent)
         now = self._now()
-        with self.store.transaction() as tx:
-            effects = self.plant.advance(now)  # timers due before this batch come first
-            effects += [e for m in messages for e in self._accept(tx, m, now)]
-            outgoing = self._persist_effects(tx, effects, now)
-            tx.mark_sent([i for i in sent if i is not None], now)
-            tx.set_clock(now)
-            if self._since_snapshot >= self.snapshot_every:
-                self._save_projection(tx)
-        for m in messages:
-            self._client.ack(m.mid, m.qos)
-        self._publish(outgoing + self._acks(tx.touched))
+        effects = self.plant.advance(now)  # timers due before this batch come first
+        if messages or sent or effects:
+            with self.store.transaction() as tx:
+                effects += [e for m in messages for e in self._accept(tx, m, now)]
+                outgoing = self._persist_effects(tx, effects, now)
+                tx.mark_sent(sent, now)
+                tx.set_clock(now)
+                if self._since_snapshot >= self.snapshot_every:
+                    self._save_projection(tx)
+            for m in messages:
+                self._client.ack(m.mid, m.qos)
+            self._publish(outgoing + self._acks(tx.touched))
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
 
@@ -413,22 +428,21 @@ class Gateway:
         self, tx: Transaction, effects: Iterable[Effect], now: int
     ) -> list[Outgoing]:
         """Records and outbox rows, in the caller's transaction; what to publish after it."""
-        latest: dict[str, Outgoing] = {}  # retained topics: only the last state matters
+        latest: dict[tuple, StationChanged | LineChanged] = {}  # retained: the last one counts
         outbox: list[Outgoing] = []
         for effect in effects:
-            if isinstance(effect, CallRecord | OrderRecord):
+            if isinstance(effect, StationChanged):
+                latest[effect.line, effect.station] = effect
+            elif isinstance(effect, LineChanged):
+                latest[effect.line,] = effect
+            elif isinstance(effect, CallRecord | OrderRecord):
                 kind = "call" if isinstance(effect, CallRecord) else "order"
-                tx.record(kind, effect.id, asdict(effect))
-                continue
-            out = outgoing_of(self.config.site, effect)
-            if out.retain:
-                latest[out.topic] = out
+                tx.record(kind, effect.id, dump(effect))
             else:
-                out = Outgoing(
-                    out.topic, out.payload, outbox_id=tx.outbox(out.topic, out.payload, now)
-                )
-                outbox.append(out)
-        return [*latest.values(), *outbox]
+                out = outgoing_of(self.config.site, effect)
+                outbox_id = tx.outbox(out.topic, out.payload, now)
+                outbox.append(Outgoing(out.topic, out.payload, outbox_id=outbox_id))
+        return [*(outgoing_of(self.config.site, e) for e in latest.values()), *outbox]
 
     def _save_projection(self, tx: Transaction) -> None:
         tx.save_projection(Projection(self._pos, self._clock, self.plant.snapshot()))
@@ -453,6 +467,8 @@ class Gateway:
 
     def _publish(self, messages: list[Outgoing]) -> None:
         for m in messages:
+            if m.outbox_id is not None:
+                self._outbox_in_flight += 1
             info = self._client.publish(m.topic, m.payload, qos=1, retain=m.retain)
             if m.outbox_id is not None:
                 self._in_flight[info.mid] = m.outbox_id

@@ -116,6 +116,9 @@ class Progress:
     seq: int
 
 
+_NONE = Progress(0, 0)  # a board's progress before anything of it is stored
+
+
 class Transaction(Protocol):
     def append(self, entry: Entry) -> int | None:
         """Log it; its position, or None when it was logged before (a duplicate)."""
@@ -156,6 +159,41 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# The rows flush writes: a table's columns in order, and what a row already there becomes.
+_FLUSHED = {
+    "log": ("pos, received, line, station, board, boot, seq, leaf, kind, at, message", ""),
+    "progress": ("board, boot, seq", "(board) DO UPDATE SET boot=excluded.boot, seq=excluded.seq"),
+    "record": ("kind, id, data", "(kind, id) DO UPDATE SET data=excluded.data"),
+    "presence": (
+        "board, boot, online",
+        "(board) DO UPDATE SET boot=excluded.boot, online=excluded.online",
+    ),
+    "telemetry": (
+        "board, line, station, received, message",
+        "(board) DO UPDATE SET line=excluded.line, station=excluded.station,"
+        " received=excluded.received, message=excluded.message",
+    ),
+}
+
+
+def _insert_all(db: sqlite3.Connection, table: str, rows: list[tuple]) -> None:
+    """Insert (or upsert) all rows with one statement, the rows passed as one JSON array.
+
+    `executemany` steps SQLite once per row, releasing and retaking the GIL each time; under
+    load every retake waits for paho's network thread. One statement is one wait per batch.
+    """
+    if not rows:
+        return
+    columns, upsert = _FLUSHED[table]
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(rows[0])))
+    # "WHERE true" tells SQLite that ON CONFLICT is the upsert's, not a join's ON
+    conflict = f" WHERE true ON CONFLICT {upsert}" if upsert else ""
+    db.execute(
+        f"INSERT INTO {table} ({columns}) SELECT {values} FROM json_each(?){conflict}",
+        (json.dumps(rows),),
+    )
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread off: the gateway opens the store, its worker thread alone then uses it.
@@ -183,18 +221,49 @@ def migrate(db: sqlite3.Connection, steps: list[str] = MIGRATIONS) -> int:
 
 
 @dataclass
+class _Known:
+    """What the store has committed, mirrored in memory so that an event in order is logged
+    without a query: the log's last position, each board's progress, the highest seq stored
+    per board (looked up once per board), and each board's presence."""
+
+    pos: int
+    progress: dict[str, Progress]
+    top: dict[str, int]
+    presence: dict[str, tuple[int, bool]]
+
+
+@dataclass
 class _SqliteTransaction:
+    """One batch. New log rows, progress, presence, records and telemetry are kept here and
+    written by `flush` with one statement each, just before the commit: the worker then
+    releases the GIL to SQLite a few times per batch instead of a few times per event."""
+
     db: sqlite3.Connection
-    known: dict[str, Progress]  # the store's committed progress, read only here
+    known: _Known
     touched: dict[str, Progress] = field(default_factory=dict)
+    pos: int = 0
+    _rows: list[tuple] = field(default_factory=list)
+    _boots: dict[tuple[str, int], int] = field(default_factory=dict)  # (board, seq) -> boot
+    _top: dict[str, int] = field(default_factory=dict)
+    _presence: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    _records: dict[tuple[str, str], dict] = field(default_factory=dict)
+    _telemetry: dict[str, tuple] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pos = self.known.pos
 
     def append(self, entry: Entry) -> int | None:
-        if entry.seq is None and not self._presence_changed(entry):
-            return None
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO log (received, line, station, board, boot, seq, leaf, kind,"
-            " at, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        if entry.seq is None:
+            return self._log(entry) if self._presence_changed(entry) else None
+        pos = None if self._logged(entry) else self._log(entry)
+        self._advance_progress(entry)
+        return pos
+
+    def _log(self, entry: Entry) -> int:
+        self.pos += 1
+        self._rows.append(
             (
+                self.pos,
                 entry.received,
                 entry.line,
                 entry.station,
@@ -205,41 +274,55 @@ class _SqliteTransaction:
                 entry.kind,
                 entry.at,
                 entry.message,
-            ),
+            )
         )
         if entry.seq is not None:
-            self._advance_progress(entry)
-        return cur.lastrowid if cur.rowcount else None
+            self._boots[entry.board, entry.seq] = entry.boot
+            self._top[entry.board] = max(self._top_of(entry.board), entry.seq)
+        return self.pos
+
+    def _top_of(self, board: str) -> int:
+        """The highest seq logged for this board (0: none)."""
+        if board in self._top:
+            return self._top[board]
+        if board not in self.known.top:
+            row = self.db.execute("SELECT max(seq) FROM log WHERE board=?", (board,)).fetchone()
+            self.known.top[board] = row[0] or 0  # committed rows only: nothing is flushed yet
+        return self.known.top[board]
+
+    def _logged(self, entry: Entry) -> bool:
+        """Is (board, boot, seq) in the log? Above the board's highest seq it cannot be."""
+        if entry.seq > self._top_of(entry.board):
+            return False
+        if self._boots.get((entry.board, entry.seq)) == entry.boot:
+            return True
+        return self._boot_at(entry.board, entry.seq, entry.boot) is not None
+
+    def _boot_at(self, board: str, seq: int, boot: int | None = None) -> int | None:
+        """The boot of the logged event `seq` of this board (of that `boot`, if given)."""
+        if boot is None and (board, seq) in self._boots:
+            return self._boots[board, seq]
+        query = "SELECT boot FROM log WHERE board=? AND seq=?"
+        args: tuple = (board, seq)
+        if boot is not None:
+            query, args = query + " AND boot=?", (board, seq, boot)
+        row = self.db.execute(query, args).fetchone()
+        return row[0] if row else None
 
     def _presence_changed(self, entry: Entry) -> bool:
-        online = entry.kind == "birth"
-        row = self.db.execute(
-            "SELECT boot, online FROM presence WHERE board=?", (entry.board,)
-        ).fetchone()
-        if row == (entry.boot, int(online)):
-            return False
-        self.db.execute(
-            "INSERT INTO presence VALUES (?,?,?) ON CONFLICT (board) DO UPDATE"
-            " SET boot=excluded.boot, online=excluded.online",
-            (entry.board, entry.boot, int(online)),
-        )
-        return True
+        now = (entry.boot, entry.kind == "birth")
+        before = self._presence.get(entry.board) or self.known.presence.get(entry.board)
+        self._presence[entry.board] = now
+        return now != before
 
     def _advance_progress(self, entry: Entry) -> None:
         """Everything below `base` counts as stored; then follow the stored seqs upwards."""
-        old = self.touched.get(entry.board) or self.known.get(entry.board) or Progress(0, 0)
+        old = self.touched.get(entry.board) or self.known.progress.get(entry.board) or _NONE
         new = old if old.seq >= entry.base - 1 else Progress(entry.boot, entry.base - 1)
-        while row := self.db.execute(
-            "SELECT boot FROM log WHERE board=? AND seq=?", (entry.board, new.seq + 1)
-        ).fetchone():
-            new = Progress(row[0], new.seq + 1)
+        top = self._top_of(entry.board)
+        while new.seq < top and (boot := self._boot_at(entry.board, new.seq + 1)) is not None:
+            new = Progress(boot, new.seq + 1)
         self.touched[entry.board] = new
-        if new != old:
-            self.db.execute(
-                "INSERT INTO progress VALUES (?,?,?) ON CONFLICT (board) DO UPDATE"
-                " SET boot=excluded.boot, seq=excluded.seq",
-                (entry.board, new.boot, new.seq),
-            )
 
     def dead_letter(self, received: int, topic: str, payload: bytes, reason: str, detail: str):
         self.db.execute(
@@ -248,19 +331,29 @@ class _SqliteTransaction:
         )
 
     def telemetry(self, received: int, line: str, station: str, board: str, message: str):
-        self.db.execute(
-            "INSERT INTO telemetry VALUES (?,?,?,?,?) ON CONFLICT (board) DO UPDATE SET"
-            " line=excluded.line, station=excluded.station, received=excluded.received,"
-            " message=excluded.message",
-            (board, line, station, received, message),
-        )
+        self._telemetry[board] = (board, line, station, received, message)
 
     def record(self, kind: str, key: str, data: dict) -> None:
-        self.db.execute(
-            "INSERT INTO record VALUES (?,?,?) ON CONFLICT (kind, id) DO UPDATE"
-            " SET data=excluded.data",
-            (kind, key, json.dumps(data)),
-        )
+        self._records[kind, key] = data
+
+    def flush(self) -> None:
+        """Write what was kept; the store calls it just before the commit."""
+        known = self.known.progress
+        moved = [(b, p.boot, p.seq) for b, p in self.touched.items() if p != known.get(b, _NONE)]
+        records = [(kind, key, json.dumps(data)) for (kind, key), data in self._records.items()]
+        presence = [(board, boot, online) for board, (boot, online) in self._presence.items()]
+        _insert_all(self.db, "log", self._rows)
+        _insert_all(self.db, "progress", moved)
+        _insert_all(self.db, "record", records)
+        _insert_all(self.db, "presence", presence)
+        _insert_all(self.db, "telemetry", list(self._telemetry.values()))
+
+    def committed(self) -> None:
+        """The commit went through: what was kept is now what the store knows."""
+        self.known.pos = self.pos
+        self.known.progress.update(self.touched)
+        self.known.top.update(self._top)
+        self.known.presence.update(self._presence)
 
     def outbox(self, topic: str, payload: bytes, created: int) -> int:
         cur = self.db.execute(
@@ -289,23 +382,32 @@ class SqliteStore:
         self.path = Path(path)
         self.db = connect(self.path)
         migrate(self.db)
-        self._progress = {
-            board: Progress(boot, seq)
-            for board, boot, seq in self.db.execute("SELECT board, boot, seq FROM progress")
-        }
+        self._known = _Known(
+            pos=self.db.execute("SELECT coalesce(max(pos), 0) FROM log").fetchone()[0],
+            progress={
+                board: Progress(boot, seq)
+                for board, boot, seq in self.db.execute("SELECT board, boot, seq FROM progress")
+            },
+            top={},
+            presence={
+                board: (boot, bool(online))
+                for board, boot, online in self.db.execute("SELECT * FROM presence")
+            },
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[_SqliteTransaction]:
         """Everything done in the block commits durably together, or not at all."""
-        tx = _SqliteTransaction(self.db, self._progress)
+        tx = _SqliteTransaction(self.db, self._known)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield tx
+            tx.flush()
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        self._progress.update(tx.touched)
+        tx.committed()
 
     def projection(self) -> Projection | None:
         row = self.db.execute("SELECT pos, clock, snapshot FROM projection").fetchone()
@@ -329,7 +431,7 @@ class SqliteStore:
             yield LoggedEntry(*row)
 
     def progress(self) -> dict[str, Progress]:
-        return dict(self._progress)
+        return dict(self._known.progress)
 
     def unsent(self) -> list[tuple[int, str, bytes]]:
         return self.db.execute(

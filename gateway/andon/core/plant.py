@@ -54,8 +54,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right, insort
-from dataclasses import dataclass, fields
-from functools import cache
+from dataclasses import dataclass
 
 from andon import contract
 from andon.config import PlantConfig
@@ -77,6 +76,7 @@ from andon.core.state import (
     ShiftTally,
     Station,
     dump,
+    field_names,
     load_line,
 )
 from andon.core.takt import ShiftWindow, window_at
@@ -139,6 +139,9 @@ class Plant:
         self._lines = {ln.id: Line(ln.id) for ln in config.lines}
         self._line_stations = {
             ln.id: [self._stations[ln.id, st.id] for st in ln.stations] for ln in config.lines
+        }
+        self._positions = {
+            ln.id: {st.id: i for i, st in enumerate(ln.stations)} for ln in config.lines
         }
         self._calls: dict[str, Call] = {}
         self._orders: dict[str, Order] = {}
@@ -474,22 +477,31 @@ class Plant:
             station.state, station.cause, station.material = state, cause, material
             self._out.append(self._station_effect(station))
         # an offline station still stops its line when its call's deadline passes
-        self._refresh_line(self._lines[station.line], at)
+        self._refresh_line(station, at)
 
-    def _refresh_line(self, line: Line, at: int) -> None:
-        stations = self._line_stations[line.id]
-        stopped = [s.id for s in stations if self._stops_line(s)]
-        called = [s.id for s in stations if s.call is not None and s.id not in stopped]
-        state = "stopped" if stopped else "called" if called else "running"
-        if (state, stopped, called) == (line.state, line.stopped, line.called):
+    def _refresh_line(self, station: Station, at: int) -> None:
+        """The station's line after the station changed. Every change to what a station
+        contributes comes through here, so only this station can move in the line's lists."""
+        line = self._lines[station.line]
+        stops = self._stops_line(station)
+        calls = station.call is not None and not stops
+        if (station.id in line.stopped, station.id in line.called) == (stops, calls):
             return
+        position = self._positions[line.id].__getitem__  # configuration order
+        stopped = [s for s in line.stopped if s != station.id]
+        called = [s for s in line.called if s != station.id]
+        if stops:
+            insort(stopped, station.id, key=position)
+        if calls:
+            insort(called, station.id, key=position)
+        state = "stopped" if stopped else "called" if called else "running"
         if state != line.state:
             at = max(at, line.since)
             if line.state == "stopped":
                 line.downtime[line.stop_cause] = line.downtime.get(line.stop_cause, 0) + (
                     at - line.since
                 )
-            line.stop_cause = self._stop_cause(stations[0].line, stopped) if stopped else None
+            line.stop_cause = self._stop_cause(line.id, stopped) if stopped else None
             line.since = at
         line.state, line.stopped, line.called = state, stopped, called
         self._out.append(self._line_effect(line))
@@ -775,13 +787,8 @@ class Plant:
 
 def _project(cls: type, source: object, **given: object):
     """An effect dataclass filled from the state object's attributes of the same names."""
-    names = [name for name in _field_names(cls) if name not in given]
+    names = [name for name in field_names(cls) if name not in given]
     return cls(**{name: getattr(source, name) for name in names}, **given)
-
-
-@cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
 
 
 def recommended_cards(orders_per_day: float, lead_ms: int, safety_factor: float) -> int:

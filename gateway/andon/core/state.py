@@ -6,7 +6,8 @@ closed leaves the core as a CallRecord or OrderRecord effect for the storage to 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cache
 
 
 @dataclass(slots=True)
@@ -104,8 +105,30 @@ class LoopStats:
 
 
 def dump(obj: object) -> dict:
-    return asdict(obj)
+    """A state object as fresh JSON types (what `dataclasses.asdict` gives, without its deep
+    copies of every scalar: the snapshot of a thousand stations must stay cheap)."""
+    return {name: _plain(getattr(obj, name)) for name in field_names(type(obj))}
+
+
+def _plain(value: object) -> object:
+    kind = type(value)
+    if kind is list:
+        return [_plain(v) for v in value]
+    if kind is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if kind in _STATE:
+        return dump(value)
+    return value  # str, int, bool, None: immutable
+
+
+@cache
+def field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, looked up once."""
+    return tuple(f.name for f in fields(cls))
 
 
 def load_line(data: dict) -> Line:
     return Line(**{**data, "shifts": [ShiftTally(**s) for s in data["shifts"]]})
+
+
+_STATE = {Call, Station, ShiftTally, Line, Card, Order, LoopStats}
