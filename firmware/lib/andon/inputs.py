@@ -11,6 +11,7 @@ SCAN_MS = 5
 
 # What a stable reading means. Digital inputs give NORMAL or ACTIVE; a supervised
 # input's end-of-line network also tells wiring faults apart (docs/stack-light.md).
+UNKNOWN = -1  # a cord before its first stable reading
 NORMAL = 0
 ACTIVE = 1
 OPEN = 2
@@ -49,11 +50,12 @@ class _Input:
             pull = {"up": hal.Pin.PULL_UP, "down": hal.Pin.PULL_DOWN}.get(cfg["pull"])
             self.read = hal.Pin(cfg["pin"], hal.Pin.IN, pull).value
             self.active_level = cfg["active"]
-        # Until proven otherwise the input is normal: a cord already pulled at boot
-        # is reported once its level has held for the window.
-        self.stable = NORMAL
+        # A cord reports its state once at boot, pulled or not: it may have been reset
+        # while the board was off, and the gateway must not wait for a pull that never
+        # comes. Buttons and sensors start at rest: a button held at boot is a press.
+        self.stable = UNKNOWN if self.role == "cord" else NORMAL
         self.active = False
-        self.candidate = NORMAL
+        self.candidate = self.stable  # the first reading starts the window
         self.since = 0
 
     def classify(self):
@@ -79,7 +81,7 @@ class _Input:
             return
         if was >= OPEN:
             sink("input_fault", {"input": self.name, "fault": "clear"}, self.since)
-        if (state == ACTIVE) != self.active:
+        if (state == ACTIVE) != self.active or was == UNKNOWN:
             self.active = state == ACTIVE
             self.emit_edge(sink)
 
