@@ -140,6 +140,8 @@ class Plant:
         self._line_stations = {
             ln.id: [self._stations[ln.id, st.id] for st in ln.stations] for ln in config.lines
         }
+        # config.line() reads pydantic private attributes: too slow for every event
+        self._line_config = {ln.id: ln for ln in config.lines}
         self._positions = {
             ln.id: {st.id: i for i, st in enumerate(ln.stations)} for ln in config.lines
         }
@@ -378,7 +380,7 @@ class Plant:
         self._refresh(station, call.resolved)
 
     def _stop_deadline(self, line_id: str, opened: int) -> int:
-        line = self.config.line(line_id)
+        line = self._line_config[line_id]
         if line.stop.mode == "seconds":
             return opened + line.stop.seconds * 1000
         window = self._window(line_id, opened)
@@ -624,7 +626,7 @@ class Plant:
         cached = self._windows.get(line_id)
         if cached is not None and cached.covers(t):
             return cached
-        window = window_at(self.config.line(line_id), self.config.zone, t)
+        window = window_at(self._line_config[line_id], self.config.zone, t)
         if window is not None:
             self._windows[line_id] = window
         return window
