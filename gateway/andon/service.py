@@ -43,6 +43,7 @@ from andon.core.effects import (
 )
 from andon.core.state import dump
 from andon.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
+from andon.webhook import Delivery, Outcome, WebhookSender
 
 log = logging.getLogger("andon.gateway")
 
@@ -246,6 +247,7 @@ class Gateway:
         *,
         batch_max: int = BATCH_MAX,
         snapshot_every: int = SNAPSHOT_EVERY,
+        webhook_backoff_s: float = 1.0,
     ) -> None:
         self.config = config
         self.store = store or SqliteStore(config.gateway.database)
@@ -265,6 +267,13 @@ class Gateway:
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
         self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
+        # webhook outcomes come back through the inbox: only the worker writes the store
+        self._webhooks = WebhookSender(
+            self._inbox.put,
+            tries=1 + config.escalation.webhook_retries,
+            backoff_s=webhook_backoff_s,
+        )
+        self.webhooks_given_up = self.store.webhooks_given_up()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -279,7 +288,10 @@ class Gateway:
             time.perf_counter() - started,
         )
         self._since_snapshot = replayed  # the next projection bounds the replay again
+        for row in self.store.pending_webhooks():  # before _tick adds its own
+            self._webhooks.submit(Delivery(*row))
         self._tick()  # timers that came due while the gateway was down
+        self._webhooks.start()
         broker = self.config.broker
         self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
         self._client.loop_start()
@@ -287,6 +299,7 @@ class Gateway:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, save the projection, publish offline status, disconnect."""
+        self._webhooks.stop()  # first: the worker then records the last outcome
         if self._worker.is_alive():
             self._inbox.put(_Stop())
             self._worker.join(timeout)
@@ -392,30 +405,44 @@ class Gateway:
     def _tick(self) -> None:
         now = self._now()
         with self.store.transaction() as tx:
-            outgoing = self._persist_effects(tx, self.plant.advance(now), now)
+            outgoing, deliveries = self._persist_effects(tx, self.plant.advance(now), now)
             tx.set_clock(now)
         self._publish(outgoing)
+        self._submit(deliveries)
 
     def _process(self, batch: list) -> None:
         messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
         acked = (self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent))
         sent = [outbox_id for outbox_id in acked if outbox_id is not None]
         self._outbox_in_flight -= len(sent)
+        outcomes = [m for m in batch if isinstance(m, Outcome)]
         now = self._now()
         effects = self.plant.advance(now)  # timers due before this batch come first
-        if messages or sent or effects:
+        if messages or sent or outcomes or effects:
             with self.store.transaction() as tx:
                 effects += [e for m in messages for e in self._accept(tx, m, now)]
-                outgoing = self._persist_effects(tx, effects, now)
+                outgoing, deliveries = self._persist_effects(tx, effects, now)
                 tx.mark_sent(sent, now)
+                self._record_outcomes(tx, outcomes, now)
                 tx.set_clock(now)
                 if self._since_snapshot >= self.snapshot_every:
                     self._save_projection(tx)
             for m in messages:
                 self._client.ack(m.mid, m.qos)
             self._publish(outgoing + self._acks(tx.touched))
+            self._submit(deliveries)
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
+
+    def _record_outcomes(self, tx: Transaction, outcomes: list[Outcome], now: int) -> None:
+        for o in outcomes:
+            delivered, gave_up = (now if o.delivered else None), (now if o.gave_up else None)
+            tx.webhook_tried(o.delivery.id, o.delivery.attempts, delivered, gave_up)
+            self.webhooks_given_up += o.gave_up
+
+    def _submit(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            self._webhooks.submit(delivery)
 
     def _accept(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int) -> list[Effect]:
         """Validate one message; log it and apply it when it is new. Its effects."""
@@ -454,10 +481,12 @@ class Gateway:
 
     def _persist_effects(
         self, tx: Transaction, effects: Iterable[Effect], now: int
-    ) -> list[Outgoing]:
-        """Records and outbox rows, in the caller's transaction; what to publish after it."""
+    ) -> tuple[list[Outgoing], list[Delivery]]:
+        """Records and outbox rows, in the caller's transaction; what to publish and what to
+        POST after it."""
         latest: dict[tuple, StationChanged | LineChanged] = {}  # retained: the last one counts
         outbox: list[Outgoing] = []
+        deliveries: list[Delivery] = []
         for effect in effects:
             if isinstance(effect, StationChanged):
                 latest[effect.line, effect.station] = effect
@@ -470,7 +499,11 @@ class Gateway:
                 out = outgoing_of(self.config.site, effect)
                 outbox_id = tx.outbox(out.topic, out.payload, now)
                 outbox.append(Outgoing(out.topic, out.payload, outbox_id=outbox_id))
-        return [*(outgoing_of(self.config.site, e) for e in latest.values()), *outbox]
+                if isinstance(effect, Alert) and effect.webhook:
+                    hook_id = tx.outbox(effect.webhook, out.payload, now, channel="webhook")
+                    deliveries.append(Delivery(hook_id, effect.webhook, out.payload))
+        retained = [outgoing_of(self.config.site, e) for e in latest.values()]
+        return [*retained, *outbox], deliveries
 
     def _save_projection(self, tx: Transaction) -> None:
         tx.save_projection(Projection(self._pos, self._clock, self.plant.snapshot()))

@@ -72,6 +72,14 @@ MIGRATIONS: list[str] = [
         kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id)
     );
     """,
+    """
+    -- The outbox also holds webhook deliveries: `topic` is then the URL they are POSTed to.
+    ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'mqtt';  -- mqtt | webhook
+    ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN failed INTEGER;  -- when it was given up
+    DROP INDEX outbox_unsent;
+    CREATE INDEX outbox_pending ON outbox (channel, id) WHERE sent IS NULL AND failed IS NULL;
+    """,
 ]
 
 
@@ -132,11 +140,18 @@ class Transaction(Protocol):
     def record(self, kind: str, key: str, data: dict) -> None:
         """Keep a call's or an order's latest version (`kind` call | order)."""
 
-    def outbox(self, topic: str, payload: bytes, created: int) -> int:
-        """A message that must reach the broker; its id, to mark it sent."""
+    def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
+        """A message that must reach the broker (or, channel webhook, be POSTed to the URL
+        `topic`); its id, to mark it sent."""
 
     def mark_sent(self, ids: list[int], when: int) -> None:
-        """The broker has these outbox messages (PUBACK)."""
+        """The broker has these outbox messages (PUBACK), or the webhook took them."""
+
+    def webhook_tried(
+        self, id: int, attempts: int, delivered: int | None, gave_up: int | None
+    ) -> None:
+        """A webhook delivery was tried (`attempts` so far): delivered, or given up (then it is
+        not tried again), at those times; neither: it will be tried again."""
 
     def save_projection(self, projection: Projection) -> None: ...
 
@@ -154,6 +169,8 @@ class Store(Protocol):
     def log(self, after: int = 0, since: int | None = None) -> Iterator[LoggedEntry]: ...
     def progress(self) -> dict[str, Progress]: ...
     def unsent(self) -> list[tuple[int, str, bytes]]: ...
+    def pending_webhooks(self) -> list[tuple[int, str, bytes, int]]: ...
+    def webhooks_given_up(self) -> int: ...
     def records(self, kind: str) -> list[dict]: ...
     def rejections(self) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -355,11 +372,20 @@ class _SqliteTransaction:
         self.known.top.update(self._top)
         self.known.presence.update(self._presence)
 
-    def outbox(self, topic: str, payload: bytes, created: int) -> int:
+    def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
         cur = self.db.execute(
-            "INSERT INTO outbox (topic, payload, created) VALUES (?,?,?)", (topic, payload, created)
+            "INSERT INTO outbox (topic, payload, created, channel) VALUES (?,?,?,?)",
+            (topic, payload, created, channel),
         )
         return cur.lastrowid
+
+    def webhook_tried(
+        self, id: int, attempts: int, delivered: int | None, gave_up: int | None
+    ) -> None:
+        self.db.execute(
+            "UPDATE outbox SET attempts=?, sent=?, failed=? WHERE id=?",
+            (attempts, delivered, gave_up, id),
+        )
 
     def mark_sent(self, ids: list[int], when: int) -> None:
         self.db.executemany("UPDATE outbox SET sent=? WHERE id=?", [(when, i) for i in ids])
@@ -434,9 +460,23 @@ class SqliteStore:
         return dict(self._known.progress)
 
     def unsent(self) -> list[tuple[int, str, bytes]]:
+        """MQTT messages of the outbox the broker has not confirmed."""
         return self.db.execute(
-            "SELECT id, topic, payload FROM outbox WHERE sent IS NULL ORDER BY id"
+            "SELECT id, topic, payload FROM outbox"
+            " WHERE channel='mqtt' AND sent IS NULL AND failed IS NULL ORDER BY id"
         ).fetchall()
+
+    def pending_webhooks(self) -> list[tuple[int, str, bytes, int]]:
+        """(id, url, payload, attempts made) of the webhook deliveries still to make."""
+        return self.db.execute(
+            "SELECT id, topic, payload, attempts FROM outbox"
+            " WHERE channel='webhook' AND sent IS NULL AND failed IS NULL ORDER BY id"
+        ).fetchall()
+
+    def webhooks_given_up(self) -> int:
+        return self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE channel='webhook' AND failed IS NOT NULL"
+        ).fetchone()[0]
 
     def records(self, kind: str) -> list[dict]:
         rows = self.db.execute("SELECT data FROM record WHERE kind=? ORDER BY id", (kind,))

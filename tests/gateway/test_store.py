@@ -205,3 +205,43 @@ def test_a_database_newer_than_the_gateway_is_refused(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match="newer than this gateway"):
         SqliteStore(path)
+
+
+def test_after_reopening_a_duplicate_is_still_known_and_a_gap_still_filled(tmp_path):
+    path = tmp_path / "andon.db"
+    s = SqliteStore(path)
+    with s.transaction() as tx:
+        tx.append(event(1))
+        tx.append(event(3, base=1))  # 2 is missing: 3 waits above the progress
+    s.close()
+    s = SqliteStore(path)
+    try:
+        with s.transaction() as tx:
+            again = tx.append(event(3, base=1))
+            filled = tx.append(event(2, base=1))
+        assert again is None
+        assert filled == 3  # the next position
+        assert s.progress() == {"B1": Progress(1, 3)}
+    finally:
+        s.close()
+
+
+def test_webhook_deliveries_wait_in_the_outbox_apart_from_mqtt(store):
+    with store.transaction() as tx:
+        alert = tx.outbox("andon/v1/P/alert", b"a", 5)
+        hook = tx.outbox("http://hooks.example/andon", b"a", 5, channel="webhook")
+        other = tx.outbox("http://hooks.example/andon", b"b", 5, channel="webhook")
+    assert store.unsent() == [(alert, "andon/v1/P/alert", b"a")]
+    assert store.pending_webhooks() == [
+        (hook, "http://hooks.example/andon", b"a", 0),
+        (other, "http://hooks.example/andon", b"b", 0),
+    ]
+    with store.transaction() as tx:
+        tx.webhook_tried(hook, 1, delivered=None, gave_up=None)  # failed, to be tried again
+        tx.webhook_tried(other, 3, delivered=None, gave_up=9)
+    assert store.pending_webhooks() == [(hook, "http://hooks.example/andon", b"a", 1)]
+    assert store.webhooks_given_up() == 1
+    with store.transaction() as tx:
+        tx.webhook_tried(hook, 2, delivered=10, gave_up=None)
+    assert store.pending_webhooks() == []
+    assert store.webhooks_given_up() == 1
