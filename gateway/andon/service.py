@@ -485,6 +485,7 @@ class Gateway:
         """Records and outbox rows, in the caller's transaction; what to publish and what to
         POST after it."""
         latest: dict[tuple, StationChanged | LineChanged] = {}  # retained: the last one counts
+        records: dict[tuple[str, str], CallRecord | OrderRecord] = {}  # so does a record's
         outbox: list[Outgoing] = []
         deliveries: list[Delivery] = []
         for effect in effects:
@@ -492,9 +493,10 @@ class Gateway:
                 latest[effect.line, effect.station] = effect
             elif isinstance(effect, LineChanged):
                 latest[effect.line,] = effect
-            elif isinstance(effect, CallRecord | OrderRecord):
-                kind = "call" if isinstance(effect, CallRecord) else "order"
-                tx.record(kind, effect.id, dump(effect))
+            elif isinstance(effect, CallRecord):
+                records["call", effect.id] = effect
+            elif isinstance(effect, OrderRecord):
+                records["order", effect.id] = effect
             else:
                 out = outgoing_of(self.config.site, effect)
                 outbox_id = tx.outbox(out.topic, out.payload, now)
@@ -502,6 +504,8 @@ class Gateway:
                 if isinstance(effect, Alert) and effect.webhook:
                     hook_id = tx.outbox(effect.webhook, out.payload, now, channel="webhook")
                     deliveries.append(Delivery(hook_id, effect.webhook, out.payload))
+        for (kind, key), record in records.items():
+            tx.record(kind, key, dump(record))
         retained = [outgoing_of(self.config.site, e) for e in latest.values()]
         return [*retained, *outbox], deliveries
 

@@ -55,6 +55,8 @@ import heapq
 import math
 from bisect import bisect_right, insort
 from dataclasses import dataclass
+from functools import cache
+from operator import attrgetter
 
 from andon import contract
 from andon.config import PlantConfig
@@ -490,12 +492,12 @@ class Plant:
         if (station.id in line.stopped, station.id in line.called) == (stops, calls):
             return
         position = self._positions[line.id].__getitem__  # configuration order
-        stopped = [s for s in line.stopped if s != station.id]
-        called = [s for s in line.called if s != station.id]
-        if stops:
-            insort(stopped, station.id, key=position)
-        if calls:
-            insort(called, station.id, key=position)
+        stopped, called = line.stopped, line.called  # changed in place: effects hold copies
+        for ids, belongs in ((stopped, stops), (called, calls)):
+            if station.id in ids and not belongs:
+                ids.remove(station.id)
+            elif belongs and station.id not in ids:
+                insort(ids, station.id, key=position)
         state = "stopped" if stopped else "called" if called else "running"
         if state != line.state:
             at = max(at, line.since)
@@ -505,7 +507,7 @@ class Plant:
                 )
             line.stop_cause = self._stop_cause(line.id, stopped) if stopped else None
             line.since = at
-        line.state, line.stopped, line.called = state, stopped, called
+        line.state = state
         self._out.append(self._line_effect(line))
 
     def _stop_cause(self, line_id: str, stopped: list[str]) -> str:
@@ -789,8 +791,15 @@ class Plant:
 
 def _project(cls: type, source: object, **given: object):
     """An effect dataclass filled from the state object's attributes of the same names."""
-    names = [name for name in field_names(cls) if name not in given]
-    return cls(**{name: getattr(source, name) for name in names}, **given)
+    names, read = _reader(cls, frozenset(given))
+    return cls(**dict(zip(names, read(source), strict=True)), **given)
+
+
+@cache
+def _reader(cls: type, given: frozenset[str]) -> tuple[tuple[str, ...], attrgetter]:
+    """The fields of `cls` not given, and one getter for all of them (an effect per event)."""
+    names = tuple(name for name in field_names(cls) if name not in given)
+    return names, attrgetter(*names)
 
 
 def recommended_cards(orders_per_day: float, lead_ms: int, safety_factor: float) -> int:
