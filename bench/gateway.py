@@ -51,6 +51,8 @@ BOARDS = LINES * STATIONS
 # Mosquitto holds small packets back for Nagle's algorithm unless told: milliseconds on every
 # state publish. A plant's broker wants the same line.
 BROKER_CONF = "allow_anonymous true\nset_tcp_nodelay true\n"
+# Long enough that the gateway takes a projection (SNAPSHOT_EVERY entries) during it.
+LATENCY_S = SNAPSHOT_EVERY // 1000 + 5
 
 
 def plant_toml(workdir: Path, broker, client_id: str) -> Path:
@@ -332,7 +334,7 @@ def main() -> None:
             print(f"bare paho subscriber (decode JSON): {bare:,.0f} events/s")
             rate = gateway_rate(workdir, broker, args.rounds)
             print(f"gateway, durable commits: {rate:,.0f} events/s ({rate / bare:.2f} of bare)")
-            lat = latency(workdir, broker, rate=1000, seconds=5)
+            lat = latency(workdir, broker, rate=1000, seconds=LATENCY_S)
             q = statistics.quantiles(lat, n=100)
             print(f"publish -> state at 1,000 events/s: p50 {q[49]:.2f} ms, p99 {q[98]:.2f} ms")
             restart = restart_time(workdir, broker, args.log_events)

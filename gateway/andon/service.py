@@ -48,7 +48,10 @@ from andon.webhook import Delivery, Outcome, WebhookSender
 log = logging.getLogger("andon.gateway")
 
 BATCH_MAX = 5000  # messages per commit: bounds a batch under a burst, amortizes the fsync
-SNAPSHOT_EVERY = 5000  # log entries between projections: bounds the replay at restart
+# Log entries between projections. A projection of 1,000 stations stalls the worker some
+# 30 ms; the entries after it are replayed at a restart, some 40 us each: 20,000 keep the
+# stall rare and the replay under a second.
+SNAPSHOT_EVERY = 20_000
 
 
 def wall_ms() -> int:

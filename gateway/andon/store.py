@@ -394,7 +394,11 @@ class _SqliteTransaction:
         self.db.execute(
             "INSERT INTO projection VALUES (1,?,?,?) ON CONFLICT (id) DO UPDATE"
             " SET pos=excluded.pos, clock=excluded.clock, snapshot=excluded.snapshot",
-            (projection.pos, projection.clock, json.dumps(projection.snapshot)),
+            (
+                projection.pos,
+                projection.clock,
+                json.dumps(projection.snapshot, check_circular=False),
+            ),
         )
 
     def set_clock(self, now: int) -> None:
