@@ -328,3 +328,20 @@ def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(tmp_path, bro
     assert all(c["repeats"] == 0 and c["resolved"] is not None for c in calls)
     check = subprocess.run(andon("replay", "--config", str(config_path), "--check"), check=False)
     assert check.returncode == 0
+
+
+def test_an_alert_is_marked_sent_once_the_broker_has_it(running):
+    w = running.watcher
+    will = json.dumps({"board": BOARDS["S01"], "boot": 1, "online": False}).encode()
+    w.publish(topic("S01", "status"), will)
+    alert = w.wait_for(lambda t, b: t == f"andon/v1/{SITE}/alert")
+    assert alert["kind"] == "station_offline" and alert["station"] == "S01"
+
+    def unsent() -> list:
+        store = SqliteStore(running.config.gateway.database)
+        try:
+            return store.unsent()
+        finally:
+            store.close()
+
+    wait_until(lambda: unsent() == [])  # its PUBACK reached the worker, which marked it
