@@ -11,6 +11,12 @@ key makes a second delivery a no-op.
 The worker is the only thread that touches the core and the store, so timers (`advance`) are
 serialized with events. The core fires each timer at its own deadline whatever the moment it is
 advanced, so the log alone rebuilds the same state.
+
+A batch is whatever was queued when the worker came for it: under a burst it grows (one fsync
+for thousands of events) and only the last state of each retained topic and the last version of
+each record is written and published; at a trickle it is one event, committed at once.
+Escalation alerts that name a webhook are also POSTed, by `andon.webhook` from its own thread;
+its outcomes come back through the same queue, so the worker alone writes the store.
 """
 
 from __future__ import annotations
