@@ -94,11 +94,13 @@ def latency_ms() -> list[float]:
         try:
             board.start(inputs=CORD_UP)
             link_up(board)
+            # seq 1 is the cord's state at boot: the edges follow it
+            watcher.wait(lambda m: json.loads(m[1])["seq"] == 1)
             out = []
-            for seq in range(1, EDGES + 1):
+            for edge in range(1, EDGES + 1):
                 t0 = time.perf_counter()
-                board.set_input("cord", seq % 2 == 1)
-                watcher.wait(lambda m, n=seq: json.loads(m[1])["seq"] == n)
+                board.set_input("cord", edge % 2 == 1)
+                watcher.wait(lambda m, n=edge + 1: json.loads(m[1])["seq"] == n)
                 out.append((time.perf_counter() - t0) * 1000)
                 time.sleep(0.01)
             return out

@@ -25,9 +25,10 @@ GATEWAY_STATUS = "andon/v1/gateway/status"
 POST_UID = "04A1B2C3D4E580"  # a 7-byte NTAG kanban card
 BADGE_UID = "DEADBEEF"
 CORD_UP = {"cord": False}  # power up with the cord not pulled (a closed NC loop)
-# The smallest heap the full scenario passes at on this 64-bit VM (bench/firmware.py bisects it;
-# the 64K is for a 32-bit board with frozen modules: see the report in bench/firmware.py).
-SCENARIO_HEAP = "128K"
+# A bounded heap for the full scenario on this 64-bit VM, a little above the smallest one it
+# passes at (bench/firmware.py bisects that: 136K; fragmentation varies from run to run). The
+# issue's 64K is for a 32-bit board with frozen modules: see the report in bench/firmware.py.
+SCENARIO_HEAP = "160K"
 ROOMY_HEAP = "256K"  # for the behaviour tests: heap is the last test's subject
 
 
@@ -316,7 +317,7 @@ def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: s
     return status
 
 
-def test_the_whole_firmware_runs_with_a_full_outbox_in_the_smallest_heap(tmp_path, standin, broker):
+def test_the_whole_firmware_runs_with_a_full_outbox_in_a_bounded_heap(tmp_path, standin, broker):
     # The scenario asserts as it goes: every event, none lost, no error on the console.
     full_outbox_scenario(tmp_path, broker, standin, SCENARIO_HEAP)
 
