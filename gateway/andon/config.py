@@ -111,10 +111,12 @@ class KanbanPolicy(_Section):
 
 
 class StopAfterSeconds(_Section):
-    """Fixed-position stop: a call not resolved this long after it was opened stops the line."""
+    """Fixed-position stop: a call not resolved this long after it was opened stops the line.
+
+    0 stops the line the moment the call is made (jidoka without a fixed position)."""
 
     mode: Literal["seconds"]
-    seconds: Seconds = 60
+    seconds: Annotated[int, Field(ge=0)] = 60
 
 
 class StopAtTaktEnd(_Section):

@@ -59,6 +59,7 @@ class Broker:
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
+            "set_tcp_nodelay true\n"  # a signal must not wait for Nagle's algorithm
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             + (self.extra_conf or "allow_anonymous true\n")

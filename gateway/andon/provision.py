@@ -307,6 +307,8 @@ def mosquitto_conf(out: Path) -> str:
     return (
         "# Include from mosquitto.conf (or paste): every client logs in, the ACL decides.\n"
         "allow_anonymous false\n"
+        "# a signal must not wait for Nagle's algorithm\n"
+        "set_tcp_nodelay true\n"
         f"password_file {out / 'mosquitto' / 'passwd'}\n"
         f"acl_file {out / 'mosquitto' / 'acl'}\n"
     )

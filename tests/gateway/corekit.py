@@ -22,8 +22,8 @@ def _station(line: str, sid: str, readers: list[str]) -> dict:
     return {"id": sid, "name": sid, "board": board, "profile": "esp32-devkitc", "readers": readers}
 
 
-def plant_config(offline_stops_line: bool = False) -> PlantConfig:
-    """L1 stops 60 s after an unresolved call; L2 at the end of the takt cycle (60 s takt)."""
+def plant_config(offline_stops_line: bool = False, stop_s: int = 60) -> PlantConfig:
+    """L1 stops `stop_s` after an unresolved call; L2 at the end of the takt cycle (60 s takt)."""
     shift = {"name": "day", "start": "06:00", "end": "14:00", "available_s": 27000, "demand": 450}
     return PlantConfig.model_validate(
         {
@@ -46,7 +46,7 @@ def plant_config(offline_stops_line: bool = False) -> PlantConfig:
                 {
                     "id": "L1",
                     "name": "Assembly",
-                    "stop": {"mode": "seconds", "seconds": 60},
+                    "stop": {"mode": "seconds", "seconds": stop_s},
                     "stations": [
                         _station("L1", "S1", ["post", "badge"]),
                         _station("L1", "S2", ["badge"]),

@@ -8,7 +8,16 @@ from andon import contract
 from andon.core import Plant, Record, UnknownStation, date_event
 from andon.core.effects import Alert, CallRecord, LineChanged, StationChanged
 from andon.core.plant import LATE_GRACE_MS
-from tests.gateway.corekit import JONAS, MARIA, SHIFT_START, TAKT_MS, WEBHOOK, Feed, of
+from tests.gateway.corekit import (
+    JONAS,
+    MARIA,
+    SHIFT_START,
+    TAKT_MS,
+    WEBHOOK,
+    Feed,
+    of,
+    plant_config,
+)
 
 T = SHIFT_START + 3_600_000  # 07:00, inside L2's shift
 
@@ -126,6 +135,20 @@ def test_fixed_position_stop_after_configured_seconds():
     assert _line(end) == [("L1", "running", (), (), T + 200_000)]
     line = feed.plant.view()["lines"][0]
     assert line["downtime_ms"] == {"quality": 140_000}  # booked to the first stop's cause
+
+
+def test_an_immediate_stop_comes_with_the_call_but_a_late_call_still_gets_its_grace():
+    feed = Feed(plant_config(stop_s=0))
+    stop = feed.pull(T)
+    assert _station(stop) == [("S1", "stopped", "cord", T, False)]
+    assert _line(stop) == [("L1", "stopped", ("S1",), (), T)]
+    assert _last_call(stop).stopped == T
+    assert feed.plant.next_deadline() != T  # nothing left to fire for it
+    assert _line(feed.reset(T + 5_000)) == [("L1", "running", (), (), T + 5_000)]
+
+    back = T + 600_000  # a pull from an outbox replay: the reset that followed may come next
+    feed.event(back, "L1/S2", "cord_pulled", ts=back - 400_000, input="cord")
+    assert feed.plant.next_deadline() == back + LATE_GRACE_MS
 
 
 def test_fixed_position_stop_at_the_end_of_the_takt_cycle():

@@ -346,7 +346,12 @@ class Plant:
             return
         self._counters["call"] += 1
         call = Call(f"C-{self._counters['call']:06d}", station.line, station.id, cause, at)
-        call.stop_due = self._arm(self._due(self._stop_deadline(station.line, at)), _STOP, call.id)
+        deadline = self._stop_deadline(station.line, at)
+        # A stop configured as immediate (0 s) comes with the call, unless the call itself
+        # arrives late from an outbox replay: then it gets the grace like any past deadline.
+        immediate = deadline <= at and self.now - at < LATE_GRACE_MS
+        if not immediate:
+            call.stop_due = self._arm(self._due(deadline), _STOP, call.id)
         tiers = self.config.escalation.tiers
         if tiers:
             call.escalate_due = self._arm(
@@ -354,6 +359,9 @@ class Plant:
             )
         self._calls[call.id] = call
         station.call = call.id
+        if immediate:
+            self._stop_line(call, at)
+            return
         self._emit_call(call)
         self._refresh(station, at)
 
