@@ -194,11 +194,13 @@ class MQTTClient:
             s = self._s
             if s is None:
                 raise MQTTError("not connected")
-            head = memoryview(self._tx)[: put_header(self._tx, first, n)]
+            # One write per packet: the stream sends each write at once, and a packet in
+            # pieces waits out Nagle's algorithm and the broker's delayed ACK (~40 ms).
+            pkt = bytearray(self._tx[: put_header(self._tx, first, n)])
+            for p in parts:
+                pkt += p
             try:
-                s.write(head)
-                for p in parts:
-                    s.write(p)
+                s.write(pkt)
                 await asyncio.wait_for_ms(s.drain(), self._timeout_ms)
             except (OSError, ValueError, asyncio.TimeoutError) as e:
                 self.close("send failed: %r" % (e,))
