@@ -106,6 +106,12 @@ def link_up(board: VirtualBoard) -> dict[str, Any]:
     return until("board link up", lambda: (s := board.status())["link"] == "up" and s)
 
 
+def booted(board: VirtualBoard) -> dict[str, Any]:
+    """Link up, and the cord's state at boot (seq 1) on flash: edges driven now come after it."""
+    link_up(board)
+    return until("boot report", lambda: (s := board.status())["next_seq"] > 1 and s)
+
+
 def all_received(log: BoardLog, status: dict[str, Any]) -> bool:
     return status["outbox"] == 0 and log.progress == status["next_seq"] - 1
 
@@ -129,7 +135,7 @@ def assert_none_lost(log: BoardLog, next_seq: int, in_order: bool = True) -> Non
 
 def test_events_arrive_in_order_with_their_ids_and_the_light_follows(board, standin, broker):
     board.start(inputs=CORD_UP)
-    link_up(board)
+    booted(board)
 
     board.pull_cord()
     settle()
@@ -222,7 +228,7 @@ def test_power_cuts_at_random_points_lose_no_event(tmp_path, standin, broker):
 def test_a_broker_crash_mid_stream_loses_no_event(board, standin, broker):
     standin.ack_now()
     board.start(inputs=CORD_UP)
-    link_up(board)
+    booted(board)
     pulled = False
     for i in range(40):
         if i == 15:
