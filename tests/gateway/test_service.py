@@ -345,3 +345,42 @@ def test_an_alert_is_marked_sent_once_the_broker_has_it(running):
             store.close()
 
     wait_until(lambda: unsent() == [])  # its PUBACK reached the worker, which marked it
+
+
+def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, broker):
+    from typer.testing import CliRunner
+
+    from andon.cli import app
+    from andon.config import load_plant
+    from andon.service import Gateway
+
+    path = write_plant_toml(tmp_path, broker)
+    watcher = Watcher(broker)
+    gateway = Gateway(load_plant(path))
+    try:
+        gateway.start()
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        watcher.publish(topic("S01"), evt(1, "cord_pulled"))
+        watcher.publish(topic("S02"), evt(1, "cord_pulled", board=BOARDS["S02"]))
+        watcher.publish(topic("S01"), evt(2, "cord_reset"))
+        watcher.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 2)
+        watcher.wait_for(lambda t, b: t == topic("S02", "ack") and b["seq"] == 1)
+    finally:
+        gateway.stop()
+        watcher.close()
+    runner = CliRunner()
+
+    events = runner.invoke(app, ["events", "--config", str(path), "--since", "1h"])
+    assert events.exit_code == 0, events.output
+    lines = [line for line in events.output.splitlines() if "cord_" in line]
+    assert len(lines) == 3
+    assert "S01" in lines[0] and "cord_pulled" in lines[0]
+    assert "S01" in lines[2] and "cord_reset" in lines[2]
+
+    bad = runner.invoke(app, ["events", "--config", str(path), "--since", "last tuesday"])
+    assert bad.exit_code == 2
+
+    status = runner.invoke(app, ["status", "--config", str(path)])
+    assert status.exit_code == 0, status.output
+    rows = {line.split()[1]: line for line in status.output.splitlines() if "│ S0" in line}
+    assert "called" in rows["S02"] and "called" not in rows["S01"]
