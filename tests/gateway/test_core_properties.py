@@ -24,7 +24,9 @@ step = st.tuples(
     st.sampled_from([0, 0, 0, 2_000, 400_000, None]),  # how late the event arrives
     st.integers(1, 3),  # the board's boot, for births and Wills
 )
-scenario = st.tuples(st.booleans(), st.lists(step, min_size=5, max_size=80))
+# The plant's knobs: (offline_stops_line, L1's stop seconds: a fixed position, or immediate)
+knobs = st.tuples(st.booleans(), st.sampled_from([60, 0]))
+scenario = st.tuples(knobs, st.lists(step, min_size=5, max_size=80))
 
 
 def _play(feed: Feed, steps) -> None:
@@ -45,8 +47,8 @@ def _play(feed: Feed, steps) -> None:
             feed.event(t, where, kind, ts=ts, input="in")
 
 
-def _recorded(offline_stops_line: bool, steps) -> Feed:
-    feed = Feed(plant_config(offline_stops_line))
+def _recorded(knobs: tuple[bool, int], steps) -> Feed:
+    feed = Feed(plant_config(*knobs))
     _play(feed, steps)
     return feed
 
@@ -83,20 +85,20 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @PROPERTY
 @given(scenario)
 def test_a_line_is_stopped_iff_one_of_its_stations_stops_it(case):
-    offline_stops_line, steps = case
-    feed = Feed(plant_config(offline_stops_line))
-    records = _recorded(offline_stops_line, steps).records
+    knobs, steps = case
+    feed = Feed(plant_config(*knobs))
+    records = _recorded(knobs, steps).records
     for record in records:
         feed.plant.apply(record)
-        _check_invariants(feed.plant, offline_stops_line)
+        _check_invariants(feed.plant, offline_stops_line=knobs[0])
 
 
 @PROPERTY
 @given(scenario)
 def test_every_order_is_received_or_open_and_triggered_once(case):
-    offline_stops_line, steps = case
-    feed = Feed(plant_config(offline_stops_line))
-    effects = _replay(feed, feed.plant, _recorded(offline_stops_line, steps).records)
+    knobs, steps = case
+    feed = Feed(plant_config(*knobs))
+    effects = _replay(feed, feed.plant, _recorded(knobs, steps).records)
     last = {r.id: r for r in of(effects, OrderRecord)}
     open_ids = {o["id"] for o in feed.plant.view()["orders"]}
     assert {i for i, r in last.items() if r.received is None} == open_ids
@@ -109,8 +111,8 @@ def test_every_order_is_received_or_open_and_triggered_once(case):
 @PROPERTY
 @given(scenario, st.lists(st.integers(0, 40 * 3_600_000), max_size=30))
 def test_replay_with_any_advance_granularity_gives_the_same_state_and_effects(case, offsets):
-    offline_stops_line, steps = case
-    original = _recorded(offline_stops_line, steps)
+    knobs, steps = case
+    original = _recorded(knobs, steps)
     config = original.config
     plain = Plant(config)
     effects = _replay(original, plain, original.records)
@@ -124,8 +126,8 @@ def test_replay_with_any_advance_granularity_gives_the_same_state_and_effects(ca
 @PROPERTY
 @given(scenario, st.integers(0, 60))
 def test_snapshot_restore_behaves_the_same(case, split):
-    offline_stops_line, steps = case
-    original = _recorded(offline_stops_line, steps)
+    knobs, steps = case
+    original = _recorded(knobs, steps)
     config, records = original.config, original.records
     split = min(split, len(records))
     head = Plant(config)
