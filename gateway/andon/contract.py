@@ -206,11 +206,13 @@ def _dump(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def station_state(state: str, call: str | None, since: int, material: bool) -> bytes:
+def station_state(
+    state: StationStateName, call: CallCause | None, since: int, material: bool
+) -> bytes:
     return _dump({"state": state, "call": call, "since": since, "material": material})
 
 
-def line_state(state: str, stopped: list[str], called: list[str], since: int) -> bytes:
+def line_state(state: LineStateName, stopped: list[str], called: list[str], since: int) -> bytes:
     return _dump({"state": state, "stopped": stopped, "called": called, "since": since})
 
 
