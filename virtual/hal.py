@@ -3,7 +3,6 @@
 # This is the only fake-hardware implementation: unit tests and `andon sim` both load it.
 import gc
 import machine
-import os
 import time
 
 from vdevices import bench
@@ -81,12 +80,10 @@ class SPI:
 
 class WDT:
     def __init__(self, id=0, timeout=5000):
-        bench.wdt_timeout = timeout
         self.feed()
 
     def feed(self):
         bench.wdt_feeds += 1
-        bench.wdt_fed_at = time.ticks_ms()
 
 
 class NeoPixel:
@@ -147,11 +144,6 @@ def wall_ms():
 def reset():
     # A reset of a virtual board ends its process; whoever runs it boots it again.
     raise SystemExit(bench.RESET_EXIT)
-
-
-def flash_free():
-    st = os.statvfs(".")
-    return st[0] * st[3]
 
 
 gc.collect()

@@ -21,9 +21,7 @@ class Bench:
         self.rssi = -58
         self.clock_set = True
         self.clock_offset = 0  # ms the virtual RTC is ahead of the host clock
-        self.wdt_timeout = None
         self.wdt_feeds = 0
-        self.wdt_fed_at = None
         self.heap_peak = 0
 
     # -- driven from outside (tests, simulator controller) --
