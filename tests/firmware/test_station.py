@@ -15,6 +15,7 @@ import pytest
 
 from andon.mosquitto import Broker
 from andon.sim.board import VirtualBoard
+from andon.sim.observe import wait_for
 from andon.vm import run_script
 from tests.firmware.paho_watch import Watcher, json_on
 from tests.firmware.standin import AckStandIn, BoardLog
@@ -87,14 +88,8 @@ def board(tmp_path: Path, broker: Broker) -> Iterator[VirtualBoard]:
 
 
 def until(what: str, cond: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Polls cond() until it returns something true; fails naming `what` after timeout s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    """wait_for with the longer patience a booting VM board needs."""
+    return wait_for(what, cond, timeout)
 
 
 def settle() -> None:

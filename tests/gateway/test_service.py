@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from andon.config import PlantConfig
+from andon.sim.observe import wait_for
 from andon.store import SqliteStore
 
 SITE = "PLANT1"
@@ -102,14 +103,6 @@ class Watcher:
         self.client.disconnect()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 @dataclass
 class Running:
     gateway: object
@@ -167,7 +160,7 @@ def test_bad_payloads_are_rejected_counted_and_kept_while_good_ones_apply(runnin
         w.publish(t, payload)
     w.publish(topic("S02"), evt(1, "cord_pulled", board=BOARDS["S02"]))
     w.wait_for(lambda t, b: t == topic("S02", "state") and b["state"] == "called")
-    wait_until(lambda: sum(running.gateway.rejected.values()) == len(bad))
+    wait_for("every rejection counted", lambda: sum(running.gateway.rejected.values()) == len(bad))
     assert running.gateway.rejected == {
         "json": 1,
         "schema": 1,
@@ -234,7 +227,9 @@ def test_nothing_is_acknowledged_to_the_broker_before_it_is_committed(tmp_path, 
         failing.start()
         watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
         watcher.publish(topic("S01"), evt(1))
-        wait_until(lambda: failing.failed is not None)  # the commit failed: no ack was sent
+        wait_for(
+            "the commit failed", lambda: failing.failed is not None
+        )  # the commit failed: no ack was sent
         assert str(failing.failed) == "disk I/O error"
     finally:
         failing.stop()
@@ -344,7 +339,9 @@ def test_an_alert_is_marked_sent_once_the_broker_has_it(running):
         finally:
             store.close()
 
-    wait_until(lambda: unsent() == [])  # its PUBACK reached the worker, which marked it
+    wait_for(
+        "the alert marked sent", lambda: unsent() == []
+    )  # its PUBACK reached the worker, which marked it
 
 
 def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, broker):

@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from andon.config import PlantConfig
+from andon.sim.observe import wait_for
 from andon.store import SqliteStore
 from andon.webhook import Delivery, Outcome, WebhookSender
-from tests.gateway.test_service import BOARDS, SITE, Watcher, evt, topic, wait_until
+from tests.gateway.test_service import BOARDS, SITE, Watcher, evt, topic
 
 FAST = 0.02  # backoff of the first retry in these tests, s
 
@@ -192,7 +193,7 @@ def test_an_escalation_is_posted_with_retries_and_the_worker_never_waits(tmp_pat
             watcher.wait_for(lambda t, b: t == topic("S02", "state") and b["state"] == "called")
             hook.hold.set()
             first, second = hook.next(), hook.next()
-            wait_until(lambda: webhook_rows(config) == [(hook.url, 2, 1, 0)])
+            wait_for("webhook rows", lambda: webhook_rows(config) == [(hook.url, 2, 1, 0)])
             assert gw.webhooks_given_up == 0
     finally:
         watcher.close()
@@ -207,9 +208,9 @@ def test_a_delivery_pending_at_a_stop_resumes_after_the_restart(tmp_path, broker
     try:
         with gateway(config, watcher, backoff_s=600):  # the retry would wait 10 minutes
             watcher.publish(topic("S01"), evt(1, "cord_pulled"))
-            wait_until(lambda: webhook_rows(config) == [(hook.url, 1, 0, 0)])
+            wait_for("webhook rows", lambda: webhook_rows(config) == [(hook.url, 1, 0, 0)])
         with gateway(config, watcher):
-            wait_until(lambda: webhook_rows(config) == [(hook.url, 2, 1, 0)])
+            wait_for("webhook rows", lambda: webhook_rows(config) == [(hook.url, 2, 1, 0)])
     finally:
         watcher.close()
     (before, alert), (after, again) = hook.next(), hook.next()
@@ -225,13 +226,13 @@ def test_a_given_up_delivery_is_counted_and_not_tried_again_after_a_restart(tmp_
     try:
         with gateway(config, watcher) as gw:
             watcher.publish(topic("S01"), evt(1, "cord_pulled"))
-            wait_until(lambda: webhook_rows(config) == [(hook.url, 2, 0, 1)])
+            wait_for("webhook rows", lambda: webhook_rows(config) == [(hook.url, 2, 0, 1)])
             assert gw.webhooks_given_up == 1
         with gateway(config, watcher) as gw:
             assert gw.webhooks_given_up == 1  # counted from the store
             # a new escalation: a given-up delivery, if retried, would be POSTed before it
             watcher.publish(topic("S02"), evt(1, "cord_pulled", board=BOARDS["S02"]))
-            wait_until(lambda: [r[2] for r in webhook_rows(config)] == [0, 1])
+            wait_for("webhook rows", lambda: [r[2] for r in webhook_rows(config)] == [0, 1])
     finally:
         watcher.close()
     assert hook.requests.qsize() == 3
