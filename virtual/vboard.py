@@ -10,6 +10,7 @@ import hal
 from vdevices import bench
 
 SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
+SETTLE_MS = 5000  # far beyond any debounce: only a board that stopped scanning takes longer
 
 
 class Control:
@@ -49,9 +50,22 @@ class Control:
         else:
             bench.drive(i["pin"], i["active"] if active else 1 - i["active"])
 
+    async def _settled(self, name, active):
+        # Return once the firmware's debounce has taken the level. A driver that waits for this
+        # instead of sleeping a debounce time cannot outrun a board the machine schedules late.
+        inp = [i for i in self.station.inputs._inputs if i.name == name][0]
+        deadline = time.ticks_add(time.ticks_ms(), SETTLE_MS)
+        while inp.active != active:
+            if time.ticks_diff(deadline, time.ticks_ms()) < 0:
+                raise RuntimeError("input %s did not settle within %d ms" % (name, SETTLE_MS))
+            await asyncio.sleep_ms(2)
+
     async def op_input(self, m):
         self._input(m["name"], m["active"])
-        return {"at": time.time_ns()}  # the pin edge, on the wall clock every board shares
+        at = time.time_ns()  # the pin edge, on the wall clock every board shares
+        if m.get("settle"):
+            await self._settled(m["name"], m["active"])
+        return {"at": at}
 
     async def op_mark(self, m):
         # From now on, note when `segment` is first lit (bench/e2e.py: no polling skew).
@@ -63,7 +77,9 @@ class Control:
     async def op_press(self, m):
         self._input(m["name"], True)
         await asyncio.sleep_ms(m.get("hold_ms", 60))
+        await self._settled(m["name"], True)  # held at least until the board has taken it
         self._input(m["name"], False)
+        await self._settled(m["name"], False)
 
     async def op_adc(self, m):
         bench.set_adc(m["pin"], m["value"])
@@ -92,7 +108,11 @@ class Control:
             return {"config_error": True}
         o = s.outbox
         gc.collect()
+        from andon.inputs import UNKNOWN
+
+        reported = all(i.stable != UNKNOWN for i in s.inputs._inputs)  # each cord's boot report
         return {"board": s.board, "boot": s.boot, "link": s.link.state, "outbox": o.depth,
+                "inputs_reported": reported,
                 "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends,
                 "reconnects": s.link.reconnects,
                 "heap_peak": bench.heap_peak, "heap_live": gc.mem_alloc(),

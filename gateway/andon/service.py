@@ -119,14 +119,15 @@ def replay_check(config: PlantConfig, store: Store) -> list[str]:
     ]
 
 
-def plant_view(config: PlantConfig) -> dict:
-    """The plant now, rebuilt from the database (timers due by now fired, nothing written)."""
+def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
+    """The plant at `at_ms` (default: now), rebuilt from the database: timers due by then
+    fired, nothing written."""
     store = SqliteStore(config.gateway.database)
     try:
         plant, _, _ = rebuild(config, store)
     finally:
         store.close()
-    plant.advance(wall_ms())
+    plant.advance(wall_ms() if at_ms is None else at_ms)
     return plant.view()
 
 

@@ -3,16 +3,12 @@ driven by the scenario files the demo uses too."""
 
 from __future__ import annotations
 
-import time
 
+from andon.service import wall_ms
 from andon.sim.observe import records
 from andon.sim.rig import Rig
 from andon.sim.scenario import load_scenario
 from tests.e2e.conftest import SCENARIOS
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def test_cord_pull_stops_the_line_at_the_fixed_position_and_the_call_keeps_its_times(rig: Rig):

@@ -92,11 +92,6 @@ def until(what: str, cond: Callable[[], Any], timeout: float = 20.0) -> Any:
     return wait_for(what, cond, timeout)
 
 
-def settle() -> None:
-    """A level change is an event after the 20 ms debounce plus a 5 ms scan."""
-    time.sleep(0.08)
-
-
 def link_up(board: VirtualBoard) -> dict[str, Any]:
     return until("board link up", lambda: (s := board.status())["link"] == "up" and s)
 
@@ -133,9 +128,8 @@ def test_events_arrive_in_order_with_their_ids_and_the_light_follows(board, stan
     booted(board)
 
     board.pull_cord()
-    settle()
     # Local first: amber at once, with no station state from any gateway.
-    local = board.lamps()
+    local = until("amber", lambda: (m := board.lamps())["amber"] == "on" and m)
     board.reset_cord()
     board.press("qual")
     board.press("ack")
@@ -231,8 +225,7 @@ def test_a_broker_crash_mid_stream_loses_no_event(board, standin, broker):
         if i == 20:
             broker.start()
         pulled = not pulled
-        board.set_input("cord", pulled)
-        time.sleep(0.06)
+        board.set_input("cord", pulled, settle=True)
     log = standin.log(BOARD)
     status = until("all received", lambda: all_received(log, s := board.status()) and s, 40)
 
@@ -297,8 +290,7 @@ def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: s
         full = until("near-full warning", lambda: (m := board.lamps())["buzzer"] == "fast" and m)
         assert full["white"] == "on"
         board.pull_cord()
-        settle()
-        assert board.lamps()["amber"] == "on"  # local first, even with a full outbox
+        until("amber", lambda: board.lamps()["amber"] == "on")  # local first, with a full outbox
         board.reset_cord()
         board.press("qual")
         board.press("ack")
@@ -334,7 +326,6 @@ def test_the_board_says_when_its_outbox_nears_its_bound_and_when_it_recovers(
             watch.wait(json_on(STATION + "/status", online=True, outbox_near_full=False))
             for _ in range(8):  # 80 % of 10: unacknowledged, they stay on flash
                 board.press("qual")
-                settle()
             watch.wait(json_on(STATION + "/status", online=True, outbox_near_full=True))
             assert board.lamps()["white"] != "off"  # and the tower says so too
             standin.ack_now()

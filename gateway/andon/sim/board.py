@@ -119,16 +119,20 @@ class VirtualBoard:
         return reply
 
     # -- what a person does at the station --
-    def set_input(self, name: str, active: bool) -> None:
-        self.call("input", name=name, active=active)
+    def set_input(self, name: str, active: bool, settle: bool = False) -> dict[str, Any]:
+        """Drive the input's level; with `settle`, return once the board's debounce took it.
+
+        Its reply's `at` is when the level changed (ns on the wall clock)."""
+        return self.call("input", name=name, active=active, settle=settle)
 
     def pull_cord(self, name: str = "cord") -> None:
-        self.set_input(name, True)
+        self.set_input(name, True, settle=True)
 
     def reset_cord(self, name: str = "cord") -> None:
-        self.set_input(name, False)
+        self.set_input(name, False, settle=True)
 
     def press(self, name: str, hold_ms: int = 60) -> None:
+        """Press and release, each held until the board's debounce took it."""
         self.call("press", name=name, hold_ms=hold_ms)
 
     def place_tag(self, reader: str, uid: str) -> None:

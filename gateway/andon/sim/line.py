@@ -169,11 +169,11 @@ class VirtualLine:
             except BoardError as exc:
                 raise SimError(f"{sb.key}: {exc}") from None
 
-    def _pull(self, sb: SimBoard, input: str | None = None) -> dict:
-        return sb.board.call("input", name=input or sb.input_named("cord"), active=True)
+    def _pull(self, sb: SimBoard, input: str | None = None, settle: bool = True) -> dict:
+        return sb.board.set_input(input or sb.input_named("cord"), True, settle)
 
-    def _reset(self, sb: SimBoard, input: str | None = None) -> dict:
-        return sb.board.call("input", name=input or sb.input_named("cord"), active=False)
+    def _reset(self, sb: SimBoard, input: str | None = None, settle: bool = True) -> dict:
+        return sb.board.set_input(input or sb.input_named("cord"), False, settle)
 
     def _press(self, sb: SimBoard, button: str) -> None:
         role = BUTTONS.get(button)

@@ -141,10 +141,14 @@ class Rig:
         return Runner(self.line, self.observer, self.database, **kwargs)
 
     def wait_line_up(self, timeout: float = 30.0) -> None:
-        """Every board connected and showing the gateway's state (green on a running line)."""
+        """Every board connected, with its cords' states at boot on its flash: whatever a test
+        does next comes after them."""
         for sb in self.line.boards.values():
             wait_for(
-                f"{sb.key} link up",
-                lambda sb=sb: self.line.do("status", sb.line, sb.station).get("link") == "up",
+                f"{sb.key} link up, its cords reported",
+                lambda sb=sb: (
+                    (s := self.line.do("status", sb.line, sb.station)).get("link") == "up"
+                    and s["inputs_reported"]
+                ),
                 timeout,
             )
