@@ -3,7 +3,6 @@ driven by the scenario files the demo uses too."""
 
 from __future__ import annotations
 
-
 from andon.service import wall_ms
 from andon.sim.observe import records
 from andon.sim.rig import Rig
