@@ -7,6 +7,7 @@ import json
 import time
 
 import hal
+from andon.inputs import ACTIVE, NORMAL, UNKNOWN
 from vdevices import bench
 
 SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
@@ -33,6 +34,7 @@ class Control:
 
             tower.show = watched
         self.placed = {}  # reader name -> the uid lying on it
+        self.levels = {}  # input name -> the level last driven (True = active)
         rfid = cfg.get("rfid")
         if rfid:
             from mfrc522_model import MFRC522
@@ -43,6 +45,7 @@ class Control:
 
     def _input(self, name, active):
         i = self.inputs[name]
+        self.levels[name] = active
         if i["adc"] is not None:
             from andon import inputs
 
@@ -50,12 +53,13 @@ class Control:
         else:
             bench.drive(i["pin"], i["active"] if active else 1 - i["active"])
 
-    async def _settled(self, name, active):
-        # Return once the firmware's debounce has taken the level. A driver that waits for this
-        # instead of sleeping a debounce time cannot outrun a board the machine schedules late.
+    async def _settled(self, name, state):
+        # Return once the firmware's debounce has taken the input to `state` (andon.inputs).
+        # A driver that waits for this instead of sleeping a debounce time cannot outrun a
+        # board the machine schedules late.
         inp = [i for i in self.station.inputs._inputs if i.name == name][0]
         deadline = time.ticks_add(time.ticks_ms(), SETTLE_MS)
-        while inp.active != active:
+        while inp.stable != state:
             if time.ticks_diff(deadline, time.ticks_ms()) < 0:
                 raise RuntimeError("input %s did not settle within %d ms" % (name, SETTLE_MS))
             await asyncio.sleep_ms(2)
@@ -64,8 +68,27 @@ class Control:
         self._input(m["name"], m["active"])
         at = time.time_ns()  # the pin edge, on the wall clock every board shares
         if m.get("settle"):
-            await self._settled(m["name"], m["active"])
+            await self._settled(m["name"], ACTIVE if m["active"] else NORMAL)
         return {"at": at}
+
+    async def op_wire(self, m):
+        # A supervised input's cable "cut" or "short", or "mend" (the cord's level again),
+        # held until the firmware's debounce took it.
+        from andon import inputs
+
+        name, fault = m["name"], m["fault"]
+        adc = self.inputs[name]["adc"]
+        if adc is None:
+            raise ValueError("%s is not a supervised input" % name)
+        if fault == "mend":
+            self._input(name, self.levels.get(name, False))
+            state = ACTIVE if self.levels.get(name) else NORMAL
+        elif fault in ("cut", "short"):
+            bench.set_adc(adc, 65535 if fault == "cut" else inputs.SHORT_BELOW // 4)
+            state = inputs.OPEN if fault == "cut" else inputs.SHORT
+        else:
+            raise ValueError("fault is cut, short or mend, not %r" % fault)
+        await self._settled(name, state)
 
     async def op_mark(self, m):
         # From now on, note when `segment` is first lit (bench/e2e.py: no polling skew).
@@ -77,9 +100,9 @@ class Control:
     async def op_press(self, m):
         self._input(m["name"], True)
         await asyncio.sleep_ms(m.get("hold_ms", 60))
-        await self._settled(m["name"], True)  # held at least until the board has taken it
+        await self._settled(m["name"], ACTIVE)  # held at least until the board has taken it
         self._input(m["name"], False)
-        await self._settled(m["name"], False)
+        await self._settled(m["name"], NORMAL)
 
     async def op_adc(self, m):
         bench.set_adc(m["pin"], m["value"])
@@ -108,8 +131,6 @@ class Control:
             return {"config_error": True}
         o = s.outbox
         gc.collect()
-        from andon.inputs import UNKNOWN
-
         reported = all(i.stable != UNKNOWN for i in s.inputs._inputs)  # each cord's boot report
         return {"board": s.board, "boot": s.boot, "link": s.link.state, "outbox": o.depth,
                 "inputs_reported": reported,

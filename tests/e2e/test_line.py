@@ -3,8 +3,8 @@ driven by the scenario files the demo uses too."""
 
 from __future__ import annotations
 
-from andon.service import wall_ms
-from andon.sim.observe import records
+from andon.service import plant_view, wall_ms
+from andon.sim.observe import records, wait_for
 from andon.sim.rig import Rig
 from andon.sim.scenario import load_scenario
 from tests.e2e.conftest import SCENARIOS
@@ -40,3 +40,19 @@ def test_a_kanban_post_raises_exactly_one_order_and_the_receipt_closes_it(rig: R
     assert 1500 < lead < 10_000  # the second post's hold-off and the receipt lie between
     triggers = [s.body for s in rig.observer.seen("andon/v1/P1/kanban/P-100/replenish")]
     assert [t["order"] for t in triggers] == [order["id"]]
+
+
+def test_a_cut_or_shorted_supervised_cord_is_a_wiring_fault_and_never_stops_the_line(rig: Rig):
+    rig.runner().run(load_scenario(SCENARIOS / "e2e-wiring.toml"))
+    assert records(rig.database, "call") == []  # neither fault was taken for a pull
+    alerts = [s.body for s in rig.observer.seen("andon/v1/P1/alert")]
+    faults = [a["text"] for a in alerts if a and a.get("kind") == "input_fault"]
+    assert faults == [
+        "input cord2 at L1/S01: wiring open",
+        "input cord2 at L1/S01: wiring short",
+    ]
+    line = wait_for(  # mended: the board's `clear` reaches the gateway
+        "the faults cleared",
+        lambda: not (v := plant_view(rig.plant)["lines"][0])["stations"][0]["faults"] and v,
+    )
+    assert line["state"] == "running"

@@ -120,7 +120,7 @@ def reset(line: str, station: str, state: StateOption = DEFAULT_STATE) -> None:
 def press(
     line: str,
     station: str,
-    button: Annotated[str, typer.Argument(help="maint, qual, mat or ack")],
+    button: Annotated[str, typer.Argument(help="maint, qual, mat, ack or cycle")],
     state: StateOption = DEFAULT_STATE,
 ) -> None:
     """Press and release a call or acknowledge button."""
@@ -141,6 +141,18 @@ def scan(
     """Place a tag on a reader for a moment (a kanban card posted or received, a badge tap)."""
     _act(state, "scan", line, station, uid=uid, reader=reader)
     typer.echo(f"{line}/{station}: {uid} scanned")
+
+
+@sim_app.command()
+def wire(
+    line: str,
+    station: str,
+    fault: Annotated[str, typer.Argument(help="cut, short or mend")],
+    state: StateOption = DEFAULT_STATE,
+) -> None:
+    """Cut or short the cable of the station's supervised cord, or mend it."""
+    _act(state, "wire", line, station, fault=fault)
+    typer.echo(f"{line}/{station}: supervised cord wire {fault}")
 
 
 @sim_app.command("power-cut")

@@ -35,7 +35,9 @@ BUTTONS = {  # what a person calls a button -> the input's role
     "mat": "call_material",
     "material": "call_material",
     "ack": "ack",
+    "cycle": "cycle",  # the cycle-done sensor, one pulse
 }
+WIRE_FAULTS = ("cut", "short", "mend")
 LIT = ("on", "slow", "fast")
 
 
@@ -62,6 +64,12 @@ class SimBoard:
         names = [i["name"] for i in self.config["inputs"] if i["role"] == role]
         if not names:
             raise SimError(f"{self.key} has no {role} input")
+        return names[0]
+
+    def supervised_input(self) -> str:
+        names = [i["name"] for i in self.config["inputs"] if i.get("adc") is not None]
+        if not names:
+            raise SimError(f"{self.key} has no supervised input")
         return names[0]
 
     def reader_named(self, reader: str | None) -> str:
@@ -181,6 +189,12 @@ class VirtualLine:
             raise SimError(f"unknown button {button!r}; one of: {', '.join(BUTTONS)}")
         sb.board.press(sb.input_named(role))
 
+    def _wire(self, sb: SimBoard, fault: str, input: str | None = None) -> None:
+        """Cut or short a supervised cord's cable, or mend it."""
+        if fault not in WIRE_FAULTS:
+            raise SimError(f"unknown wiring fault {fault!r}; one of: {', '.join(WIRE_FAULTS)}")
+        sb.board.call("wire", name=input or sb.supervised_input(), fault=fault)
+
     def _scan(self, sb: SimBoard, uid: str, reader: str | None = None) -> None:
         """Place the tag on the reader, hold it there a few polls, lift it.
 
@@ -230,6 +244,7 @@ VERBS = (
     "pull",
     "reset",
     "press",
+    "wire",
     "scan",
     "power-cut",
     "restart",

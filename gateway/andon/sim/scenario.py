@@ -4,7 +4,7 @@
 name = "cord pull"
 [[steps]]
 at_ms = 0
-do = "pull"                 # pull reset press scan power-cut restart wifi-down wifi-up
+do = "pull"                 # pull reset press wire scan power-cut restart wifi-down wifi-up
 station = "L1/S03"
 [[steps]]
 at_ms = 0
@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from andon import contract
 from andon.contract import Name, Uid
-from andon.sim.line import BUTTONS, LIT, VERBS, VirtualLine
+from andon.sim.line import BUTTONS, LIT, VERBS, WIRE_FAULTS, VirtualLine
 from andon.sim.observe import Observer, records
 
 Segment = Literal["red", "amber", "green", "blue", "white", "buzzer"]
@@ -60,6 +60,7 @@ NEEDS = {  # what each step needs besides its kind
     "pull": ("station",),
     "reset": ("station",),
     "press": ("station", "button"),
+    "wire": ("station", "fault"),
     "scan": ("station", "uid"),
 }
 POLL_S = 0.02
@@ -87,6 +88,7 @@ class Step(BaseModel):
     note: str = ""
     # what to do
     button: Literal[tuple(BUTTONS)] | None = None  # type: ignore[valid-type]
+    fault: Literal[WIRE_FAULTS] | None = None  # type: ignore[valid-type]
     uid: Uid | None = None
     reader: Name | None = None
     # what to expect
@@ -119,7 +121,15 @@ class Step(BaseModel):
 
     def describe(self) -> str:
         what = self.do or f"expect {self.expect}"
-        args = [self.station or self.line, self.button, self.uid, self.part, self.state, self.kind]
+        args = [
+            self.station or self.line,
+            self.button,
+            self.fault,
+            self.uid,
+            self.part,
+            self.state,
+            self.kind,
+        ]
         text = " ".join([what, *(str(a) for a in args if a)])
         if self.lamps:
             text += " " + ",".join(f"{seg}={mode}" for seg, mode in self.lamps.items())
@@ -243,7 +253,8 @@ class Runner:
 
     @staticmethod
     def _action_args(step: Step) -> dict[str, Any]:
-        names = {"press": ("button",), "scan": ("uid", "reader")}.get(step.do, ())
+        names = {"press": ("button",), "wire": ("fault",), "scan": ("uid", "reader")}
+        names = names.get(step.do, ())
         return {name: getattr(step, name) for name in names if getattr(step, name) is not None}
 
     # --- expectations: (holds, what was seen) ------------------------------------------------
