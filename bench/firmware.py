@@ -1,6 +1,7 @@
 """Station firmware figures, from the MicroPython VM (64-bit unix port) on this machine.
 
-Prints the peak heap of the full-outbox scenario (tests/firmware/test_station.py: 4 inputs,
+Prints the heap the loaded code takes (each firmware module as .mpy, and the virtual bench
+beside it), the peak heap of the full-outbox scenario (tests/firmware/test_station.py: 4 inputs,
 2 RFID readers, a tower, 400 events pending), the smallest `-X heapsize` it still passes at
 (bisection), the cost of one input scan pass, and pin-edge-to-PUBLISH latency on loopback
 (driving a pin through the board's control port until a paho subscriber has the PUBLISH,
@@ -31,7 +32,7 @@ from tests.firmware.test_station import (
 
 from andon.mosquitto import start_broker
 from andon.sim.board import BoardError
-from andon.vm import run_script
+from andon.vm import compiled_paths, run_script
 
 EDGES = 120
 DEBOUNCE_MS = 20  # the default, as station_config leaves it
@@ -54,6 +55,45 @@ for i in range(N):
 us = time.ticks_diff(time.ticks_us(), t)
 emit({"scan_us": us / N, "alloc_bytes_per_pass": (gc.mem_alloc() - before) / N})
 """
+
+
+# In the order the board loads them: the validator alone first (andon.startup drops it).
+FIRMWARE_MODULES = (
+    "andon.config", "andon.startup", "andon.wire", "andon.light", "andon.persist",
+    "andon.health", "andon.inputs", "andon.outbox", "andon.mqtt", "andon.link",
+    "andon.uplink", "andon.app", "andon.mfrc522", "andon.rfid",
+)
+BENCH_MODULES = ("hal", "vdevices", "mfrc522_model")  # vboard runs when imported: not here
+
+CODE = """
+import gc, sys
+sys.path[:0] = PATHS
+gc.collect()
+sizes = {}
+def load(name):
+    before = gc.mem_alloc()
+    __import__(name)
+    gc.collect()
+    sizes[name] = gc.mem_alloc() - before
+load("asyncio")
+for name in BENCH + FIRMWARE:
+    load(name)
+    if name == "andon.config":  # as andon.startup does: its heap is given back
+        del sys.modules[name]
+        import andon
+        del andon.config
+        gc.collect()
+from vtest import emit
+emit(sizes)
+"""
+
+
+def code_heap() -> dict[str, int]:
+    """Heap each module's code takes once imported from .mpy (after gc), in bytes."""
+    paths = [str(p) for p in compiled_paths()]
+    source = CODE.replace("PATHS", repr(paths)).replace("BENCH", repr(BENCH_MODULES))
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_script(source.replace("FIRMWARE", repr(FIRMWARE_MODULES)), Path(tmp)).data
 
 
 def scenario(heap_kb: int) -> dict | None:
@@ -109,6 +149,13 @@ def latency_ms() -> list[float]:
 
 
 def main() -> None:
+    code = code_heap()
+    runtime = sum(code[m] for m in FIRMWARE_MODULES if m != "andon.config")
+    bench_code = sum(code[m] for m in BENCH_MODULES)
+    print(
+        f"code in the heap (.mpy): firmware runtime {runtime} B, asyncio {code['asyncio']} B,"
+        f" the validator alone at boot {code['andon.config']} B, the virtual bench {bench_code} B"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         flash = Path(tmp)
         scan = run_script(SCAN, flash).data
@@ -135,6 +182,12 @@ def main() -> None:
         json.dumps(
             {
                 "board": BOARD,
+                "code_heap_bytes": {
+                    "firmware_runtime": runtime,
+                    "asyncio": code["asyncio"],
+                    "validator_at_boot": code["andon.config"],
+                    "virtual_bench": bench_code,
+                },
                 "scenario_heap_peak_bytes": tight["heap_peak"] if tight else None,
                 "scenario_heap_live_bytes": roomy["heap_live"],
                 "smallest_heapsize_kb": smallest,

@@ -1,4 +1,4 @@
 # Station firmware entry point: everything else is in lib/andon.
-from andon import app
+from andon import startup
 
-app.main()
+startup.main()

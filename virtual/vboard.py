@@ -15,10 +15,10 @@ SETTLE_MS = 5000  # far beyond any debounce: only a board that stopped scanning 
 
 
 class Control:
-    def __init__(self, app, station):
+    def __init__(self, app, station, cfg):
         self.app = app
         self.station = station  # None after a config error
-        cfg = station.cfg if station else {"inputs": [], "rfid": None}
+        cfg = cfg or {"inputs": [], "rfid": None}
         self.inputs = {i["name"]: i for i in cfg["inputs"]}
         self.chips = {}  # reader name -> chip model
         self.marks = {}  # segment -> time_ns it was first lit after op "mark", or None
@@ -163,16 +163,20 @@ async def main():
     bench.clock_set = spec.get("clock", True)
     import mfrc522_model  # the readers' chips exist before the firmware boots
 
-    from andon import app
+    from andon import startup
 
-    station = app.start()
-    ctl = Control(app, station)
+    cfg = startup.load_config()
+    from andon import app  # as on a board: the runtime loads once the validator is gone
+
+    station = app.start(cfg) if cfg else None
+    ctl = Control(app, station, cfg)
+    del cfg  # only the parts Station and Control took stay in the heap
     for name, active in spec.get("inputs", {}).items():
         ctl._input(name, active)  # levels wired at power-up, before the first scan
     await asyncio.start_server(ctl.serve, "127.0.0.1", spec["control_port"])
     print("vboard: control port", spec["control_port"])
     if station is None:
-        await app.config_error_forever()
+        await app.config_error_forever(startup.error_light)
     else:
         await station.run(hal.WDT(timeout=8000))
 

@@ -18,13 +18,9 @@ NTP_RESYNC_MS = 6 * 3600 * 1000
 NON_CRITICAL = ("cycle",)  # may be refused when the outbox is full; nothing else is
 
 
-def _hex(b):
-    return "".join("%02X" % x for x in b)
-
-
 class Station:
     def __init__(self, cfg, boot):
-        self.cfg = cfg
+        self.ntp = cfg["ntp"]  # the rest of cfg is not kept: heap is scarce
         self.boot = boot
         self.board = cfg["board"]
         self.started = time.ticks_ms()
@@ -144,7 +140,7 @@ class Station:
     async def clock(self):
         # Until NTP answers, events carry ts: null and their age. The RTC drifts, so
         # the clock is set again every few hours. "ntp" is "host" or "host:port".
-        host, _, port = self.cfg["ntp"].partition(":")
+        host, _, port = self.ntp.partition(":")
         ms = hal.wall_ms()  # an RTC that kept its time through a reset waits for the resync
         while True:
             await asyncio.sleep_ms(NTP_RESYNC_MS if ms is not None else NTP_RETRY_MS)
@@ -178,52 +174,32 @@ class Station:
         await asyncio.gather(*tasks)
 
 
-_error_light = None  # the light section of a config that failed validation, if usable
 error_tower = None  # the tower showing the config error, once config_error_forever runs
 
 
-def start(path="config.json"):
-    # Validate the config, count the boot and build the station; None after a config
-    # error (the console says why; config_error_forever() shows it on the tower).
-    global _error_light
-    import sys
-
-    from andon import config
-
-    try:
-        cfg = config.load(path, default_board=_hex(hal.unique_id()))
-    except config.ConfigError as e:
-        print("CONFIG ERROR:", e)
-        _error_light = config.light_only(path)
-        return None
-    finally:
-        # Validation is done once: give its code's heap back to the running firmware.
-        del sys.modules["andon.config"]
-        import andon
-
-        del andon.config
+def start(cfg):
+    # The station for a validated config (andon.startup.load_config).
     if cfg.get("wifi"):
         hal.wifi_start(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
     return Station(cfg, persist.next_boot())
 
 
-async def config_error_forever():
+async def config_error_forever(light_cfg):
     # A bad config must not crash-loop: show the pattern until someone fixes the file.
     global error_tower
-    if _error_light:
-        error_tower = light.Tower(_error_light)
+    if light_cfg:
+        error_tower = light.Tower(light_cfg)
         error_tower.show(light.compose({"config_error": True}))
         await error_tower.run()
     while True:
         await asyncio.sleep_ms(60000)
 
 
-async def run(path="config.json"):
-    station = start(path)
-    if station is None:
-        await config_error_forever()
-    await station.run(hal.WDT(timeout=8000))
+async def run(cfg, error_light):
+    if cfg is None:
+        await config_error_forever(error_light)
+    await start(cfg).run(hal.WDT(timeout=8000))
 
 
-def main():
-    asyncio.run(run())
+def main(cfg, error_light=None):
+    asyncio.run(run(cfg, error_light))

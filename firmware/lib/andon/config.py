@@ -2,8 +2,8 @@
 # Validation only: load() returns a plain dict with defaults filled, or raises
 # ConfigError naming the key and the fault. Nothing here touches pins; which pin
 # a chip allows is the gateway's hardware profiles' business.
-# Needed only at boot: once load() returns, the app may drop this module
-# (del sys.modules["andon.config"] and andon.config) to give its RAM back.
+# Needed only at boot: andon.startup drops this module before the runtime loads,
+# to give its RAM back.
 import json
 
 ROLES = ("cord", "call_maintenance", "call_quality", "call_material", "ack", "cycle")
