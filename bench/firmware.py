@@ -32,7 +32,7 @@ from tests.firmware.test_station import (
 
 from andon.mosquitto import start_broker
 from andon.sim.board import BoardError
-from andon.vm import compiled_paths, run_script
+from andon.vm import FIRMWARE, compiled_paths, run_script
 
 EDGES = 120
 DEBOUNCE_MS = 20  # the default, as station_config leaves it
@@ -57,11 +57,11 @@ emit({"scan_us": us / N, "alloc_bytes_per_pass": (gc.mem_alloc() - before) / N})
 """
 
 
-# In the order the board loads them: the validator alone first (andon.startup drops it).
-FIRMWARE_MODULES = (
-    "andon.config", "andon.startup", "andon.wire", "andon.light", "andon.persist",
-    "andon.health", "andon.inputs", "andon.outbox", "andon.mqtt", "andon.link",
-    "andon.uplink", "andon.app", "andon.mfrc522", "andon.rfid",
+# Every firmware module, the validator first and alone (andon.startup drops it).
+FIRMWARE_MODULES = ("andon.config",) + tuple(
+    f"andon.{p.stem}"
+    for p in sorted((FIRMWARE / "lib" / "andon").glob("*.py"))
+    if p.stem not in ("__init__", "config")
 )
 BENCH_MODULES = ("hal", "vdevices", "mfrc522_model")  # vboard runs when imported: not here
 
