@@ -58,10 +58,10 @@ emit({"scan_us": us / N, "alloc_bytes_per_pass": (gc.mem_alloc() - before) / N})
 
 
 # Every firmware module, the validator first and alone (andon.startup drops it).
-FIRMWARE_MODULES = ("andon.config",) + tuple(
-    f"andon.{p.stem}"
-    for p in sorted((FIRMWARE / "lib" / "andon").glob("*.py"))
-    if p.stem not in ("__init__", "config")
+RUNTIME = sorted((FIRMWARE / "lib" / "andon").glob("*.py"))
+FIRMWARE_MODULES = (
+    "andon.config",
+    *(f"andon.{p.stem}" for p in RUNTIME if p.stem not in ("__init__", "config")),
 )
 BENCH_MODULES = ("hal", "vdevices", "mfrc522_model")  # vboard runs when imported: not here
 
