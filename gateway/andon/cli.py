@@ -43,7 +43,14 @@ def provision(
     ] = False,
     broker_host: Annotated[
         str | None,
-        typer.Option(help="The broker's address as boards see it [plant's broker.host]."),
+        typer.Option(
+            help="The broker as boards reach it [plant's broker.host]; a name is resolved"
+            " here, since boards take addresses only."
+        ),
+    ] = None,
+    ntp: Annotated[
+        str | None,
+        typer.Option(help="NTP server for the boards, HOST[:PORT] [none: the gateway dates]."),
     ] = None,
     wifi_ssid: Annotated[
         str | None,
@@ -57,7 +64,7 @@ def provision(
     from andon.provision import Network, ProvisionError
     from andon.provision import provision as run
 
-    network = Network(broker_host, wifi_ssid, os.environ.get("ANDON_WIFI_PASSWORD", ""))
+    network = Network(broker_host, wifi_ssid, os.environ.get("ANDON_WIFI_PASSWORD", ""), ntp)
     try:
         done = run(load_plant(config), out, rotate=rotate, network=network)
     except (ConfigError, ProvisionError) as exc:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -109,12 +110,16 @@ class RfidEntry(Strict):
     readers: list[ReaderEntry] = Field(min_length=1)
 
 
+IPV4 = r"^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$"
+
+
 class BrokerEntry(Strict):
-    host: Annotated[str, Field(min_length=1)]
+    host: Annotated[str, Field(pattern=IPV4)]  # boards never look a name up
     port: Annotated[int, Field(ge=1, le=65535)]
     username: Name
     password: str
     tls: bool = False
+    server_name: str | None = None  # with TLS: the name on the broker's certificate
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
 
 
@@ -137,7 +142,7 @@ class BoardConfig(Strict):
     station: Name
     wifi: WifiEntry | None = None
     broker: BrokerEntry
-    ntp: str = "pool.ntp.org"
+    ntp: Annotated[str, Field(pattern=IPV4[:-1] + r"(:\d{1,5})?$")] | None = None
     inputs: list[InputEntry] = Field(default_factory=list)
     rfid: RfidEntry | None = None
     light: Light
@@ -179,6 +184,26 @@ class Network:
     broker_host: str | None = None  # the boards' view of the broker, if not the plant's host
     wifi_ssid: str | None = None
     wifi_password: str = field(default="", repr=False)
+    ntp: str | None = None  # "host" or "host:port"; none: the gateway dates events
+
+
+def board_address(host: str, what: str) -> str:
+    """`host` as the IPv4 address a board connects to: a board never looks a name up, since
+    MicroPython's lookup blocks it until DNS answers (docs/board-config.md)."""
+    try:
+        return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ProvisionError(
+            f"{what} {host!r} does not resolve to an IPv4 address here ({exc}): "
+            f"give the address boards reach it at"
+        ) from None
+
+
+def _ntp(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    host, colon, port = endpoint.partition(":")
+    return board_address(host, "NTP server") + colon + port
 
 
 def _inputs(profile: Profile) -> list[InputEntry]:
@@ -231,12 +256,15 @@ def build_board_config(
     wifi = None
     if network.wifi_ssid:
         wifi = WifiEntry(ssid=network.wifi_ssid, password=network.wifi_password)
+    host = network.broker_host or plant.broker.host
+    address = board_address(host, "broker host")
     broker = BrokerEntry(
-        host=network.broker_host or plant.broker.host,
+        host=address,
         port=plant.broker.port,
         username=station.board,
         password=password,
         tls=plant.broker.tls,
+        server_name=host if plant.broker.tls and host != address else None,
         keepalive=plant.broker.keepalive,
     )
     return BoardConfig(
@@ -247,6 +275,7 @@ def build_board_config(
         station=station.id,
         wifi=wifi,
         broker=broker,
+        ntp=_ntp(network.ntp),
         inputs=_inputs(profile),
         rfid=_rfid(profile, station),
         light=profile.light,

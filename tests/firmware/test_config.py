@@ -68,7 +68,7 @@ def test_the_documented_example_is_valid_and_gets_its_defaults(mpy):
         "active": None,
         "debounce_ms": 20,
     }
-    assert got["ntp"] == "pool.ntp.org"
+    assert got["ntp"] == "10.20.0.1"
     assert got["board"] == "246F28A1B2C3"
     assert [r["holdoff_ms"] for r in got["rfid"]["readers"]] == [1500, 1500]
     assert got["outbox"] == {"capacity": 400}
@@ -88,8 +88,10 @@ def test_a_minimal_config_is_filled_with_defaults(mpy):
         "username": None,
         "password": None,
         "tls": False,
+        "server_name": None,
         "keepalive": 30,
     }
+    assert cfg["ntp"] is None  # none: the gateway dates events by their age
     assert got["tls.json"]["broker"]["port"] == 8883
     assert cfg["inputs"] == []
     assert cfg["rfid"] is None
@@ -129,6 +131,13 @@ BAD = {
     "pin_is_bool": (_set("inputs[2].pin", True), "inputs[2].pin: must be an integer"),
     "pin_out_of_range": (_set("status_led", 99), "status_led: must be from 0 to 48"),
     "no_broker_host": (_set("broker.host", DELETE), "broker.host: missing"),
+    "broker_by_name": (
+        _set("broker.host", "mqtt.plant.local"),
+        "broker.host: must be an IPv4 address (a name lookup would block the board)",
+    ),
+    "broker_bad_octet": (_set("broker.host", "10.20.0.256"), "broker.host: must be an IPv4"),
+    "ntp_by_name": (_set("ntp", "pool.ntp.org"), "ntp: must be an IPv4 address"),
+    "ntp_bad_port": (_set("ntp", "10.20.0.1:0"), "ntp: port must be from 1 to 65535"),
     "no_station": (_set("station", DELETE), "station: missing"),
     "bad_site_name": (
         _set("site", "PLANT 1"),

@@ -19,7 +19,7 @@ def script(inputs: list[dict], body: str) -> str:
         "site": "P",
         "line": "L1",
         "station": "S1",
-        "broker": {"host": "h"},
+        "broker": {"host": "10.0.0.5"},
         "light": {"driver": "ws2812", "pin": 40},
         "inputs": inputs,
     }

@@ -253,7 +253,9 @@ def _cert(name: str, key, issuer: x509.Name, issuer_key, ca: bool) -> x509.Certi
     if not ca:
         import ipaddress
 
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        san = x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("broker.plant")]
+        )
         builder = builder.add_extension(san, critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -292,13 +294,18 @@ async def main():
     hal.wifi_start("plant-iot", "secret")
     good = make({broker_cfg("127.0.0.1", tls_port, tls=True)})
     bad = make({broker_cfg("127.0.0.1", tls_port, tls=True, ca="stranger.der")}, "S2")
-    tasks = [asyncio.create_task(good.run()), asyncio.create_task(bad.run())]
-    await until(lambda: good.state == "up" and bad.last_error)
+    named = make({broker_cfg("127.0.0.1", tls_port, tls=True, server_name="broker.plant")}, "S3")
+    misnamed = make({broker_cfg("127.0.0.1", tls_port, tls=True, server_name="mqtt.plant")}, "S4")
+    links = (good, bad, named, misnamed)
+    tasks = [asyncio.create_task(link.run()) for link in links]
+    await until(lambda: good.state == named.state == "up" and bad.last_error
+                and misnamed.last_error)
     pid = await good.publish("andon/v1/P1/L1/S1/evt", "{{}}", qos=1)
     acked = await good.client.wait_ack(pid)
     for t in tasks:
         t.cancel()
     return {{"good": good.state, "acked": acked, "bad": bad.state, "why": bad.last_error,
+            "misnamed": misnamed.state, "misnamed_why": misnamed.last_error,
             "births": len(births)}}
 
 run(main())
@@ -309,5 +316,8 @@ run(main())
     # A CA that did not sign the broker's certificate: the handshake fails, the link never
     # comes up and keeps retrying.
     assert data["bad"] == "connecting"
-    assert data["births"] == 1  # the good link's only
+    assert data["births"] == 2  # the good link's and the named one's
     assert "not correctly signed by the trusted CA" in data["why"]
+    # Connected by address, checked by name: the name must be one the certificate carries.
+    assert data["misnamed"] == "connecting"
+    assert "Common Name (CN) does not match" in data["misnamed_why"]

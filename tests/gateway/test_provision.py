@@ -115,6 +115,26 @@ def test_every_board_gets_its_config_and_nothing_secret_is_printed(plant_file, t
         check_board_config(_config(out, board), board)
 
 
+def test_boards_get_addresses_never_names(plant_file, tmp_path):
+    # A board's own name lookup would block it until DNS answers: provisioning resolves the
+    # names here, and with TLS keeps the broker's name for the certificate check.
+    plant_file.write_text(PLANT.replace('host = "10.0.0.5"', 'host = "localhost"\ntls = true'))
+    out = tmp_path / "out"
+    result = _provision(plant_file, out, "--ntp", "localhost:1123")
+    assert result.exit_code == 0, result.output
+    broker = _config(out, "AAAA00000001")["broker"]
+    assert (broker["host"], broker["server_name"], broker["port"]) == (
+        "127.0.0.1",
+        "localhost",
+        1883,
+    )
+    assert _config(out, "AAAA00000001")["ntp"] == "127.0.0.1:1123"
+    refused = _provision(plant_file, tmp_path / "v6", "--broker-host", "::1")
+    assert refused.exit_code == 2
+    assert "broker host '::1' does not resolve to an IPv4 address" in refused.output
+    assert not (tmp_path / "v6" / "boards").exists()
+
+
 def test_files_are_0600_in_0700_directories(plant_file, tmp_path):
     out = tmp_path / "out"
     assert _provision(plant_file, out).exit_code == 0
@@ -227,7 +247,8 @@ def test_a_board_config_with_a_normally_open_cord_or_unknown_key_is_refused(plan
 
 def test_the_firmware_accepts_the_generated_configs(plant_file, tmp_path, mpy):
     out = tmp_path / "out"
-    provision(load_plant(plant_file), out, network=Network(wifi_ssid="plant-iot"))
+    network = Network(wifi_ssid="plant-iot", ntp="10.0.0.1")
+    provision(load_plant(plant_file), out, network=network)
     for board in BOARDS:
         shutil.copy(out / "boards" / board / "config.json", mpy.flash / f"{board}.json")
     result = mpy.run(
@@ -238,15 +259,15 @@ out = {{}}
 for board in {BOARDS!r}:
     cfg = config.load(board + ".json")
     out[board] = [cfg["board"], cfg["station"], [i["name"] for i in cfg["inputs"]],
-                  cfg["light"]["driver"], cfg["broker"]["username"]]
+                  cfg["light"]["driver"], cfg["broker"]["username"], cfg["ntp"]]
 emit(out)
 """
     )
     names = ["cord", "maint", "qual", "material", "ack", "cycle", "cord2"]
     assert result.data == {
-        "AAAA00000001": ["AAAA00000001", "S01", names, "gpio", "AAAA00000001"],
-        "AAAA00000002": ["AAAA00000002", "S02", names, "ws2812", "AAAA00000002"],
-        "BBBB00000001": ["BBBB00000001", "S01", names, "gpio", "BBBB00000001"],
+        "AAAA00000001": ["AAAA00000001", "S01", names, "gpio", "AAAA00000001", "10.0.0.1"],
+        "AAAA00000002": ["AAAA00000002", "S02", names, "ws2812", "AAAA00000002", "10.0.0.1"],
+        "BBBB00000001": ["BBBB00000001", "S01", names, "gpio", "BBBB00000001", "10.0.0.1"],
     }
 
 

@@ -138,8 +138,11 @@ class Station:
                 gc.mem_free(), self.outbox.depth, self.link.reconnects, hal.rssi()))
 
     async def clock(self):
-        # Until NTP answers, events carry ts: null and their age. The RTC drifts, so
-        # the clock is set again every few hours. "ntp" is "host" or "host:port".
+        # Until NTP answers, and without an NTP server, events carry ts: null and their
+        # age. The RTC drifts, so the clock is set again every few hours. "ntp" is
+        # "address" or "address:port".
+        if self.ntp is None:
+            return
         host, _, port = self.ntp.partition(":")
         ms = hal.wall_ms()  # an RTC that kept its time through a reset waits for the resync
         while True:

@@ -62,6 +62,24 @@ def _str(v, path):
     return v
 
 
+def _ipv4(v, path):
+    # Boards take addresses, not names: getaddrinfo blocks the whole loop (the cord scan, the
+    # watchdog) for as long as a DNS server takes to answer or not. andon provision resolves.
+    parts = v.split(".") if isinstance(v, str) else ()
+    if len(parts) != 4 or any(not p.isdigit() or len(p) > 3 or int(p) > 255 for p in parts):
+        _fail(path, "must be an IPv4 address (a name lookup would block the board)")
+    return v
+
+
+def _endpoint(v, path):
+    # "address" or "address:port"
+    host, _, port = _str(v, path).partition(":")
+    _ipv4(host, path)
+    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        _fail(path, "port must be from 1 to 65535")
+    return v
+
+
 def _name(v, path):
     if not isinstance(v, str) or not 0 < len(v) <= 32 or any(c not in _NAME_CHARS for c in v):
         _fail(path, "must be 1-32 characters of A-Z a-z 0-9 _ -")
@@ -223,7 +241,8 @@ _SPI = _obj(
 
 _BROKER = _obj(
     (
-        ("host", _str, REQUIRED),
+        ("host", _ipv4, REQUIRED),
+        ("server_name", _str, None),  # with tls: the name the broker's certificate carries
         ("port", _int(1, 65535), None),
         ("username", _str, None),
         ("password", _text, None),
@@ -254,7 +273,7 @@ _CONFIG = _obj(
         ("station", _name, REQUIRED),
         ("wifi", _obj((("ssid", _str, REQUIRED), ("password", _text, ""))), None),
         ("broker", _BROKER, REQUIRED),
-        ("ntp", _str, "pool.ntp.org"),
+        ("ntp", _endpoint, None),  # none: the gateway dates events by their age
         ("inputs", _list(_INPUT), []),
         ("rfid", _obj((("spi", _SPI, REQUIRED), ("readers", _list(_READER), REQUIRED))), None),
         ("light", _LIGHT, REQUIRED),

@@ -41,6 +41,7 @@ class Link:
             client_id, broker["host"], broker.get("port", 1883), broker.get("username"),
             broker.get("password"), broker.get("keepalive", 30), will=will,
             ssl=tls_context(broker) if broker.get("tls") else None, on_message=on_message,
+            server_name=broker.get("server_name"),
         )
         self.reconnects = 0
         self.last_error = None

@@ -1,6 +1,7 @@
 # A small MQTT 3.1.1 client for MicroPython asyncio. Every wait is an asyncio stream wait,
-# so nothing blocks the loop, except the DNS lookup inside asyncio.open_connection: give the
-# broker as an address. One task reads (serve), a second pings; writers share one lock.
+# so nothing blocks the loop: the broker is an address, so open_connection asks no DNS
+# server (with TLS, server_hostname is the certificate's name). One task reads (serve), a
+# second pings; writers share one lock.
 # A failing socket raises OSError, or ValueError from MicroPython's TLS (a bad certificate).
 import asyncio
 import sys
@@ -57,7 +58,7 @@ def _field(s):
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  will=None, ssl=None, on_message=None, clean=True, timeout_ms=5000,
-                 max_packet=640):
+                 max_packet=640, server_name=None):
         # will: (topic, payload), published by the broker retained at QoS 1 when we vanish.
         # on_message(topic: str, payload: bytes, retained: bool), called by serve().
         if password and not user:
@@ -71,6 +72,7 @@ class MQTTClient:
         self.handler_errors = 0
         self._connect_args = (client_id, user, password, keepalive, will, clean)
         self._ssl = ssl
+        self._server_name = server_name
         self._ka_ms = keepalive * 1000
         self._timeout_ms = timeout_ms
         self._rx = bytearray(max_packet)
@@ -102,7 +104,8 @@ class MQTTClient:
         self.up = True
 
     async def _handshake(self):
-        self._s, _ = await asyncio.open_connection(self.host, self.port, ssl=self._ssl)
+        self._s, _ = await asyncio.open_connection(
+            self.host, self.port, ssl=self._ssl, server_hostname=self._server_name)
         client_id, user, password, keepalive, will, clean = self._connect_args
         flags = 0x02 if clean else 0
         body = b"\x00\x04MQTT\x04" + bytes((0, keepalive >> 8, keepalive & 255)) + _field(client_id)

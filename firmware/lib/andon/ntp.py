@@ -1,6 +1,6 @@
 # SNTP over a non-blocking UDP socket: the loop keeps running while the answer travels.
-# (MicroPython's ntptime blocks for up to its timeout.) The host must be an IP address
-# or a name the resolver answers at once: getaddrinfo itself blocks.
+# (MicroPython's ntptime blocks for up to its timeout.) The host is an IP address (the
+# config allows nothing else), so getaddrinfo answers without asking any DNS server.
 import asyncio
 import socket
 import struct
