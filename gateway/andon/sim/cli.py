@@ -41,6 +41,13 @@ def run(
     broker: Annotated[
         str | None, typer.Option("--broker", help="HOST:PORT instead of the plant's broker.")
     ] = None,
+    provisioned: Annotated[
+        Path | None,
+        typer.Option(
+            "--provisioned",
+            help="What `andon provision --out` wrote: each board logs in with its own account.",
+        ),
+    ] = None,
     state: StateOption = DEFAULT_STATE,
     scenario: Annotated[
         Path | None, typer.Option("--scenario", help="Run this scenario once the line is up.")
@@ -53,13 +60,18 @@ def run(
         raise _fail("give the plant with --config (or a command: andon sim --help)")
     from andon.cli import _plant_config
     from andon.sim.control import ControlServer
-    from andon.sim.line import VirtualLine
+    from andon.sim.line import SimError, VirtualLine
 
+    if provisioned is not None and broker is not None:
+        raise _fail("--broker with --provisioned: the boards' broker is in their configs")
     plant = _broker_override(_plant_config(config), broker)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    line = VirtualLine(plant, state)
+    try:
+        line = VirtualLine(plant, state, provisioned=provisioned)
+    except SimError as exc:
+        raise _fail(str(exc)) from None
     with line, ControlServer(line, state):
         typer.echo(
             f"{len(line.boards)} virtual boards on {plant.broker.host}:{plant.broker.port}; "
@@ -81,7 +93,10 @@ def _run_scenario(line, plant, path: Path, stop: threading.Event) -> None:
         scenario = load_scenario(path)
     except ScenarioError as exc:
         raise _fail(str(exc)) from None
-    observer = Observer(plant.broker.host, plant.broker.port)
+    broker = plant.broker  # on a secured broker, it reads with the gateway's account
+    observer = Observer(
+        broker.host, broker.port, username=broker.username, password=broker.password
+    )
     try:
         Runner(line, observer, plant.gateway.database, report=typer.echo, stop=stop).run(scenario)
         typer.echo(f"scenario {scenario.name!r}: every step held")

@@ -1,7 +1,8 @@
 """A virtual line: one virtual board per station of a plant, each the real firmware in its VM.
 
 Each board's config.json is built by the provisioning builder from the plant and the station's
-hardware profile (as `andon provision` would write it), pointed at the given broker. Its flash
+hardware profile (as `andon provision` would write it), pointed at the given broker; or, with
+`provisioned`, it is the one `andon provision` wrote, with the board's own broker account. Its flash
 is a directory of its own under the state dir, named by board id, so a restart boots from what
 that flash holds. `do(verb, line, station, ...)` is what a person does at a station; the
 scenario runner, the control server (`andon sim pull ...`) and the demo all go through it.
@@ -9,6 +10,7 @@ scenario runner, the control server (`andon sim pull ...`) and the demo all go t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -19,7 +21,7 @@ from typing import Any
 
 from andon.config import LineConfig, PlantConfig, StationConfig
 from andon.hardware import load_profile
-from andon.provision import Network, build_board_config
+from andon.provision import Network, build_board_config, check_board_config
 from andon.sim.board import BoardError, VirtualBoard
 from andon.vm import compiled_paths
 
@@ -90,8 +92,20 @@ class SimBoard:
         return {i["name"]: False for i in self.config["inputs"]}
 
 
-def board_config(plant: PlantConfig, line: LineConfig, station: StationConfig) -> dict[str, Any]:
-    """The station's config.json as provisioning builds it, for an anonymous local broker."""
+def board_config(
+    plant: PlantConfig, line: LineConfig, station: StationConfig, provisioned: Path | None = None
+) -> dict[str, Any]:
+    """The station's config.json: the one `andon provision --out provisioned` wrote (its own
+    broker account and address), else as provisioning builds it, for an anonymous broker."""
+    if provisioned is not None:
+        path = provisioned / "boards" / station.board / "config.json"
+        try:
+            data = json.loads(path.read_text())
+            check_board_config(data, str(path))
+        except (OSError, ValueError) as exc:  # ProvisionError and PinRuleError among them
+            raise SimError(f"{exc} (andon provision --out {provisioned} writes it)") from None
+        data.pop("wifi", None)  # a virtual board's radio needs no credentials
+        return data
     profile = load_profile(station.profile)
     config = build_board_config(plant, line, station, profile, "", Network())
     data = config.model_dump(mode="json", exclude_none=True)
@@ -108,6 +122,7 @@ class VirtualLine:
         state_dir: Path,
         stations: Iterable[str] | None = None,
         heap: str = SIM_HEAP,
+        provisioned: Path | None = None,
     ) -> None:
         self.plant = plant
         self.state_dir = state_dir
@@ -117,7 +132,7 @@ class VirtualLine:
             key = f"{line.id}/{station.id}"
             if wanted is not None and key not in wanted:
                 continue
-            config = board_config(plant, line, station)
+            config = board_config(plant, line, station, provisioned)
             flash = state_dir / station.board
             board = VirtualBoard(flash, config, uid=station.board, heap=heap)
             self.boards[key] = SimBoard(line.id, station.id, board, config)

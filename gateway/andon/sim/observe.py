@@ -29,11 +29,20 @@ class Seen:
 
 
 class Observer:
-    def __init__(self, host: str, port: int, client_id: str = "andon-observer") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str = "andon-observer",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._seen: list[Seen] = []
         self._latest: dict[str, dict[str, Any] | None] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = lambda c, *_: c.subscribe(f"{contract.ROOT}/#", qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 1)
