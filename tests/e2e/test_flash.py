@@ -17,7 +17,7 @@ from andon.mosquitto import free_port, start_broker
 from andon.provision import GATEWAY_USER
 from andon.sim.serial import SerialBoard
 from andon.vm import FIRMWARE
-from tests.gateway.test_flash import BOARD_1, _flash, make_plant
+from tests.gateway.test_flash import BOARD_1, BOARD_2, _flash, make_plant
 
 OWN = "andon/v1/P1/L1/S01"
 OTHER = "andon/v1/P1/L1/S02"
@@ -138,3 +138,25 @@ def test_reflashing_copies_only_what_changed(tmp_path, board):
     firmware = build_firmware(plant.provisioned / "boards" / BOARD_1 / "config.json", source, build)
     on_board: Path = board.flash / "lib" / "andon" / "health.mpy"
     assert sha256_of(on_board) == sha256_of(firmware.files["lib/andon/health.mpy"])
+
+
+def test_flash_all_flashes_each_board_as_the_board_it_says_it_is(tmp_path):
+    plant = make_plant(tmp_path)
+    with (
+        SerialBoard(tmp_path / "flash1", uid=BOARD_1) as one,
+        SerialBoard(tmp_path / "flash2", uid=BOARD_2) as two,
+    ):
+        # Ports in any order: each board is flashed by the id it reports, not by its port; a
+        # port with no board fails alone, after the others were flashed.
+        gone = str(tmp_path / "ttyUSB9")
+        done = _flash(plant, "--port", two.port, "--port", gone, "--port", one.port, "--all")
+        assert done.exit_code == 1, done.output
+        assert gone in done.output
+        for board, flash in ((BOARD_1, one.flash), (BOARD_2, two.flash)):
+            assert f"board {board} (uid {board}" in done.output
+            on_board = json.loads((flash / "config.json").read_text())
+            assert (on_board["board"], on_board["profile"]) == (
+                board,
+                "esp32-devkitc" if board == BOARD_1 else "esp32-s3-devkitc-1",
+            )
+        assert done.output.count("firmware 0.1.0 running") == 2
