@@ -142,11 +142,27 @@ def gateway(config: ConfigOption) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    gw = Gateway(_plant_config(config))
+    plant = _plant_config(config)
+    gw = Gateway(plant)
     gw.start()
-    while gw.running and not stop.is_set():
-        stop.wait(0.5)
-    gw.stop()
+    api = None
+    try:
+        if plant.gateway.http is not None:
+            from andon.api import ApiServer
+
+            api = ApiServer(plant, gw)
+            try:
+                api.start()
+            except RuntimeError as exc:
+                typer.echo(f"andon gateway: {exc}", err=True)
+                raise typer.Exit(2) from None
+            logging.info("HTTP API on %s", api.url)
+        while gw.running and not stop.is_set():
+            stop.wait(0.5)
+    finally:
+        if api is not None:
+            api.stop()
+        gw.stop()
     if gw.failed is not None:
         raise typer.Exit(1)
 

@@ -13,6 +13,7 @@ so the gateway behaves the same whatever directory it is started from.
 
 from __future__ import annotations
 
+import hmac
 import tomllib
 from collections.abc import Iterator
 from datetime import time
@@ -56,10 +57,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HttpSettings(_Section):
+    """The gateway's read-only HTTP API (andon.api): off unless configured."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8088
+
+
 class GatewaySettings(_Section):
     database: Path = Path("var/andon.db")
     offline_stops_line: bool = False  # an offline board stops its line (else: amber alert only)
     client_id: Name = "andon-gateway"
+    http: HttpSettings | None = None
 
 
 class BrokerSettings(_Section):
@@ -291,8 +300,10 @@ class PlantConfig(_Section):
         return self._by_badge.get(uid)
 
     def token_name(self, token: str) -> str | None:
-        """The API token's name, or None when no token matches."""
-        return next((t.name for t in self.api_tokens if t.token == token), None)
+        """The API token's name, or None when no token matches (compared in constant time)."""
+        given = token.encode()
+        matches = [t.name for t in self.api_tokens if hmac.compare_digest(t.token.encode(), given)]
+        return matches[0] if matches else None
 
 
 def _duplicates(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -331,6 +342,8 @@ def _cross_problems(plant: PlantConfig) -> list[tuple[str, str]]:
         for loc, uid in _keys("badges", plant.badges, "uid")
         if uid in card_uids
     ]
+    if plant.gateway.http is not None and not plant.api_tokens:
+        problems.append(("gateway.http", "the HTTP API needs at least one [[api_tokens]] entry"))
     lines = {line.id: line for line in plant.lines}
     for i, loop in enumerate(plant.kanban):
         for role in ("post", "receive"):

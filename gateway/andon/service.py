@@ -271,6 +271,7 @@ class Gateway:
             for board, where in self._places.items()
         }
         self.failed: BaseException | None = None
+        self._state = threading.Lock()  # the worker changes the plant under it; view() reads
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._outbox_in_flight = 0  # how many of them: read by paho's thread (_on_publish)
@@ -330,6 +331,22 @@ class Gateway:
         """The worker runs: False after `stop()` or a failure (see `failed`)."""
         return self._worker.is_alive()
 
+    def view(self) -> dict:
+        """The plant as the worker last left it (timers it has fired, events it has applied),
+        from any thread: for the HTTP API."""
+        with self._state:
+            return self.plant.view()
+
+    def health(self) -> dict:
+        with self._state:
+            rejected = sum(self.rejected.values())
+        return {
+            "running": self.running,
+            "broker_connected": self._client.is_connected(),
+            "log_position": self._pos,
+            "rejected": rejected,
+        }
+
     # --- MQTT (paho's network thread: enqueue only) ----------------------------------------
 
     def _mqtt_client(self) -> mqtt.Client:
@@ -387,7 +404,8 @@ class Gateway:
         """Take one batch (or wait for the next timer); False once told to stop."""
         item = self._next(self._timeout())
         if item is None:
-            self._tick()
+            with self._state:
+                self._tick()
             return True
         batch = [item]
         while len(batch) < self.batch_max and not isinstance(batch[-1], _Stop):
@@ -395,7 +413,8 @@ class Gateway:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-        self._process(batch)
+        with self._state:
+            self._process(batch)
         return not isinstance(batch[-1], _Stop)
 
     def _next(self, timeout: float | None) -> object | None:

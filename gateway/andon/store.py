@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 # Each step takes the schema from version i to i+1; a database records how many it has run.
 MIGRATIONS: list[str] = [
@@ -501,3 +501,15 @@ class SqliteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def records(database: Path, kind: str) -> list[dict[str, Any]]:
+    """The call or order records in `database`, read on a connection of their own: beside a
+    running gateway (WAL), from any thread."""
+    if not database.exists():
+        return []
+    store = SqliteStore(database)
+    try:
+        return store.records(kind)
+    finally:
+        store.close()

@@ -19,6 +19,7 @@ def test_a_short_demo_run_exits_0_and_leaves_the_database(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "andon sim pull L1 S03 --state var/demo/sim" in run.stdout
+    assert "curl -H 'Authorization: Bearer mes-7f3a9c2e51d84b06' http://127.0.0.1:" in run.stdout
     assert "pull L1/S03: ok" in run.stdout  # the scenario started: a cord was pulled
     assert "L1 called:" in run.stdout  # and the plain board showed it
     database = tmp_path / "var" / "demo" / "andon.db"

@@ -15,10 +15,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from andon.service import plant_view, wall_ms
-from andon.sim.observe import records, wait_for
+from andon.sim.observe import wait_for
 from andon.sim.rig import Rig, andon_command
 from andon.sim.scenario import Scenario
-from andon.store import SqliteStore
+from andon.store import SqliteStore, records
 
 STREAM = ("S01", "S02", "S03")
 

@@ -90,7 +90,7 @@ def run_demo(
             f"{len(rig.line.boards)} boards up on Mosquitto {rig.broker.host}:{rig.broker.port}."
             f" From a second terminal:\n"
             f"  andon sim pull L1 S03 --state {workdir}/sim    (then: reset, press L1 S05 qual,"
-            f" lights L1)\nCtrl-C ends the demo.",
+            f" lights L1)\n{_api_hint(rig)}Ctrl-C ends the demo.",
             flush=True,
         )
         play = _Play(rig, scenario, stop)
@@ -103,6 +103,13 @@ def run_demo(
         f" (andon status --config {rig.plant_path})."
     )
     return 1 if play.failed else 0
+
+
+def _api_hint(rig: Rig) -> str:
+    if rig.api_url is None:
+        return ""
+    token = rig.plant.api_tokens[0].token
+    return f"  curl -H 'Authorization: Bearer {token}' {rig.api_url}/plant    (the HTTP API)\n"
 
 
 def _show(

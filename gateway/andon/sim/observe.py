@@ -12,13 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from andon import contract
-from andon.store import SqliteStore
 
 
 @dataclass(frozen=True)
@@ -82,14 +80,3 @@ def wait_for(what: str, cond: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g} s")
         time.sleep(0.02)
-
-
-def records(database: Path, kind: str) -> list[dict[str, Any]]:
-    """The gateway's call or order records, read beside the running gateway (WAL)."""
-    if not database.exists():
-        return []
-    store = SqliteStore(database)
-    try:
-        return store.records(kind)
-    finally:
-        store.close()

@@ -32,10 +32,13 @@ def andon_command(*args: str) -> list[str]:
 
 
 def local_plant(source: Path | dict[str, Any], workdir: Path, broker: Broker) -> Path:
-    """A copy of the plant (file or TOML data) pointed at `broker`, its database in `workdir`."""
+    """A copy of the plant (file or TOML data) pointed at `broker`, its database in `workdir`
+    (and its HTTP API, if any, on a free local port)."""
     data = tomllib.loads(source.read_text()) if isinstance(source, Path) else dict(source)
     data["broker"] = {"host": broker.host, "port": broker.port}  # local: anonymous
     data["gateway"] = {**data.get("gateway", {}), "database": "andon.db"}  # beside the file
+    if "http" in data["gateway"]:  # the API, if the plant has one, on a free local port
+        data["gateway"]["http"] = {"host": "127.0.0.1", "port": free_port()}
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "plant.toml"
     path.write_text(tomli_w.dumps(data))
@@ -100,6 +103,8 @@ class Rig:
         self.plant_path = local_plant(plant, workdir, self.broker)
         self.plant: PlantConfig = load_plant(self.plant_path)
         self.database = self.plant.gateway.database
+        http = self.plant.gateway.http
+        self.api_url = f"http://{http.host}:{http.port}/api/v1" if http else None
         self.gateway = GatewayProcess(self.plant_path, workdir / "gateway.log")
         self.with_gateway = gateway
         self.line = VirtualLine(self.plant, workdir / "sim", stations, heap)

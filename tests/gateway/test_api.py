@@ -1,0 +1,90 @@
+"""The HTTP API's own rules: tokens, routes and filters, on a stand-in for the gateway and a
+real SQLite store (tests/e2e/test_api.py runs it inside the real gateway process)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from andon.api import make_app
+from andon.config import ConfigError, PlantConfig, load_plant
+from andon.store import SqliteStore
+
+TOKEN = "dashboard-0123456789abcdef"
+VIEW = {"site": "P1", "lines": [{"id": "L1", "state": "called"}, {"id": "L2", "state": "running"}]}
+
+
+def plant(tmp_path, **gateway) -> PlantConfig:
+    station = {"id": "S1", "name": "S1", "board": "B1", "profile": "esp32-devkitc"}
+    return PlantConfig.model_validate(
+        {
+            "site": "P1",
+            "gateway": {"database": str(tmp_path / "andon.db"), **gateway},
+            "lines": [{"id": "L1", "name": "L1", "stations": [station]}],
+            "api_tokens": [{"name": "dashboard", "token": TOKEN}],
+        }
+    )
+
+
+class StandIn:
+    def view(self) -> dict:
+        return VIEW
+
+    def health(self) -> dict:
+        return {"running": True, "broker_connected": True}
+
+
+@pytest.fixture
+def client(tmp_path) -> TestClient:
+    config = plant(tmp_path)
+    store = SqliteStore(config.gateway.database)
+    with store.transaction() as tx:
+        for n, resolved in enumerate((1000, None, 3000)):
+            tx.record("call", f"c{n}", {"id": f"c{n}", "resolved": resolved})
+        tx.record("order", "o1", {"id": "o1", "received": None})
+    store.close()
+    return TestClient(make_app(config, StandIn()))
+
+
+def auth(token: str = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_every_route_but_health_needs_a_valid_token(client):
+    assert client.get("/api/v1/health").json()["running"] is True
+    for route in ("/api/v1/plant", "/api/v1/lines/L1", "/api/v1/calls", "/api/v1/orders"):
+        missing = client.get(route)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert client.get(route, headers=auth("dashboard-0123456789abcdeX")).status_code == 401
+        assert client.get(route, headers=auth()).status_code == 200
+
+
+def test_the_plant_and_a_line_come_from_the_gateways_view(client):
+    assert client.get("/api/v1/plant", headers=auth()).json() == VIEW
+    assert client.get("/api/v1/lines/L2", headers=auth()).json() == {"id": "L2", "state": "running"}
+    unknown = client.get("/api/v1/lines/L9", headers=auth())
+    assert unknown.status_code == 404 and "no line 'L9'" in unknown.json()["detail"]
+
+
+def test_calls_and_orders_filter_open_ones_and_keep_the_latest(client):
+    calls = client.get("/api/v1/calls", headers=auth()).json()
+    assert [c["id"] for c in calls] == ["c0", "c1", "c2"]
+    assert [c["id"] for c in client.get("/api/v1/calls?open=true", headers=auth()).json()] == ["c1"]
+    assert [c["id"] for c in client.get("/api/v1/calls?limit=2", headers=auth()).json()] == [
+        "c1",
+        "c2",
+    ]
+    assert client.get("/api/v1/calls?limit=0", headers=auth()).status_code == 422
+    assert client.get("/api/v1/orders?open=true", headers=auth()).json() == [
+        {"id": "o1", "received": None}
+    ]
+
+
+def test_an_api_without_tokens_is_refused_when_the_plant_loads(tmp_path):
+    path = tmp_path / "plant.toml"
+    path.write_text(
+        'site = "P1"\n[gateway.http]\nport = 8088\n[[lines]]\nid = "L1"\nname = "L1"\n'
+        '[[lines.stations]]\nid = "S1"\nname = "S1"\nboard = "B1"\nprofile = "esp32-devkitc"\n'
+    )
+    with pytest.raises(ConfigError, match=r"gateway.http: the HTTP API needs at least one"):
+        load_plant(path)
