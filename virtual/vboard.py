@@ -7,7 +7,7 @@ import json
 import time
 
 import hal
-from andon.inputs import ACTIVE, NORMAL, UNKNOWN
+from andon import inputs
 from vdevices import bench
 
 SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
@@ -47,8 +47,6 @@ class Control:
         i = self.inputs[name]
         self.levels[name] = active
         if i["adc"] is not None:
-            from andon import inputs
-
             bench.set_adc(i["adc"], inputs.PULLED_FROM + 4000 if active else inputs.PULLED_FROM // 2)
         else:
             bench.drive(i["pin"], i["active"] if active else 1 - i["active"])
@@ -68,21 +66,19 @@ class Control:
         self._input(m["name"], m["active"])
         at = time.time_ns()  # the pin edge, on the wall clock every board shares
         if m.get("settle"):
-            await self._settled(m["name"], ACTIVE if m["active"] else NORMAL)
+            await self._settled(m["name"], inputs.ACTIVE if m["active"] else inputs.NORMAL)
         return {"at": at}
 
     async def op_wire(self, m):
         # A supervised input's cable "cut" or "short", or "mend" (the cord's level again),
         # held until the firmware's debounce took it.
-        from andon import inputs
-
         name, fault = m["name"], m["fault"]
         adc = self.inputs[name]["adc"]
         if adc is None:
             raise ValueError("%s is not a supervised input" % name)
         if fault == "mend":
             self._input(name, self.levels.get(name, False))
-            state = ACTIVE if self.levels.get(name) else NORMAL
+            state = inputs.ACTIVE if self.levels.get(name) else inputs.NORMAL
         elif fault in ("cut", "short"):
             bench.set_adc(adc, 65535 if fault == "cut" else inputs.SHORT_BELOW // 4)
             state = inputs.OPEN if fault == "cut" else inputs.SHORT
@@ -100,9 +96,9 @@ class Control:
     async def op_press(self, m):
         self._input(m["name"], True)
         await asyncio.sleep_ms(m.get("hold_ms", 60))
-        await self._settled(m["name"], ACTIVE)  # held at least until the board has taken it
+        await self._settled(m["name"], inputs.ACTIVE)  # held until the board has taken it
         self._input(m["name"], False)
-        await self._settled(m["name"], NORMAL)
+        await self._settled(m["name"], inputs.NORMAL)
 
     async def op_adc(self, m):
         bench.set_adc(m["pin"], m["value"])
@@ -131,7 +127,8 @@ class Control:
             return {"config_error": True}
         o = s.outbox
         gc.collect()
-        reported = all(i.stable != UNKNOWN for i in s.inputs._inputs)  # each cord's boot report
+        # each cord's boot report made: what a test drives next comes after it
+        reported = all(i.stable != inputs.UNKNOWN for i in s.inputs._inputs)
         return {"board": s.board, "boot": s.boot, "link": s.link.state, "outbox": o.depth,
                 "inputs_reported": reported,
                 "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends,
