@@ -61,17 +61,21 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
                 return each
         raise HTTPException(404, f"no line {line_id!r} in the plant")
 
+    def latest(kind: str, closed_by: str, open_only: bool, limit: int) -> list[dict]:
+        """The last `limit` records of `kind`, oldest first; with `open_only`, those whose
+        `closed_by` is still unset."""
+        found = records(config.gateway.database, kind)
+        return [r for r in found if not open_only or r[closed_by] is None][-limit:]
+
     @app.get(f"{PREFIX}/calls", dependencies=authorized)
     def calls(open_only: OpenOnly = False, limit: Limit = 100) -> list[dict]:
         """Call records, oldest first: the last `limit`; `open=true`: not resolved yet."""
-        found = records(config.gateway.database, "call")
-        return [c for c in found if not open_only or c["resolved"] is None][-limit:]
+        return latest("call", "resolved", open_only, limit)
 
     @app.get(f"{PREFIX}/orders", dependencies=authorized)
     def orders(open_only: OpenOnly = False, limit: Limit = 100) -> list[dict]:
         """Replenishment orders, oldest first: the last `limit`; `open=true`: not received."""
-        found = records(config.gateway.database, "order")
-        return [o for o in found if not open_only or o["received"] is None][-limit:]
+        return latest("order", "received", open_only, limit)
 
     return app
 

@@ -3,9 +3,11 @@ board boot from what was flashed onto a Mosquitto that enforces the generated ac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -13,11 +15,11 @@ import pytest
 
 from andon.config import load_plant
 from andon.flash import build_firmware, flash_board, mpremote, sha256_of
-from andon.mosquitto import free_port, start_broker
+from andon.mosquitto import Broker, free_port, start_broker
 from andon.provision import GATEWAY_USER
 from andon.sim.serial import SerialBoard
 from andon.vm import FIRMWARE
-from tests.gateway.test_flash import BOARD_1, BOARD_2, _flash, make_plant
+from tests.gateway.test_flash import BOARD_1, BOARD_2, Plant, _flash, make_plant
 
 OWN = "andon/v1/P1/L1/S01"
 OTHER = "andon/v1/P1/L1/S02"
@@ -69,6 +71,18 @@ class Subscriber:
         self.client.disconnect()
 
 
+@contextlib.contextmanager
+def secured_broker(tmp_path: Path) -> Iterator[tuple[Plant, Broker, dict[str, str]]]:
+    """A provisioned plant, and a Mosquitto enforcing its accounts and ACL: (plant, broker,
+    the accounts' passwords)."""
+    port = free_port()
+    plant = make_plant(tmp_path, broker_port=port)
+    secrets = json.loads((plant.provisioned / "secrets.json").read_text())
+    conf = (plant.provisioned / "mosquitto" / "andon.conf").read_text()
+    with start_broker(tmp_path / "broker", port=port, extra_conf=conf) as broker:
+        yield plant, broker, secrets
+
+
 @pytest.fixture
 def board(tmp_path):
     with SerialBoard(tmp_path / "flash", uid=BOARD_1) as b:
@@ -76,12 +90,8 @@ def board(tmp_path):
 
 
 def test_a_flashed_board_boots_into_the_broker_under_its_own_account(tmp_path, board):
-    port = free_port()
-    plant = make_plant(tmp_path, broker_port=port)
-    secrets = json.loads((plant.provisioned / "secrets.json").read_text())
-    conf = (plant.provisioned / "mosquitto" / "andon.conf").read_text()
-    with start_broker(tmp_path / "broker", port=port, extra_conf=conf):
-        gateway = Subscriber(port, secrets[GATEWAY_USER], ["andon/v1/P1/+/+/#"])
+    with secured_broker(tmp_path) as (plant, broker, secrets):
+        gateway = Subscriber(broker.port, secrets[GATEWAY_USER], ["andon/v1/P1/+/+/#"])
         try:
             done = _flash(plant, "--port", board.port, "--all")  # the board says who it is
             assert done.exit_code == 0, done.output

@@ -4,16 +4,13 @@ events reach the gateway's; with none, the broker turns the boards away."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from andon.config import load_plant
-from andon.mosquitto import free_port, start_broker
 from andon.provision import GATEWAY_USER
 from andon.sim.line import SimError, VirtualLine
 from andon.sim.observe import wait_for
-from tests.e2e.test_flash import Subscriber
+from tests.e2e.test_flash import Subscriber, secured_broker
 from tests.gateway.test_flash import make_plant
 
 
@@ -24,13 +21,9 @@ def links_up(line: VirtualLine) -> bool:
 
 
 def test_virtual_boards_log_in_with_their_provisioned_accounts(tmp_path):
-    port = free_port()
-    plant = make_plant(tmp_path, broker_port=port)
-    secrets = json.loads((plant.provisioned / "secrets.json").read_text())
-    conf = (plant.provisioned / "mosquitto" / "andon.conf").read_text()
-    config = load_plant(plant.config)
-    with start_broker(tmp_path / "broker", port=port, extra_conf=conf) as broker:
-        gateway = Subscriber(port, secrets[GATEWAY_USER], ["andon/v1/P1/+/+/evt"])
+    with secured_broker(tmp_path) as (plant, broker, secrets):
+        config = load_plant(plant.config)
+        gateway = Subscriber(broker.port, secrets[GATEWAY_USER], ["andon/v1/P1/+/+/evt"])
         try:
             with VirtualLine(config, tmp_path / "anonymous") as anonymous:
                 wait_for(

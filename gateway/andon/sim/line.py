@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,15 +63,15 @@ class SimBoard:
         return f"{self.line}/{self.station}"
 
     def input_named(self, role: str) -> str:
-        names = [i["name"] for i in self.config["inputs"] if i["role"] == role]
-        if not names:
-            raise SimError(f"{self.key} has no {role} input")
-        return names[0]
+        return self._first_input(lambda i: i["role"] == role, f"{role} input")
 
     def supervised_input(self) -> str:
-        names = [i["name"] for i in self.config["inputs"] if i.get("adc") is not None]
+        return self._first_input(lambda i: i.get("adc") is not None, "supervised input")
+
+    def _first_input(self, wanted: Callable[[dict], bool], what: str) -> str:
+        names = [i["name"] for i in self.config["inputs"] if wanted(i)]
         if not names:
-            raise SimError(f"{self.key} has no supervised input")
+            raise SimError(f"{self.key} has no {what}")
         return names[0]
 
     def reader_named(self, reader: str | None) -> str:
