@@ -166,9 +166,10 @@ async def main():
     except MQTTError as e:
         refused = str(e)
     await c.connect()
-    serving = asyncio.create_task(c.serve())
+    # Published before anything reads the socket, so the PUBACK cannot have been taken yet.
     pid = await c.publish({topic!r}, {payload!r}, qos=1)
     pending = c.pending(pid)
+    serving = asyncio.create_task(c.serve())
     acked = await c.wait_ack(pid)
     qos0 = await c.publish({topic!r}, "{{}}")
     c.close()
