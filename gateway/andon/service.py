@@ -558,9 +558,14 @@ class Gateway:
         self._publish(retained + self._acks(self.store.progress()) + unsent)
 
     def _publish(self, messages: list[Outgoing]) -> None:
+        """Triggers and alerts at QoS 1, tracked until the broker has them. A retained state or
+        ack at QoS 0: only its last value counts, and a reconnect republishes them all
+        (`_republish`), so a QoS 1 handshake for each would buy nothing but its cost."""
         for m in messages:
             if m.outbox_id is not None:
                 self._outbox_in_flight += 1
-            info = self._client.publish(m.topic, m.payload, qos=1, retain=m.retain)
+            info = self._client.publish(
+                m.topic, m.payload, qos=0 if m.retain else 1, retain=m.retain
+            )
             if m.outbox_id is not None:
                 self._in_flight[info.mid] = m.outbox_id
