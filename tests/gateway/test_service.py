@@ -381,3 +381,26 @@ def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, b
     assert status.exit_code == 0, status.output
     rows = {line.split()[1]: line for line in status.output.splitlines() if "│ S0" in line}
     assert "called" in rows["S02"] and "called" not in rows["S01"]
+
+
+@pytest.mark.parametrize("waiting, joins", [(150, True), (5, False)])
+def test_a_backlog_batch_gathers_what_arrives_soon_after_a_trickle_does_not_wait(
+    tmp_path, waiting, joins
+):
+    from andon import service
+
+    class NoBroker:
+        host, port = "127.0.0.1", 1
+
+    gateway = service.Gateway(plant_config(tmp_path, NoBroker))
+    try:
+        for i in range(1, waiting):
+            gateway._inbox.put(i)
+        late = threading.Timer(service.BACKLOG_GATHER_S / 3, gateway._inbox.put, ["late"])
+        late.start()
+        batch = gateway._gather(0)
+        late.join()
+    finally:
+        gateway.store.close()
+    assert batch[:waiting] == list(range(waiting))
+    assert ("late" in batch) is joins
