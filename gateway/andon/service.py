@@ -1,12 +1,13 @@
 """The gateway process: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite beneath.
 
-Persist before ack. paho's network thread only enqueues what arrives; one worker thread takes
-whatever is queued (up to `batch_max`), validates it, logs the new events, applies them to the
-core and commits the lot in one durable transaction. Only then are the messages acknowledged
-to the broker (manual ack), the boards told their progress (`…/ack`) and the effects published.
-A crash anywhere before the commit loses nothing: the broker still holds the unacknowledged
-messages for our persistent session and delivers them again, and the log's (board, boot, seq)
-key makes a second delivery a no-op.
+Persist before ack. The network thread, where paho reads, writes and runs its callbacks
+(`andon.netloop`), only enqueues what arrives; one worker thread takes whatever is queued (up to
+`batch_max`), validates it, logs the new events, applies them to the core and commits the lot in
+one durable transaction. Only then are the messages acknowledged to the broker (manual ack), the
+boards told their progress (`…/ack`) and the effects published. A crash anywhere before the
+commit loses nothing: the broker still holds the unacknowledged messages for our persistent
+session and delivers them again, and the log's (board, boot, seq) key makes a second delivery
+a no-op.
 
 The worker is the only thread that touches the core and the store, so timers (`advance`) are
 serialized with events. The core fires each timer at its own deadline whatever the moment it is
@@ -48,6 +49,7 @@ from andon.core.effects import (
     StationChanged,
 )
 from andon.core.state import dump
+from andon.netloop import NetworkLoop
 from andon.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
 from andon.webhook import Delivery, Outcome, WebhookSender
 
@@ -283,6 +285,7 @@ class Gateway:
         self._outbox_in_flight = 0  # how many of them: read by paho's thread (_on_publish)
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
+        self._network = NetworkLoop(self._client)
         self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
         # webhook outcomes come back through the inbox: only the worker writes the store
         self._webhooks = WebhookSender(
@@ -311,7 +314,7 @@ class Gateway:
         self._webhooks.start()
         broker = self.config.broker
         self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
-        self._client.loop_start()
+        self._network.start()
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -328,8 +331,7 @@ class Gateway:
         )
         if self._client.is_connected():
             offline.wait_for_publish(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._network.stop(timeout)
         self.store.close()
 
     @property
@@ -353,7 +355,7 @@ class Gateway:
             "rejected": rejected,
         }
 
-    # --- MQTT (paho's network thread: enqueue only) ----------------------------------------
+    # --- MQTT (the network thread: enqueue only) ----------------------------------------
 
     def _mqtt_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -368,7 +370,6 @@ class Gateway:
         if broker.tls:
             client.tls_set()
         client.will_set(contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True)
-        client.reconnect_delay_set(0.2, 5)
         # No cap on QoS 1 messages awaiting their PUBACK: with a cap, paho scans every one of
         # them at each PUBACK (quadratic under load); a batch bounds what we publish anyway.
         client.max_inflight_messages_set(0)

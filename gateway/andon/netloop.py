@@ -1,0 +1,110 @@
+"""paho's network I/O on a thread of ours, through paho's external-loop interface.
+
+paho's own thread (`loop_start`) is woken through a socket pair for every packet another
+thread queues: under load each PUBACK and state publish of the worker costs a syscall and a
+switch to that thread. Through the external-loop interface (`loop_read`, `loop_write`,
+`loop_misc` and `on_socket_register_write`) paho says only when its output queue stops being
+empty: one wake for a whole batch of packets. The thread also does what `loop_forever` would:
+(re)connect with a doubling backoff, keepalive pings, and flushing a DISCONNECT at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+log = logging.getLogger("andon.mqtt")
+
+_TICK_S = 1.0  # select timeout: keepalive pings and the stop flag are looked at this often
+
+
+class NetworkLoop:
+    """Drives one paho client: `start()` after `connect_async`; `stop()` disconnects."""
+
+    def __init__(self, client: mqtt.Client, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
+        self._client = client
+        self._backoff_min, self._backoff_max = backoff_s
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = threading.Event()
+        self._stop_timeout = 10.0
+        self._thread = threading.Thread(target=self._run, name="andon-mqtt", daemon=True)
+        client.on_socket_register_write = lambda *_: self._wake()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, disconnect, and end the thread."""
+        self._stop_timeout = timeout
+        self._stopping.set()
+        self._wake()
+        self._thread.join(timeout + 1)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # already awake, or closed
+            self._wake_w.send(b"\0")
+
+    def _run(self) -> None:
+        delay = self._backoff_min
+        while not self._stopping.is_set():
+            sock = self._client.socket()
+            if sock is None:
+                if not self._reconnect():
+                    self._stopping.wait(delay)
+                    delay = min(2 * delay, self._backoff_max)
+                continue
+            if self._client.is_connected():
+                delay = self._backoff_min
+            if self._serve(sock) != mqtt.MQTT_ERR_SUCCESS:
+                self._stopping.wait(delay)  # paho closed the socket: reconnect after a pause
+        if self._client.socket() is not None:
+            self._client.disconnect()
+            self._flush(time.monotonic() + self._stop_timeout)
+
+    def _flush(self, deadline: float) -> None:
+        """Write out what paho has queued, up to its DISCONNECT (then paho closes the socket)."""
+        while (sock := self._client.socket()) is not None and self._client.want_write():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("the broker did not take our last packets in time")
+                return
+            select.select([], [sock], [], left)
+            if self._client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                return
+
+    def _reconnect(self) -> bool:
+        try:
+            self._client.reconnect()
+        except OSError as exc:
+            log.warning("cannot reach the broker: %s", exc)
+            return False
+        return True
+
+    def _serve(self, sock) -> mqtt.MQTTErrorCode:
+        """One select round: read, write what paho has queued, then its timers."""
+        pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS: already decrypted
+        writing = [sock] if self._client.want_write() else []
+        readable, _, _ = select.select(
+            [sock, self._wake_r], writing, [], 0 if pending else _TICK_S
+        )
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                self._wake_r.recv(4096)
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if sock in readable or pending:
+            rc = self._client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS and self._client.want_write():
+            rc = self._client.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = self._client.loop_misc()
+        return rc

@@ -1,0 +1,155 @@
+"""The gateway's network thread (`andon.netloop`) against a real Mosquitto: what paho's own
+`loop_start` thread did (connect, reconnect, keepalive, a clean disconnect) it must do too."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from andon.netloop import NetworkLoop
+
+WILL = "test/will"
+
+
+class Listener:
+    """A plain paho client on its own thread that collects what arrives."""
+
+    def __init__(self, broker, topic: str) -> None:
+        self.got: queue.Queue = queue.Queue()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="listener")
+        self.client.on_message = lambda _c, _u, m: self.got.put((m.topic, m.payload))
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(topic, qos=1)
+        assert subscribed.wait(5), "no SUBACK"
+
+    def take(self, timeout: float = 5.0) -> tuple[str, bytes] | None:
+        try:
+            return self.got.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextmanager
+def looped(broker, keepalive: int = 60) -> Iterator[tuple[mqtt.Client, NetworkLoop, list]]:
+    """A client with a Last Will, driven by a NetworkLoop; yields it, its loop and the log of
+    its connects. The loop is stopped at the end unless the test stopped it."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="looped")
+    client.will_set(WILL, b"gone", qos=1)
+    connects: list[float] = []
+    client.on_connect = lambda *_: connects.append(time.monotonic())
+    loop = NetworkLoop(client, backoff_s=(0.1, 0.5))
+    client.connect_async(broker.host, broker.port, keepalive=keepalive)
+    loop.start()
+    try:
+        yield client, loop, connects
+    finally:
+        loop.stop(2)
+
+
+def wait_until(what: str, predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def test_publishes_from_another_thread_all_arrive_in_order(broker):
+    listener = Listener(broker, "test/n")
+    try:
+        with looped(broker) as (client, _loop, connects):
+            wait_until("connected", lambda: connects)
+            infos = [client.publish("test/n", str(i).encode(), qos=1) for i in range(500)]
+            for info in infos:
+                info.wait_for_publish(5)
+            got = [listener.take() for _ in range(500)]
+    finally:
+        listener.close()
+    assert [payload for _, payload in got] == [str(i).encode() for i in range(500)]
+
+
+def test_stop_disconnects_cleanly_so_the_broker_drops_the_will(broker):
+    listener = Listener(broker, WILL)
+    try:
+        with looped(broker) as (client, loop, connects):
+            wait_until("connected", lambda: connects)
+            loop.stop(2)
+            assert client.socket() is None  # the DISCONNECT went out and paho closed the socket
+        assert listener.take(timeout=1.5) is None
+    finally:
+        listener.close()
+
+
+def test_a_dropped_connection_publishes_the_will_then_the_loop_reconnects(broker):
+    listener = Listener(broker, WILL)
+    try:
+        with looped(broker) as (client, _loop, connects):
+            wait_until("connected", lambda: connects)
+            client.socket().close()  # the link dies under paho, as a cable pull would
+            assert listener.take() == (WILL, b"gone")
+            wait_until("reconnected", lambda: len(connects) == 2)
+            assert client.is_connected()
+    finally:
+        listener.close()
+
+
+def test_it_connects_once_the_broker_comes_up_and_again_after_a_restart(broker):
+    broker.stop()
+    with looped(broker) as (client, _loop, connects):
+        time.sleep(0.5)  # a few refused attempts, with backoff
+        assert connects == []
+        broker.start()
+        wait_until("connected", lambda: connects)
+        broker.restart()
+        wait_until("reconnected after the restart", lambda: len(connects) == 2)
+        assert client.is_connected()
+
+
+def silent_client(broker) -> socket.socket:
+    """A client that connects with keepalive 1 s and then never says a word."""
+    sock = socket.create_connection((broker.host, broker.port), timeout=5)
+    client_id = b"silent"
+    variable = b"\x00\x04MQTT\x04\x02\x00\x01"  # MQTT 3.1.1, clean session, keepalive 1 s
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    sock.sendall(bytes((0x10, len(body))) + body)
+    return sock
+
+
+def dropped(sock: socket.socket) -> bool:
+    """Has the broker closed this connection (after its CONNACK)?"""
+    try:
+        while sock.recv(64):  # the CONNACK, then nothing until the broker hangs up
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_an_idle_connection_is_kept_alive_by_pings(broker):
+    # Mosquitto drops a client silent for 1.5 keepalives, checking every few seconds: the
+    # silent control shows that 6.5 s is long enough, so only the loop's pings keep it up.
+    silent = silent_client(broker)
+    try:
+        with looped(broker, keepalive=1) as (client, _loop, connects):
+            wait_until("connected", lambda: connects)
+            time.sleep(6.5)
+            assert client.is_connected()
+            assert len(connects) == 1
+        silent.settimeout(1)
+        assert dropped(silent)
+    finally:
+        silent.close()
