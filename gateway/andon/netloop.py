@@ -46,7 +46,8 @@ class NetworkLoop:
         self._stop_timeout = timeout
         self._stopping.set()
         self._wake()
-        self._thread.join(timeout + 1)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout + 1)
         self._wake_r.close()
         self._wake_w.close()
 

@@ -56,10 +56,12 @@ from andon.webhook import Delivery, Outcome, WebhookSender
 log = logging.getLogger("andon.gateway")
 
 BATCH_MAX = 5000  # messages per commit: bounds a batch under a burst, amortizes the fsync
-# Group commit under a backlog. When BACKLOG_BATCH or more messages were already waiting for
-# the worker, it is behind: it then gathers for up to BACKLOG_GATHER_S more, while the network
-# thread has the interpreter to itself, so one fsync and one state publish per station cover
-# many more events. At a trickle nothing is waiting and nothing waits.
+# Group commit under a backlog. When BACKLOG_BATCH or more messages were waiting for the worker
+# at the start of two batches in a row, it is behind: it then gathers for up to
+# BACKLOG_GATHER_S more, while the network thread has the interpreter to itself, so one fsync
+# and one state publish per station cover many more events. One slow commit (a disk stall)
+# leaves a single backlog, which the next batch clears at once, without waiting; at a trickle
+# nothing is waiting and nothing waits.
 BACKLOG_BATCH = 100
 BACKLOG_GATHER_S = 0.15
 # Log entries between projections. A projection of 1,000 stations stalls the worker some
@@ -281,6 +283,7 @@ class Gateway:
         self.failed: BaseException | None = None
         self._state = threading.Lock()  # the worker changes the plant under it; view() reads
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._outbox_in_flight = 0  # how many of them: read by paho's thread (_on_publish)
         self._clock = self.store.clock()
@@ -420,21 +423,26 @@ class Gateway:
         return not isinstance(batch[-1], _Stop)
 
     def _gather(self, first: object) -> list:
-        """`first` and what is queued after it; when that shows a backlog, also what arrives
+        """`first` and what is waiting after it; when the worker is behind, also what arrives
         within the gather time."""
         batch = [first]
-        until = None
+        self._take(batch)
+        behind = len(batch) >= BACKLOG_BATCH
+        if behind and self._behind:
+            self._take(batch, until=time.monotonic() + BACKLOG_GATHER_S)
+        self._behind = behind
+        return batch
+
+    def _take(self, batch: list, until: float | None = None) -> None:
+        """Add queued messages to `batch` (and those that arrive until `until`)."""
         while len(batch) < self.batch_max and not isinstance(batch[-1], _Stop):
-            if until is None and len(batch) >= BACKLOG_BATCH:
-                until = time.monotonic() + BACKLOG_GATHER_S
             wait = 0.0 if until is None else until - time.monotonic()
             try:
                 batch.append(
                     self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
                 )
             except queue.Empty:
-                break
-        return batch
+                return
 
     def _next(self, timeout: float | None) -> object | None:
         try:

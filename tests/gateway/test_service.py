@@ -383,9 +383,13 @@ def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, b
     assert "called" in rows["S02"] and "called" not in rows["S01"]
 
 
-@pytest.mark.parametrize("waiting, joins", [(150, True), (5, False)])
-def test_a_backlog_batch_gathers_what_arrives_soon_after_a_trickle_does_not_wait(
-    tmp_path, waiting, joins
+@pytest.mark.parametrize(
+    "backlogs_before, waiting, joins",
+    [(1, 150, True), (0, 150, False), (1, 5, False)],
+    ids=["behind", "one-stall", "trickle"],
+)
+def test_a_batch_gathers_what_arrives_soon_only_while_the_worker_is_behind(
+    tmp_path, backlogs_before, waiting, joins
 ):
     from andon import service
 
@@ -394,6 +398,10 @@ def test_a_backlog_batch_gathers_what_arrives_soon_after_a_trickle_does_not_wait
 
     gateway = service.Gateway(plant_config(tmp_path, NoBroker))
     try:
+        for _ in range(backlogs_before):
+            for i in range(1, 150):
+                gateway._inbox.put(i)
+            assert len(gateway._gather(0)) == 150
         for i in range(1, waiting):
             gateway._inbox.put(i)
         late = threading.Timer(service.BACKLOG_GATHER_S / 3, gateway._inbox.put, ["late"])
