@@ -124,6 +124,10 @@ class Progress:
     seq: int
 
 
+# The per-board lookups of the log, on its event index. "seq IS NOT NULL" lets SQLite use that
+# partial index for max(seq): without it, each lookup scans the whole log.
+TOP_SEQ = "SELECT max(seq) FROM log WHERE board=? AND seq IS NOT NULL"
+BOOT_AT = "SELECT boot FROM log WHERE board=? AND seq=?"
 _NONE = Progress(0, 0)  # a board's progress before anything of it is stored
 
 
@@ -303,7 +307,7 @@ class _SqliteTransaction:
         if board in self._top:
             return self._top[board]
         if board not in self.known.top:
-            row = self.db.execute("SELECT max(seq) FROM log WHERE board=?", (board,)).fetchone()
+            row = self.db.execute(TOP_SEQ, (board,)).fetchone()
             self.known.top[board] = row[0] or 0  # committed rows only: nothing is flushed yet
         return self.known.top[board]
 
@@ -319,7 +323,7 @@ class _SqliteTransaction:
         """The boot of the logged event `seq` of this board (of that `boot`, if given)."""
         if boot is None and (board, seq) in self._boots:
             return self._boots[board, seq]
-        query = "SELECT boot FROM log WHERE board=? AND seq=?"
+        query = BOOT_AT
         args: tuple = (board, seq)
         if boot is not None:
             query, args = query + " AND boot=?", (board, seq, boot)

@@ -4,7 +4,16 @@ import sqlite3
 
 import pytest
 
-from andon.store import MIGRATIONS, Entry, Progress, Projection, SqliteStore, migrate
+from andon.store import (
+    BOOT_AT,
+    MIGRATIONS,
+    TOP_SEQ,
+    Entry,
+    Progress,
+    Projection,
+    SqliteStore,
+    migrate,
+)
 
 
 def event(seq: int, base: int | None = None, boot: int = 1, board: str = "B1", received=1000):
@@ -245,3 +254,18 @@ def test_webhook_deliveries_wait_in_the_outbox_apart_from_mqtt(store):
         tx.webhook_tried(hook, 2, delivered=10, gave_up=None)
     assert store.pending_webhooks() == []
     assert store.webhooks_given_up() == 1
+
+
+@pytest.mark.parametrize(
+    "query", [TOP_SEQ, BOOT_AT, BOOT_AT + " AND boot=?"], ids=["top", "boot", "boot-of"]
+)
+def test_per_board_lookups_search_the_event_index_not_the_whole_log(tmp_path, query):
+    # Each board's first event after a restart looks its history up: a scan of a log of a
+    # million events per board would stall the worker for seconds.
+    store = SqliteStore(tmp_path / "andon.db")
+    try:
+        plan = store.db.execute(f"EXPLAIN QUERY PLAN {query}", ("B1", 1, 1)[: query.count("?")])
+        details = " ".join(row[3] for row in plan)
+    finally:
+        store.close()
+    assert "USING COVERING INDEX log_event" in details
