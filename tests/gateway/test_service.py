@@ -389,14 +389,16 @@ def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, b
     ids=["behind", "one-stall", "trickle"],
 )
 def test_a_batch_gathers_what_arrives_soon_only_while_the_worker_is_behind(
-    tmp_path, backlogs_before, waiting, joins
+    tmp_path, monkeypatch, backlogs_before, waiting, joins
 ):
     from andon import service
 
     class NoBroker:
         host, port = "127.0.0.1", 1
 
-    gateway = service.Gateway(plant_config(tmp_path, NoBroker))
+    # a long gather time, ended by the full batch: a slow machine cannot make "late" too late
+    monkeypatch.setattr(service, "BACKLOG_GATHER_S", 30.0)
+    gateway = service.Gateway(plant_config(tmp_path, NoBroker), batch_max=151)
     try:
         for _ in range(backlogs_before):
             for i in range(1, 150):
@@ -404,7 +406,7 @@ def test_a_batch_gathers_what_arrives_soon_only_while_the_worker_is_behind(
             assert len(gateway._gather(0)) == 150
         for i in range(1, waiting):
             gateway._inbox.put(i)
-        late = threading.Timer(service.BACKLOG_GATHER_S / 3, gateway._inbox.put, ["late"])
+        late = threading.Timer(0.05, gateway._inbox.put, ["late"])
         late.start()
         batch = gateway._gather(0)
         late.join()
