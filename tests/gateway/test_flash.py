@@ -98,9 +98,9 @@ def garbage_port():
         yield os.ttyname(device)
     finally:
         stop.set()
+        thread.join(timeout=5)  # before the close: it reads and writes `host`
         os.close(device)
         os.close(host)
-        thread.join(timeout=5)
 
 
 def _flash(plant: Plant, *args: str):
