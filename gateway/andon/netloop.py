@@ -66,8 +66,9 @@ class NetworkLoop:
                 continue
             if self._client.is_connected():
                 delay = self._backoff_min
-            if self._serve(sock) != mqtt.MQTT_ERR_SUCCESS:
-                self._stopping.wait(delay)  # paho closed the socket: reconnect after a pause
+            if self._serve(sock) != mqtt.MQTT_ERR_SUCCESS:  # paho closed the socket
+                self._stopping.wait(delay)  # a refused CONNECT too: back off as for a refusal
+                delay = min(2 * delay, self._backoff_max)
         if self._client.socket() is not None:
             self._client.disconnect()
             self._flush(time.monotonic() + self._stop_timeout)
@@ -95,9 +96,7 @@ class NetworkLoop:
         """One select round: read, write what paho has queued, then its timers."""
         pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS: already decrypted
         writing = [sock] if self._client.want_write() else []
-        readable, _, _ = select.select(
-            [sock, self._wake_r], writing, [], 0 if pending else _TICK_S
-        )
+        readable, _, _ = select.select([sock, self._wake_r], writing, [], 0 if pending else _TICK_S)
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 self._wake_r.recv(4096)

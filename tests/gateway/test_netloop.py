@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import paho.mqtt.client as mqtt
 import pytest
 
+from andon.mosquitto import start_broker
 from andon.netloop import NetworkLoop
 
 WILL = "test/will"
@@ -153,3 +154,14 @@ def test_an_idle_connection_is_kept_alive_by_pings(broker):
         assert dropped(silent)
     finally:
         silent.close()
+
+
+def test_a_refused_login_is_retried_with_a_doubling_backoff(tmp_path):
+    with start_broker(tmp_path / "closed", extra_conf="allow_anonymous false\n") as closed:
+        refusals: list[float] = []
+        with looped(closed) as (client, _loop, _connects):
+            client.on_connect = lambda _c, _u, _f, reason, _p: refusals.append(reason.is_failure)
+            time.sleep(2.0)
+    # backoff 0.1, 0.2, 0.4, then 0.5 s: some 6 tries in 2 s, where a fixed 0.1 s makes 20
+    assert refusals and all(refusals)
+    assert len(refusals) <= 8
