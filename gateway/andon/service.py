@@ -285,7 +285,7 @@ class Gateway:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
-        self._outbox_in_flight = 0  # how many of them: read by paho's thread (_on_publish)
+        self._outbox_in_flight = 0  # how many of them: read by the network thread (_on_publish)
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
@@ -358,7 +358,7 @@ class Gateway:
             "rejected": rejected,
         }
 
-    # --- MQTT (the network thread: enqueue only) ----------------------------------------
+    # --- MQTT (the network thread: enqueue only) ------------------------------------------
 
     def _mqtt_client(self) -> mqtt.Client:
         client = mqtt.Client(
