@@ -244,10 +244,11 @@ def gateway_rate(workdir: Path, broker, rounds: int) -> float:
             elapsed = time.perf_counter() - start
     store = SqliteStore(load_plant(config).gateway.database)
     try:
-        behind = {b: p.seq for b, p in store.progress().items() if p.seq != rounds}
-        missing = BOARDS - len(store.progress())
+        progress = store.progress()
     finally:
         store.close()
+    behind = {b: p.seq for b, p in progress.items() if p.seq != rounds}
+    missing = BOARDS - len(progress)
     if behind or missing:
         raise RuntimeError(f"boards not fully stored: {missing} missing, behind: {behind}")
     return n / elapsed

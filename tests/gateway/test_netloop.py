@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from andon.mosquitto import start_broker
 from andon.netloop import NetworkLoop
+from andon.sim.observe import wait_for
 
 WILL = "test/will"
 
@@ -61,19 +61,11 @@ def looped(broker, keepalive: int = 60) -> Iterator[tuple[mqtt.Client, NetworkLo
         loop.stop(2)
 
 
-def wait_until(what: str, predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
-
-
 def test_publishes_from_another_thread_all_arrive_in_order(broker):
     listener = Listener(broker, "test/n")
     try:
         with looped(broker) as (client, _loop, connects):
-            wait_until("connected", lambda: connects)
+            wait_for("connected", lambda: connects)
             infos = [client.publish("test/n", str(i).encode(), qos=1) for i in range(500)]
             for info in infos:
                 info.wait_for_publish(5)
@@ -87,7 +79,7 @@ def test_stop_disconnects_cleanly_so_the_broker_drops_the_will(broker):
     listener = Listener(broker, WILL)
     try:
         with looped(broker) as (client, loop, connects):
-            wait_until("connected", lambda: connects)
+            wait_for("connected", lambda: connects)
             loop.stop(2)
             assert client.socket() is None  # the DISCONNECT went out and paho closed the socket
         assert listener.take(timeout=1.5) is None
@@ -99,10 +91,10 @@ def test_a_dropped_connection_publishes_the_will_then_the_loop_reconnects(broker
     listener = Listener(broker, WILL)
     try:
         with looped(broker) as (client, _loop, connects):
-            wait_until("connected", lambda: connects)
+            wait_for("connected", lambda: connects)
             client.socket().close()  # the link dies under paho, as a cable pull would
             assert listener.take() == (WILL, b"gone")
-            wait_until("reconnected", lambda: len(connects) == 2)
+            wait_for("reconnected", lambda: len(connects) == 2)
             assert client.is_connected()
     finally:
         listener.close()
@@ -114,9 +106,9 @@ def test_it_connects_once_the_broker_comes_up_and_again_after_a_restart(broker):
         time.sleep(0.5)  # a few refused attempts, with backoff
         assert connects == []
         broker.start()
-        wait_until("connected", lambda: connects)
+        wait_for("connected", lambda: connects)
         broker.restart()
-        wait_until("reconnected after the restart", lambda: len(connects) == 2)
+        wait_for("reconnected after the restart", lambda: len(connects) == 2)
         assert client.is_connected()
 
 
@@ -146,7 +138,7 @@ def test_an_idle_connection_is_kept_alive_by_pings(broker):
     silent = silent_client(broker)
     try:
         with looped(broker, keepalive=1) as (client, _loop, connects):
-            wait_until("connected", lambda: connects)
+            wait_for("connected", lambda: connects)
             time.sleep(6.5)
             assert client.is_connected()
             assert len(connects) == 1
