@@ -30,9 +30,10 @@ from tests.firmware.test_station import (
     vboard,
 )
 
-from andon.mosquitto import start_broker
+from andon.firmware_build import FIRMWARE
 from andon.sim.board import BoardError
-from andon.vm import FIRMWARE, compiled_paths, run_script
+from andon.sim.mosquitto import start_broker
+from andon.sim.vm import compiled_paths, run_script
 
 EDGES = 120
 DEBOUNCE_MS = 20  # the default, as station_config leaves it

@@ -46,9 +46,9 @@ import tomli_w
 from andon import contract
 from andon.config import PlantConfig, load_plant
 from andon.core import Plant, Record
-from andon.mosquitto import start_broker
-from andon.service import SNAPSHOT_EVERY, entry_of, no_delay
-from andon.store import Projection, SqliteStore, connect
+from andon.runtime.service import SNAPSHOT_EVERY, entry_of, no_delay
+from andon.runtime.store import Projection, SqliteStore, connect
+from andon.sim.mosquitto import start_broker
 
 SITE = "BENCH"
 LINES, STATIONS = 10, 100  # 1,000 boards

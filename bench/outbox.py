@@ -13,7 +13,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from andon.vm import FIRMWARE, VMError, compile_tree, run_script
+from andon.firmware_build import FIRMWARE, compile_tree
+from andon.sim.vm import VMError, run_script
 
 DEPTH = 400
 

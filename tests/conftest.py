@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from andon.mosquitto import Broker, start_broker
-from andon.vm import VMResult, run_script
+from andon.sim.mosquitto import Broker, start_broker
+from andon.sim.vm import VMResult, run_script
 
 
 class MicroPython:

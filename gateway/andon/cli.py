@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from andon.clitools import plant_or_exit
 from andon.sim.cli import sim_app
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
@@ -61,8 +62,8 @@ def provision(
     import os
 
     from andon.config import ConfigError, load_plant
-    from andon.provision import Network, ProvisionError
-    from andon.provision import provision as run
+    from andon.maint.provision import Network, ProvisionError
+    from andon.maint.provision import provision as run
 
     network = Network(broker_host, wifi_ssid, os.environ.get("ANDON_WIFI_PASSWORD", ""), ntp)
     try:
@@ -92,7 +93,7 @@ def flash(
 ) -> None:
     """Compile the firmware, copy what changed and the board's config.json, reset, check."""
     from andon.config import ConfigError, load_plant
-    from andon.flash import FlashError, flash_board
+    from andon.maint.flash import FlashError, flash_board
 
     if len(port) > 1 and not all_ports:
         typer.echo("andon flash: several --port need --all", err=True)
@@ -119,16 +120,6 @@ def flash(
 ConfigOption = Annotated[Path, typer.Option("--config", help="The plant configuration (TOML).")]
 
 
-def _plant_config(config: Path):
-    from andon.config import ConfigError, load_plant
-
-    try:
-        return load_plant(config)
-    except ConfigError as exc:
-        typer.echo(f"andon: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 @app.command()
 def gateway(config: ConfigOption) -> None:
     """Run the gateway until SIGTERM or Ctrl-C (then it stops cleanly, status offline)."""
@@ -136,19 +127,19 @@ def gateway(config: ConfigOption) -> None:
     import signal
     import threading
 
-    from andon.service import Gateway
+    from andon.runtime.service import Gateway
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    plant = _plant_config(config)
+    plant = plant_or_exit(config)
     gw = Gateway(plant)
     gw.start()
     api = None
     try:
         if plant.gateway.http is not None:
-            from andon.api import ApiServer
+            from andon.runtime.api import ApiServer
 
             api = ApiServer(plant, gw)
             try:
@@ -172,10 +163,10 @@ def status(config: ConfigOption) -> None:
     """The plant now, from the gateway's database: lines, stations, open calls, kanban."""
     from rich.console import Console
 
-    from andon.service import plant_view, status_tables
+    from andon.runtime.service import plant_view, status_tables
 
     console = Console()
-    for table in status_tables(plant_view(_plant_config(config))):
+    for table in status_tables(plant_view(plant_or_exit(config))):
         console.print(table)
 
 
@@ -187,10 +178,10 @@ def events(
     ] = "1h",
 ) -> None:
     """List the event log (events, births and Wills) since a time."""
-    from andon.service import format_entry, parse_since
-    from andon.store import SqliteStore
+    from andon.runtime.service import format_entry, parse_since
+    from andon.runtime.store import SqliteStore
 
-    plant = _plant_config(config)
+    plant = plant_or_exit(config)
     try:
         start = parse_since(since)
     except ValueError as exc:
@@ -212,10 +203,10 @@ def replay(
     ] = False,
 ) -> None:
     """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees."""
-    from andon.service import replay_check
-    from andon.store import SqliteStore
+    from andon.runtime.service import replay_check
+    from andon.runtime.store import SqliteStore
 
-    plant = _plant_config(config)
+    plant = plant_or_exit(config)
     store = SqliteStore(plant.gateway.database)
     try:
         differences = replay_check(plant, store)

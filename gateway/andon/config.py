@@ -58,7 +58,7 @@ class _Section(BaseModel):
 
 
 class HttpSettings(_Section):
-    """The gateway's read-only HTTP API (andon.api): off unless configured."""
+    """The gateway's read-only HTTP API (andon.runtime.api): off unless configured."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8088

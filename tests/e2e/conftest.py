@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from andon.firmware_build import REPO
 from andon.sim.rig import Rig
-from andon.vm import REPO
 
 PLANT = Path(__file__).with_name("plant.toml")
 SCENARIOS = REPO / "scenarios"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+from andon.runtime.store import SqliteStore
 from andon.sim.rig import andon_command
-from andon.store import SqliteStore
 
 
 def test_a_short_demo_run_exits_0_and_leaves_the_database(tmp_path):

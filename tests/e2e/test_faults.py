@@ -14,11 +14,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from andon.service import plant_view, wall_ms
+from andon.runtime.service import plant_view, wall_ms
+from andon.runtime.store import SqliteStore, records
 from andon.sim.observe import wait_for
 from andon.sim.rig import Rig, andon_command
 from andon.sim.scenario import Scenario
-from andon.store import SqliteStore, records
 
 STREAM = ("S01", "S02", "S03")
 

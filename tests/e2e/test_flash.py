@@ -14,11 +14,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from andon.config import load_plant
-from andon.flash import build_firmware, flash_board, mpremote, sha256_of
-from andon.mosquitto import Broker, free_port, start_broker
-from andon.provision import GATEWAY_USER
+from andon.firmware_build import FIRMWARE
+from andon.maint.flash import build_firmware, flash_board, mpremote, sha256_of
+from andon.maint.provision import GATEWAY_USER
+from andon.sim.mosquitto import Broker, free_port, start_broker
 from andon.sim.serial import SerialBoard
-from andon.vm import FIRMWARE
 from tests.gateway.test_flash import BOARD_1, BOARD_2, Plant, _flash, make_plant
 
 OWN = "andon/v1/P1/L1/S01"

@@ -3,11 +3,11 @@ driven by the scenario files the demo uses too."""
 
 from __future__ import annotations
 
-from andon.service import plant_view, wall_ms
+from andon.runtime.service import plant_view, wall_ms
+from andon.runtime.store import records
 from andon.sim.observe import wait_for
 from andon.sim.rig import Rig
 from andon.sim.scenario import load_scenario
-from andon.store import records
 from tests.e2e.conftest import SCENARIOS
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from andon.config import load_plant
-from andon.provision import GATEWAY_USER
+from andon.maint.provision import GATEWAY_USER
 from andon.sim.line import SimError, VirtualLine
 from andon.sim.observe import wait_for
 from tests.e2e.test_flash import Subscriber, secured_broker

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from andon.mosquitto import Broker
+from andon.sim.mosquitto import Broker
 
 Message = tuple[str, bytes, bool, int]  # topic, payload, retained, qos
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from andon.mosquitto import Broker
+from andon.sim.mosquitto import Broker
 
 EVENTS = "andon/v1/+/+/+/evt"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from andon.vm import VMError
+from andon.sim.vm import VMError
 
 
 def test_runs_in_micropython_not_cpython(mpy):

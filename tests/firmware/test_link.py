@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from andon.mosquitto import free_port, start_broker
-from andon.vm import vm_command, vm_env
+from andon.sim.mosquitto import free_port, start_broker
+from andon.sim.vm import vm_command, vm_env
 from tests.firmware.paho_watch import Watcher, json_on
 
 STATUS = "andon/v1/P1/L1/S1/status"

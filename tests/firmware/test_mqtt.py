@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from andon.mosquitto import free_port
+from andon.sim.mosquitto import free_port
 from tests.firmware.paho_watch import Watcher
 
 CONNACK = b"\x20\x02\x00\x00"

@@ -5,7 +5,7 @@ import random
 import subprocess
 import time
 
-from andon.vm import vm_command, vm_env
+from andon.sim.vm import vm_command, vm_env
 
 PRELUDE = """
 import os

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from andon.mosquitto import Broker
+from andon.sim.mosquitto import Broker
 from andon.sim.board import VirtualBoard
 from andon.sim.observe import wait_for
-from andon.vm import run_script
+from andon.sim.vm import run_script
 from tests.firmware.paho_watch import Watcher, json_on
 from tests.firmware.standin import AckStandIn, BoardLog
 

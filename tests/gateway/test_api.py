@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from andon.api import make_app
 from andon.config import ConfigError, PlantConfig, load_plant
-from andon.store import SqliteStore
+from andon.runtime.api import make_app
+from andon.runtime.store import SqliteStore
 
 TOKEN = "dashboard-0123456789abcdef"
 VIEW = {"site": "P1", "lines": [{"id": "L1", "state": "called"}, {"id": "L2", "state": "running"}]}

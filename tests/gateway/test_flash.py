@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from andon.cli import app
 from andon.config import load_plant
-from andon.flash import (
+from andon.maint.flash import (
     FlashError,
     build_firmware,
     check_mpy,

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from andon.hardware import (
+from andon.maint.hardware import (
     PROFILES_DIR,
     PinRuleError,
     Profile,

@@ -1,4 +1,4 @@
-"""The gateway's network thread (`andon.netloop`) against a real Mosquitto: what paho's own
+"""The gateway's network thread (`andon.runtime.netloop`) against a real Mosquitto: what paho's own
 `loop_start` thread did (connect, reconnect, keepalive, a clean disconnect) it must do too."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
 
-from andon.mosquitto import start_broker
-from andon.netloop import NetworkLoop
+from andon.runtime.netloop import NetworkLoop
+from andon.sim.mosquitto import start_broker
 from andon.sim.observe import wait_for
 
 WILL = "test/will"

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from andon.cli import app
 from andon.config import load_plant
-from andon.hardware import PROFILES_DIR, PinRuleError
-from andon.mosquitto import start_broker
-from andon.provision import Network, ProvisionError, check_board_config, provision
+from andon.maint.hardware import PROFILES_DIR, PinRuleError
+from andon.maint.provision import Network, ProvisionError, check_board_config, provision
+from andon.sim.mosquitto import start_broker
 
 PLANT = """
 site = "P1"

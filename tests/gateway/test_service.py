@@ -18,8 +18,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from andon.config import PlantConfig
+from andon.runtime.store import SqliteStore
 from andon.sim.observe import wait_for
-from andon.store import SqliteStore
 
 SITE = "PLANT1"
 TS0 = time.time_ns() // 1_000_000  # events happened just now: no timer is late
@@ -112,7 +112,7 @@ class Running:
 
 @pytest.fixture
 def running(tmp_path, broker):
-    from andon.service import Gateway
+    from andon.runtime.service import Gateway
 
     config = plant_config(tmp_path, broker)
     watcher = Watcher(broker)
@@ -218,7 +218,7 @@ class FailingStore(SqliteStore):
 
 
 def test_nothing_is_acknowledged_to_the_broker_before_it_is_committed(tmp_path, broker):
-    from andon.service import Gateway
+    from andon.runtime.service import Gateway
 
     config = plant_config(tmp_path, broker)
     watcher = Watcher(broker)
@@ -349,7 +349,7 @@ def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, b
 
     from andon.cli import app
     from andon.config import load_plant
-    from andon.service import Gateway
+    from andon.runtime.service import Gateway
 
     path = write_plant_toml(tmp_path, broker)
     watcher = Watcher(broker)
@@ -391,7 +391,7 @@ def test_the_cli_reads_the_plant_and_its_event_log_from_the_database(tmp_path, b
 def test_a_batch_gathers_what_arrives_soon_only_while_the_worker_is_behind(
     tmp_path, monkeypatch, backlogs_before, waiting, joins
 ):
-    from andon import service
+    from andon.runtime import service
 
     class NoBroker:
         host, port = "127.0.0.1", 1

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from andon.store import (
+from andon.runtime.store import (
     BOOT_AT,
     MIGRATIONS,
     TOP_SEQ,

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from andon.config import PlantConfig
+from andon.runtime.store import SqliteStore
+from andon.runtime.webhook import Delivery, Outcome, WebhookSender
 from andon.sim.observe import wait_for
-from andon.store import SqliteStore
-from andon.webhook import Delivery, Outcome, WebhookSender
 from tests.gateway.test_service import BOARDS, SITE, Watcher, evt, topic
 
 FAST = 0.02  # backoff of the first retry in these tests, s
@@ -167,7 +167,7 @@ def webhook_rows(config: PlantConfig) -> list[tuple]:
 @contextmanager
 def gateway(config: PlantConfig, watcher: Watcher, backoff_s: float = FAST):
     """A Gateway online for the block, stopped even on failure."""
-    from andon.service import Gateway
+    from andon.runtime.service import Gateway
 
     gw = Gateway(config, webhook_backoff_s=backoff_s)
     watcher.seen.clear()

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from andon.mosquitto import free_port
-from andon.vm import compiled_paths, micropython_exe, vm_env
+from andon.sim.mosquitto import free_port
+from andon.sim.vm import compiled_paths, micropython_exe, vm_env
 
 RESET_EXIT = 75  # a virtual board that asked for machine.reset() exits with this
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from andon.clitools import plant_or_exit
+
 sim_app = typer.Typer(help=__doc__, no_args_is_help=False)
 
 StateOption = Annotated[
@@ -58,13 +60,12 @@ def run(
         return
     if config is None:
         raise _fail("give the plant with --config (or a command: andon sim --help)")
-    from andon.cli import _plant_config
     from andon.sim.control import ControlServer
     from andon.sim.line import SimError, VirtualLine
 
     if provisioned is not None and broker is not None:
         raise _fail("--broker with --provisioned: the boards' broker is in their configs")
-    plant = _broker_override(_plant_config(config), broker)
+    plant = _broker_override(plant_or_exit(config), broker)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

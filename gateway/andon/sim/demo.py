@@ -19,13 +19,13 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from andon.service import plant_view
+from andon.firmware_build import REPO
+from andon.runtime.service import plant_view
 from andon.sim.control import ControlServer
 from andon.sim.line import SimError
 from andon.sim.rig import Rig
 from andon.sim.scenario import ScenarioFailed, load_scenario
 from andon.sim.show import board, plain_status
-from andon.vm import REPO
 
 EXAMPLE_PLANT = REPO / "examples" / "plant.toml"
 DEMO_SCENARIO = REPO / "scenarios" / "demo.toml"

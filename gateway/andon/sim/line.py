@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from andon.config import LineConfig, PlantConfig, StationConfig
-from andon.hardware import load_profile
-from andon.provision import Network, build_board_config, check_board_config
+from andon.maint.hardware import load_profile
+from andon.maint.provision import Network, build_board_config, check_board_config
 from andon.sim.board import BoardError, VirtualBoard
-from andon.vm import compiled_paths
+from andon.sim.vm import compiled_paths
 
 SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
 SCAN_HOLD_MS = 400  # a tag lies on the reader this long: several of its 100 ms polls

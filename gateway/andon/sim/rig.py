@@ -20,8 +20,8 @@ import tomli_w
 
 from andon import contract
 from andon.config import PlantConfig, load_plant
-from andon.mosquitto import Broker, free_port
 from andon.sim.line import SIM_HEAP, VirtualLine
+from andon.sim.mosquitto import Broker, free_port
 from andon.sim.observe import Observer, wait_for
 from andon.sim.scenario import Runner
 

@@ -40,9 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from andon import contract
 from andon.contract import Name, Uid
+from andon.runtime.store import records
 from andon.sim.line import BUTTONS, LIT, VERBS, WIRE_FAULTS, VirtualLine
 from andon.sim.observe import Observer
-from andon.store import records
 
 Segment = Literal["red", "amber", "green", "blue", "white", "buzzer"]
 LampWant = Literal["on", "off", "slow", "fast", "lit"]

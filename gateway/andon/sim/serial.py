@@ -25,7 +25,7 @@ import tty
 from pathlib import Path
 
 from andon.sim.board import RESET_EXIT
-from andon.vm import compiled_paths, micropython_exe, vm_env
+from andon.sim.vm import compiled_paths, micropython_exe, vm_env
 
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 HARD_RESET = b"\r\nrst:0xc (SW_CPU_RESET)\r\n"  # what an ESP32's ROM prints after machine.reset()

@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from andon import __version__
 from andon.config import PlantConfig
-from andon.store import records
+from andon.runtime.store import records
 
 PREFIX = "/api/v1"
 BEARER = HTTPBearer(auto_error=False)
@@ -27,7 +27,7 @@ OpenOnly = Annotated[bool, Query(alias="open")]
 
 
 class Source(Protocol):
-    """What the API reads: the running gateway (andon.service.Gateway)."""
+    """What the API reads: the running gateway (andon.runtime.service.Gateway)."""
 
     def view(self) -> dict: ...
     def health(self) -> dict: ...

@@ -17,8 +17,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from andon.contract import Name
+from andon.firmware_build import REPO
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "hardware" / "profiles"
+PROFILES_DIR = REPO / "hardware" / "profiles"
 
 Direction = Literal["in", "out", "adc"]
 Pull = Literal["up", "down", "none"]

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-log = logging.getLogger("andon.webhook")
+log = logging.getLogger("andon.runtime.webhook")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from andon.config import LineConfig, PlantConfig, StationConfig
 from andon.contract import GATEWAY_STATUS, ROOT, Name, Station, board_subscriptions
-from andon.hardware import (
+from andon.maint.hardware import (
     PROFILES_DIR,
     Gpio,
     InputRole,

@@ -1,8 +1,8 @@
 """The gateway process: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite beneath.
 
 Persist before ack. The network thread, where paho reads, writes and runs its callbacks
-(`andon.netloop`), only enqueues what arrives; one worker thread takes whatever is queued (up to
-`batch_max`), validates it, logs the new events, applies them to the core and commits the lot in
+(`andon.runtime.netloop`), only enqueues what arrives; one worker thread takes whatever is
+queued (up to `batch_max`), validates it, logs the new events, applies them to the core and commits the lot in
 one durable transaction. Only then are the messages acknowledged to the broker (manual ack), the
 boards told their progress (`…/ack`) and the effects published. A crash anywhere before the
 commit loses nothing: the broker still holds the unacknowledged messages for our persistent
@@ -16,8 +16,8 @@ advanced, so the log alone rebuilds the same state.
 A batch is whatever was queued when the worker came for it: under a burst it grows (one fsync
 for thousands of events) and only the last state of each retained topic and the last version of
 each record is written and published; at a trickle it is one event, committed at once.
-Escalation alerts that name a webhook are also POSTed, by `andon.webhook` from its own thread;
-its outcomes come back through the same queue, so the worker alone writes the store.
+Escalation alerts that name a webhook are also POSTed, by `andon.runtime.webhook` from its own
+thread; its outcomes come back through the same queue, so the worker alone writes the store.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from andon.core.effects import (
     StationChanged,
 )
 from andon.core.state import dump
-from andon.netloop import NetworkLoop
-from andon.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
-from andon.webhook import Delivery, Outcome, WebhookSender
+from andon.runtime.netloop import NetworkLoop
+from andon.runtime.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
+from andon.runtime.webhook import Delivery, Outcome, WebhookSender
 
 log = logging.getLogger("andon.gateway")
 

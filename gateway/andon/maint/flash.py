@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from andon.config import PlantConfig
-from andon.hardware import load_profile
-from andon.vm import FIRMWARE, REPO, compile_tree, mpremote_exe
+from andon.firmware_build import FIRMWARE, REPO, compile_tree, tool
+from andon.maint.hardware import load_profile
 
 BUILD = REPO / "build" / "flash"
 # s: the probe takes a second or two. mpremote itself never gives up on a port that keeps
@@ -195,7 +195,7 @@ def mpremote(port: str, *args: str, chip: str | None = None, timeout: float = 12
         raise FlashError(f"{port}: no device (is the board plugged in? `mpremote devs` lists)")
     try:
         done = subprocess.run(
-            [mpremote_exe(), "connect", port, *args],
+            [tool("mpremote", "mpremote"), "connect", port, *args],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -1,0 +1,1 @@
+"""Maintenance tools: board hardware profiles, provisioning and flashing."""
