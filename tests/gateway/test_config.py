@@ -80,7 +80,14 @@ def test_defaults_fill_what_a_minimal_plant_leaves_out(tmp_path):
     plant = load_plant(path)
     assert plant.gateway.offline_stops_line is False
     assert plant.lines[0].stop.mode == "seconds" and plant.lines[0].stop.seconds == 60
-    assert [t.to for t in plant.escalation.tiers] == ["team_leader", "supervisor", "manager"]
+    tiers = [(t.to, t.on) for t in plant.escalation.tiers]
+    assert tiers == [
+        ("team_leader", "unacknowledged"),
+        ("supervisor", "unacknowledged"),
+        ("manager", "unacknowledged"),
+        ("manager", "unresolved"),
+    ]
+    assert plant.cause("cord").stop == "fixed_position" and plant.cause("material").stop == "never"
     assert plant.kanban_policy.overdue_factor == 1.5
     assert plant.broker.port == 1883
 
@@ -97,7 +104,11 @@ def test_defaults_fill_what_a_minimal_plant_leaves_out(tmp_path):
         ('post = "L1/S06"', 'post = "L1-S06"', "kanban[2].post"),
         ("port = 1883", "port = 70000", "broker.port"),
         ('webhook = "http', 'webhook = "ftp', "escalation.webhook"),
-        ("{ after_s = 180,", "{ after_s = 30,", "escalation.tiers: tiers must have"),
+        (
+            "{ after_s = 180,",
+            "{ after_s = 30,",
+            'escalation.tiers: "unacknowledged" tiers must have',
+        ),
         ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "unknown timezone"),
         ("available_s = 28800", "available_s = 36000", "exceeds the shift's 30600 s"),
         ('role = "quality"', 'role = "quality"\ncolour = "red"', "badges[2].colour: Extra inputs"),
