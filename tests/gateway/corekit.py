@@ -8,7 +8,7 @@ from andon.core import Plant, Record
 from andon.core.effects import Effect
 
 SHIFT_START = 1_772_431_200_000  # 2026-03-02 06:00 UTC: the start of L2's "day" shift
-TAKT_MS = 60_000  # L2: 27000 s available / 450 units
+TAKT_MS = 60_000  # L2: 27000 s of working time (8 h minus two 15 min breaks) / 450 units
 CARD1, CARD2 = "04000000000001", "04000000000002"
 MARIA, JONAS = "AABBCCDD", "11223344"
 WEBHOOK = "http://hooks.example/andon"
@@ -24,7 +24,8 @@ def _station(line: str, sid: str, readers: list[str]) -> dict:
 
 def plant_config(offline_stops_line: bool = False, stop_s: int = 60) -> PlantConfig:
     """L1 stops `stop_s` after an unresolved call; L2 at the end of the takt cycle (60 s takt)."""
-    shift = {"name": "day", "start": "06:00", "end": "14:00", "available_s": 27000, "demand": 450}
+    breaks = [{"start": "09:00", "end": "09:15"}, {"start": "12:00", "end": "12:15"}]
+    shift = {"name": "day", "start": "06:00", "end": "14:00", "breaks": breaks, "demand": 450}
     return PlantConfig.model_validate(
         {
             "site": "P1",
