@@ -190,11 +190,11 @@ class Shift(_Section):
         return self.length_s - sum(end - begin for begin, end in self.break_offsets)
 
     @property
-    def takt_ms(self) -> int:
-        """Nominal takt of a shift with its own demand; the core uses `ShiftWindow.takt_ms`."""
-        if self.demand is None:
-            raise ValueError(f"shift {self.name!r} takes its demand from the line")
-        return self.working_s * 1000 // self.demand
+    def takt_ms(self) -> int | None:
+        """Nominal takt of a shift with its own demand (None when the line sets the demand).
+        The real takt of an occurrence, DST and a day's or week's demand included, is
+        `andon.core.calendar.ShiftWindow.takt_ms`."""
+        return self.working_s * 1000 // self.demand if self.demand else None
 
     @field_validator("days")
     @classmethod
