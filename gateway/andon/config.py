@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Iterator
 from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -138,7 +138,7 @@ StopPolicy = Annotated[StopAfterSeconds | StopAtTaktEnd, Field(discriminator="mo
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday()
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)  # in date.weekday() order
 
 
 class Break(_Section):
@@ -165,7 +165,7 @@ class Shift(_Section):
     name: Name
     start: time  # local wall-clock time (the site's timezone); end before start crosses midnight
     end: time
-    days: Annotated[list[Weekday], Field(min_length=1)] = ["mon", "tue", "wed", "thu", "fri"]
+    days: Annotated[list[Weekday], Field(min_length=1)] = list(WEEKDAYS[:5])
     breaks: list[Break] = []
     demand: Annotated[int, Field(ge=1)] | None = None
 
