@@ -16,9 +16,9 @@ from __future__ import annotations
 import hmac
 import tomllib
 from collections.abc import Iterator
-from datetime import time
+from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -252,34 +252,85 @@ class StopAtTaktEnd(_Section):
 StopPolicy = Annotated[StopAfterSeconds | StopAtTaktEnd, Field(discriminator="mode")]
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)  # in date.weekday() order
+
+
+class Break(_Section):
+    """A break inside a shift, in local wall-clock time: not working time (docs/calendar.md)."""
+
+    start: time
+    end: time
+
+
+class Demand(_Section):
+    """Units the line must make per shift, per day or per (Monday-to-Sunday) week."""
+
+    units: Annotated[int, Field(ge=1)]
+    per: Literal["shift", "day", "week"]
+
+
 class Shift(_Section):
+    """A shift, run on its `days` (Monday to Friday unless given) except on holidays.
+
+    An occurrence belongs to the local date it starts on; working time is its length on the
+    clock (DST-aware) minus its breaks. `demand` is units per occurrence, unless the line gives
+    its demand per day or week instead (docs/calendar.md)."""
+
     name: Name
     start: time  # local wall-clock time (the site's timezone); end before start crosses midnight
     end: time
-    available_s: Seconds  # planned production time in the shift (breaks excluded)
-    demand: Annotated[int, Field(ge=1)]  # units the shift must make
-
-    @property
-    def takt_ms(self) -> int:
-        """Takt time: available time divided by demand."""
-        return self.available_s * 1000 // self.demand
+    days: Annotated[list[Weekday], Field(min_length=1)] = list(WEEKDAYS[:5])
+    breaks: list[Break] = []
+    demand: Annotated[int, Field(ge=1)] | None = None
 
     @property
     def length_s(self) -> int:
         """From start to end on the clock; equal times mean a 24-hour shift."""
-        length = (_clock_s(self.end) - _clock_s(self.start)) % _DAY_S
+        length = (clock_s(self.end) - clock_s(self.start)) % _DAY_S
         return length or _DAY_S
 
+    @property
+    def break_offsets(self) -> list[tuple[int, int]]:
+        """Each break as (start, end) clock seconds after the shift's start, in config order."""
+        offsets = []
+        for pause in self.breaks:
+            begin = (clock_s(pause.start) - clock_s(self.start)) % _DAY_S
+            offsets.append((begin, begin + (clock_s(pause.end) - clock_s(pause.start)) % _DAY_S))
+        return offsets
+
+    @property
+    def working_s(self) -> int:
+        """Working time on a day without a clock change: the length minus the breaks."""
+        return self.length_s - sum(end - begin for begin, end in self.break_offsets)
+
+    @field_validator("days")
+    @classmethod
+    def _days_once(cls, days: list[Weekday]) -> list[Weekday]:
+        if len(set(days)) != len(days):
+            raise ValueError("a day is listed twice")
+        return days
+
     @model_validator(mode="after")
-    def _fits(self) -> Shift:
-        if self.available_s > self.length_s:
-            raise ValueError(
-                f"available_s {self.available_s} exceeds the shift's {self.length_s} s"
-            )
+    def _breaks_fit(self) -> Shift:
+        offsets = self.break_offsets
+        for i, (pause, (begin, end)) in enumerate(zip(self.breaks, offsets, strict=True)):
+            if end == begin or end > self.length_s:
+                raise ValueError(
+                    f"breaks[{i}] {pause.start:%H:%M}-{pause.end:%H:%M} is not inside the shift "
+                    f"{self.start:%H:%M}-{self.end:%H:%M}"
+                )
+            for j, (other_begin, other_end) in enumerate(offsets[:i]):
+                if begin < other_end and other_begin < end:
+                    raise ValueError(f"breaks[{i}] overlaps breaks[{j}]")
+        if self.working_s == 0:
+            raise ValueError("the breaks leave no working time")
+        if self.demand is not None and self.demand > self.working_s:
+            raise ValueError(f"demand {self.demand} leaves a takt under 1 s of {self.working_s} s")
         return self
 
 
-def _clock_s(t: time) -> int:
+def clock_s(t: time) -> int:
     return t.hour * 3600 + t.minute * 60 + t.second
 
 
@@ -296,13 +347,44 @@ class LineConfig(_Section):
     name: Annotated[str, Field(min_length=1)]
     stop: StopPolicy = StopAfterSeconds(mode="seconds")
     shifts: list[Shift] = []
+    demand: Demand | None = None  # for every shift, instead of each shift's own `demand`
+    holidays: list[date] = []  # no shift of the line starts on these dates (plus the plant's)
     stations: Annotated[list[StationConfig], Field(min_length=1)]
+
+    _plant_holidays: frozenset[date] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
     def _takt_needs_shifts(self) -> LineConfig:
         if self.stop.mode == "takt" and not self.shifts:
             raise ValueError('stop mode "takt" needs at least one [[lines.shifts]]')
         return self
+
+    @model_validator(mode="after")
+    def _one_demand_per_shift(self) -> LineConfig:
+        for i, shift in enumerate(self.shifts):
+            if shift.demand is not None and self.demand is not None:
+                raise ValueError(f"shifts[{i}].demand: the line's demand already covers it")
+            if shift.demand is None and self.demand is None:
+                raise ValueError(f"shifts[{i}] has no demand: set shifts[{i}].demand or demand")
+        if self.demand is not None and not self.shifts:
+            raise ValueError("demand needs at least one [[lines.shifts]]")
+        if self.demand is not None and self.demand.units > self._shortest_period_s(self.demand):
+            raise ValueError(f"demand.units {self.demand.units} leaves a takt under 1 s")
+        return self
+
+    def _shortest_period_s(self, demand: Demand) -> int:
+        """Working time of the shortest demand period on days without a clock change."""
+        if demand.per == "week":
+            return sum(shift.working_s * len(shift.days) for shift in self.shifts)
+        if demand.per == "day":
+            daily = [sum(s.working_s for s in self.shifts if day in s.days) for day in WEEKDAYS]
+            return min(seconds for seconds in daily if seconds)
+        return min(shift.working_s for shift in self.shifts)
+
+    @property
+    def days_off(self) -> frozenset[date]:
+        """The line's holidays and the plant's (set when the plant is validated)."""
+        return self._plant_holidays.union(self.holidays)
 
     def station(self, station_id: str) -> StationConfig | None:
         return next((s for s in self.stations if s.id == station_id), None)
@@ -361,6 +443,7 @@ class ApiToken(_Section):
 class PlantConfig(_Section):
     site: Name
     timezone: str = "UTC"  # IANA name; shift times are wall-clock times there
+    holidays: list[date] = []  # no shift of any line starts on these dates
     gateway: GatewaySettings = GatewaySettings()
     broker: BrokerSettings = BrokerSettings()
     escalation: EscalationPolicy = EscalationPolicy()
@@ -397,6 +480,8 @@ class PlantConfig(_Section):
 
     def model_post_init(self, _context: object) -> None:
         self._by_line = {line.id: line for line in self.lines}
+        for line in self.lines:
+            line._plant_holidays = frozenset(self.holidays)
         self._by_board = {s.board: (line.id, s.id) for line, s in self.stations()}
         self._by_card = {uid: loop for loop in self.kanban for uid in loop.cards}
         self._by_badge = {b.uid: b for b in self.badges}

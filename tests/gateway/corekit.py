@@ -8,7 +8,7 @@ from andon.core import Plant, Record
 from andon.core.effects import Effect
 
 SHIFT_START = 1_772_431_200_000  # 2026-03-02 06:00 UTC: the start of L2's "day" shift
-TAKT_MS = 60_000  # L2: 27000 s available / 450 units
+TAKT_MS = 60_000  # L2: 27000 s of working time (8 h minus two 15 min breaks) / 450 units
 CARD1, CARD2 = "04000000000001", "04000000000002"
 MARIA, JONAS, VISITOR = "AABBCCDD", "11223344", "99887766"
 WEBHOOK = "http://hooks.example/andon"
@@ -27,7 +27,8 @@ def plant_config(
 ) -> PlantConfig:
     """L1 stops `stop_s` after an unresolved call; L2 at the end of the takt cycle (60 s takt).
     `sections` replace (or add) top-level sections of the plant file."""
-    shift = {"name": "day", "start": "06:00", "end": "14:00", "available_s": 27000, "demand": 450}
+    breaks = [{"start": "09:00", "end": "09:15"}, {"start": "12:00", "end": "12:15"}]
+    shift = {"name": "day", "start": "06:00", "end": "14:00", "breaks": breaks, "demand": 450}
     plant = {
         "site": "P1",
         "gateway": {"offline_stops_line": offline_stops_line},

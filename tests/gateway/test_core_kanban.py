@@ -130,6 +130,6 @@ def test_takt_plan_versus_actual_counts_the_last_station_with_cycles():
     assert takt["takt_ms"] == TAKT_MS
     (shift,) = takt["shifts"]
     assert (shift["shift"], shift["current"], shift["actual"]) == ("day", True, 5)
-    assert shift["plan"] == 450 * 10 * TAKT_MS // (8 * HOUR)  # demand spread over the shift
+    assert shift["plan"] == 10  # one unit per takt of working time
     feed.cycle(SHIFT_START - HOUR + 24 * HOUR, where="L2/S2")  # next morning, before the shift
     assert feed.plant.view()["lines"][1]["takt"]["off_shift_cycles"] == 1

@@ -359,3 +359,24 @@ def test_a_will_of_another_boot_never_takes_a_station_offline_for_good():
     assert not _station(feed)["online"]
     feed.birth(T + 3 * S, boot=6, where="L1/S1")
     assert _station(feed)["online"]
+
+
+# --- 5. the calendar in the core (docs/calendar.md has the rules) ---------------------------
+
+
+def test_a_pull_during_a_break_stops_at_the_end_of_its_cycle_in_working_time():
+    feed = Feed()
+    nine = SHIFT_START + 3 * HOUR  # 09:00: the morning break until 09:15
+    feed.pull(nine + 5 * 60 * S, where="L2/S1")
+    feed.plant.advance(nine + 16 * 60 * S - 1)
+    assert _line_state(feed, "L2") == "called"  # the takt grid stood still in the break
+    feed.plant.advance(nine + 16 * 60 * S)
+    assert _line_state(feed, "L2") == "stopped"
+
+
+def test_the_shift_tally_says_its_working_time_and_plans_in_working_time():
+    feed = Feed()
+    feed.cycle(SHIFT_START + 1)
+    feed.plant.advance(SHIFT_START + 3 * HOUR + 15 * 60 * S)  # 09:15: the break is over
+    (shift,) = next(ln for ln in feed.plant.view()["lines"] if ln["id"] == "L2")["takt"]["shifts"]
+    assert (shift["working_ms"], shift["plan"]) == (7.5 * HOUR, 180)  # 3 h of work, 60 s takt

@@ -55,6 +55,7 @@ class ShiftTally:
     start: int
     end: int
     demand: int
+    working_ms: int  # the shift's working time: breaks out, DST nights as long as they are
     counts: dict[str, int] = field(default_factory=dict)  # cycles per station
 
 

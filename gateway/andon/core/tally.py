@@ -2,8 +2,9 @@
 
 Cycle events are counted per line and shift occurrence (by the event's time); a line's actual
 output is the count at its most downstream station (configuration order) that reports cycles.
-The plan and the takt grid come from the line's calendar (`andon.core.takt`). A call outside
-every shift stops the line one takt of the line's first shift after it was opened.
+The plan and the takt grid come from the line's calendar (`andon.core.calendar`,
+docs/calendar.md): both advance in working time only, so breaks freeze them, and a shift's
+tally records its real working time (7 h or 9 h on a DST night).
 
 State used: `_lines` (their recent shift tallies), `_windows` (a cache).
 """
@@ -11,8 +12,8 @@ State used: `_lines` (their recent shift tallies), `_windows` (a cache).
 from __future__ import annotations
 
 from andon import contract
+from andon.core.calendar import ShiftWindow, fixed_position_stop, window_at
 from andon.core.state import Line, ShiftTally, Station
-from andon.core.takt import ShiftWindow, window_at
 
 SHIFT_HISTORY = 9  # shift tallies kept per line (three days of three shifts)
 
@@ -31,11 +32,12 @@ class TaktRules:
         return window
 
     def _cycle_end(self, line_id: str, t: int) -> int:
-        """The end of the takt cycle `t` falls in: the fixed position a call stops at."""
+        """The fixed position a call opened at `t` stops at: the end of its takt cycle in
+        working time, or one takt into the next shift when it comes outside every shift."""
         window = self._window(line_id, t)
         if window is not None:
             return window.cycle_end(t)
-        return t + self._line_config[line_id].shifts[0].takt_ms
+        return fixed_position_stop(self._line_config[line_id], self.config.zone, t)
 
     def _on_cycle(self, station: Station, event: contract.Cycle, at: int) -> None:
         line = self._lines[station.line]
@@ -50,7 +52,7 @@ class TaktRules:
         for tally in reversed(line.shifts):
             if tally.start == window.start:
                 return tally
-        tally = ShiftTally(window.shift.name, window.start, window.end, window.shift.demand)
+        tally = ShiftTally(window.name, window.start, window.end, window.demand, window.working_ms)
         line.shifts.append(tally)
         line.shifts.sort(key=lambda s: s.start)
         del line.shifts[:-SHIFT_HISTORY]
@@ -72,19 +74,21 @@ class TaktRules:
                     "plan": window.plan(self.now) if current else tally.demand,
                     "actual": next((tally.counts[s] for s in order if s in tally.counts), 0),
                     "demand": tally.demand,
+                    "working_ms": tally.working_ms,
                 }
             )
         if window is not None and not any(s["current"] for s in shifts):
             shifts.append(
                 {
-                    "shift": window.shift.name,
+                    "shift": window.name,
                     "start": window.start,
                     "end": window.end,
                     "current": True,
                     "plan": window.plan(self.now),
                     "actual": 0,
-                    "demand": window.shift.demand,
+                    "demand": window.demand,
+                    "working_ms": window.working_ms,
                 }
             )
-        takt = window.shift.takt_ms if window else None
+        takt = window.takt_ms if window else None
         return {"takt_ms": takt, "shifts": shifts, "off_shift_cycles": line.off_shift_cycles}
