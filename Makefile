@@ -5,9 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint mpy deps broker clean flash
+.PHONY: test demo lint mpy deps broker postgres clean flash
 
-test: deps broker mpy
+test: deps broker postgres mpy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps broker
@@ -49,6 +49,17 @@ broker:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 		else \
 			echo "Mosquitto is missing: run 'sudo apt-get install -y mosquitto' and try again"; exit 1; \
+		fi; \
+	fi
+
+# PostgreSQL too (the multi-gateway store's tests start a throwaway cluster of it).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing PostgreSQL (apt-get install -y postgresql)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		else \
+			echo "PostgreSQL is missing: run 'sudo apt-get install -y postgresql' and try again"; exit 1; \
 		fi; \
 	fi
 

@@ -1,10 +1,15 @@
-"""Fixtures shared by every test: the MicroPython VM and a real Mosquitto broker."""
+"""Fixtures shared by every test: the MicroPython VM, a real Mosquitto broker and a real
+PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
+
+import psycopg
 import pytest
 
 from andon.sim.mosquitto import Broker, start_broker
+from andon.sim.postgres import Cluster, start_postgres
 from andon.sim.vm import VMResult, run_script
 
 
@@ -29,3 +34,23 @@ def mpy(tmp_path) -> MicroPython:
 def broker(tmp_path) -> Broker:
     with start_broker(tmp_path / "broker") as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Cluster:
+    """One throwaway cluster for the session (starting one takes seconds); a missing
+    PostgreSQL fails here, it is not skipped."""
+    with start_postgres() as cluster:
+        yield cluster
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres(postgres_cluster) -> str:
+    """The URL of an empty database of the test's own."""
+    name = f"test{next(_databases)}"
+    with psycopg.connect(postgres_cluster.url, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return postgres_cluster.url.rsplit("/", 1)[0] + "/" + name
