@@ -69,6 +69,18 @@ class GatewaySettings(_Section):
     offline_stops_line: bool = False  # an offline board stops its line (else: amber alert only)
     client_id: Name = "andon-gateway"
     http: HttpSettings | None = None
+    # Several gateways on one PostgreSQL store: this one's name (`andon gateway --name`), and
+    # how long a line stays its own without a renewal: a dead gateway's lines are taken over
+    # after at most this long.
+    name: Name | None = None
+    lease_s: Annotated[float, Field(gt=0)] = 3.0
+
+
+class StoreSettings(_Section):
+    """The SQLite file `[gateway] database` (the default: one gateway), or a PostgreSQL that
+    several gateways share, splitting the lines among them."""
+
+    url: Annotated[str, Field(pattern=r"^postgres(ql)?://")] | None = None
 
 
 class BrokerSettings(_Section):
@@ -446,6 +458,7 @@ class PlantConfig(_Section):
     holidays: list[date] = []  # no shift of any line starts on these dates
     gateway: GatewaySettings = GatewaySettings()
     broker: BrokerSettings = BrokerSettings()
+    store: StoreSettings = StoreSettings()
     escalation: EscalationPolicy = EscalationPolicy()
     causes: dict[Name, Cause] = {}  # merged over DEFAULT_CAUSES: see `cause()`
     reason_codes: dict[Name, str] = {}  # code -> label, for the console's call annotations
@@ -486,6 +499,15 @@ class PlantConfig(_Section):
         self._by_card = {uid: loop for loop in self.kanban for uid in loop.cards}
         self._by_badge = {b.uid: b for b in self.badges}
         self._causes = merged_causes(self.causes)
+
+    def only_lines(self, line_ids: set[str]) -> PlantConfig:
+        """The plant as one gateway of several sees it: these lines, and the kanban loops that
+        post and receive on them."""
+        lines = [line for line in self.lines if line.id in line_ids]
+        loops = [k for k in self.kanban if {k.post.line, k.receive.line} <= line_ids]
+        part = self.model_copy(update={"lines": lines, "kanban": loops})
+        part.model_post_init(None)
+        return part
 
     @property
     def zone(self) -> ZoneInfo:

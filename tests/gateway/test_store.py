@@ -1,4 +1,5 @@
-"""The SQLite store: the event log's identity, progress, presence, outbox and migrations."""
+"""The stores: the event log's identity, progress, presence, outbox and migrations, on SQLite
+and on PostgreSQL alike where the test is about the semantics both share."""
 
 import sqlite3
 
@@ -14,6 +15,7 @@ from andon.runtime.store import (
     SqliteStore,
     migrate,
 )
+from andon.runtime.store_pg import PgStore
 
 
 def event(seq: int, base: int | None = None, boot: int = 1, board: str = "B1", received=1000):
@@ -36,16 +38,34 @@ def presence(kind: str, boot: int, board: str = "B1") -> Entry:
     return Entry(1000, "L1", "S01", board, boot, "status", kind, 1000, "{}")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request, tmp_path):
+    """Opens the store (again) on one database: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        target, kind = tmp_path / "andon.db", SqliteStore
+    else:
+        target, kind = request.getfixturevalue("postgres"), PgStore
+    opened = []
+
+    def open_again():
+        opened.append(kind(target))
+        return opened[-1]
+
+    yield open_again
+    for s in opened:
+        s.close()
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "andon.db")
-    yield s
-    s.close()
+def store(open_store):
+    return open_store()
 
 
-def test_the_database_is_in_wal_mode_with_full_sync(store):
+def test_the_database_is_in_wal_mode_with_full_sync(tmp_path):
+    store = SqliteStore(tmp_path / "andon.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert store.db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    store.close()
 
 
 def test_an_event_is_logged_once_whatever_the_deliveries(store):
@@ -90,18 +110,13 @@ def test_progress_follows_seq_across_boots(store):
     assert store.progress() == {"B1": Progress(2, 2)}
 
 
-def test_progress_survives_reopening(tmp_path):
-    path = tmp_path / "andon.db"
-    s = SqliteStore(path)
+def test_progress_survives_reopening(open_store):
+    s = open_store()
     with s.transaction() as tx:
         tx.append(event(1))
         tx.append(event(2))
     s.close()
-    s = SqliteStore(path)
-    try:
-        assert s.progress() == {"B1": Progress(1, 2)}
-    finally:
-        s.close()
+    assert open_store().progress() == {"B1": Progress(1, 2)}
 
 
 def test_a_failed_transaction_stores_nothing(store):
@@ -216,23 +231,20 @@ def test_a_database_newer_than_the_gateway_is_refused(tmp_path):
         SqliteStore(path)
 
 
-def test_after_reopening_a_duplicate_is_still_known_and_a_gap_still_filled(tmp_path):
-    path = tmp_path / "andon.db"
-    s = SqliteStore(path)
+def test_after_reopening_a_duplicate_is_still_known_and_a_gap_still_filled(open_store):
+    s = open_store()
     with s.transaction() as tx:
         tx.append(event(1))
         tx.append(event(3, base=1))  # 2 is missing: 3 waits above the progress
     s.close()
-    s = SqliteStore(path)
-    try:
-        with s.transaction() as tx:
-            again = tx.append(event(3, base=1))
-            filled = tx.append(event(2, base=1))
-        assert again is None
-        assert filled == 3  # the next position
-        assert s.progress() == {"B1": Progress(1, 3)}
-    finally:
-        s.close()
+    s = open_store()
+    with s.transaction() as tx:
+        again = tx.append(event(3, base=1))
+        filled = tx.append(event(2, base=1))
+    assert again is None
+    assert filled > 2  # after both (PostgreSQL: in a new block of positions)
+    assert s.progress() == {"B1": Progress(1, 3)}
+    assert [e.message for e in s.log()] == ['{"seq": 1}', '{"seq": 3}', '{"seq": 2}']
 
 
 def test_webhook_deliveries_wait_in_the_outbox_apart_from_mqtt(store):

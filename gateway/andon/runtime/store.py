@@ -280,11 +280,16 @@ class _SqliteTransaction:
         self._advance_progress(entry)
         return pos
 
-    def _log(self, entry: Entry) -> int:
+    def _next_pos(self) -> int:
+        """The position of the next log entry (the PostgreSQL store reserves them in blocks)."""
         self.pos += 1
+        return self.pos
+
+    def _log(self, entry: Entry) -> int:
+        pos = self._next_pos()
         self._rows.append(
             (
-                self.pos,
+                pos,
                 entry.received,
                 entry.line,
                 entry.station,
@@ -300,7 +305,7 @@ class _SqliteTransaction:
         if entry.seq is not None:
             self._boots[entry.board, entry.seq] = entry.boot
             self._top[entry.board] = max(self._top_of(entry.board), entry.seq)
-        return self.pos
+        return pos
 
     def _top_of(self, board: str) -> int:
         """The highest seq logged for this board (0: none)."""
@@ -363,11 +368,14 @@ class _SqliteTransaction:
         moved = [(b, p.boot, p.seq) for b, p in self.touched.items() if p != known.get(b, _NONE)]
         records = [(kind, key, json.dumps(data)) for (kind, key), data in self._records.items()]
         presence = [(board, boot, online) for board, (boot, online) in self._presence.items()]
-        _insert_all(self.db, "log", self._rows)
-        _insert_all(self.db, "progress", moved)
-        _insert_all(self.db, "record", records)
-        _insert_all(self.db, "presence", presence)
-        _insert_all(self.db, "telemetry", list(self._telemetry.values()))
+        self._write("log", self._rows)
+        self._write("progress", moved)
+        self._write("record", records)
+        self._write("presence", presence)
+        self._write("telemetry", list(self._telemetry.values()))
+
+    def _write(self, table: str, rows: list[tuple]) -> None:
+        _insert_all(self.db, table, rows)
 
     def committed(self) -> None:
         """The commit went through: what was kept is now what the store knows."""

@@ -1,0 +1,245 @@
+"""The PostgreSQL store: the same log, projections and outbox as `andon.runtime.store`, shared
+by several gateways (psycopg 3).
+
+The semantics are the SQLite store's, and so is most of the code: the transaction's logic
+(identity, progress, presence) and the reads are inherited, spoken to PostgreSQL through
+`_Qmark`. What differs is written here:
+
+- positions: several gateways append to one log, so each reserves a block of positions from a
+  sequence (one round trip per `POS_BLOCK` entries) and takes a new block whenever the lines it
+  owns change, so that each line's entries stay in the order they were committed;
+- fencing: each line is owned by one gateway through a lease row with an epoch
+  (`andon.runtime.ownership`). Every commit reads the epochs of the lines this gateway believes
+  it owns, FOR SHARE, and fails with `Fenced` when one is no longer its own: a gateway that
+  paused past its lease cannot write. The share lock also makes a takeover wait for a commit
+  in progress, so the new owner reads everything its predecessor committed;
+- durability: `synchronous_commit = on`, so a commit returns once it is on disk (and on the
+  synchronous standbys, if any): the broker and the boards are acknowledged only after that.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+
+from andon.config import PlantConfig
+from andon.runtime.store import (
+    _FLUSHED,
+    Progress,
+    Projection,
+    SqliteStore,
+    Store,
+    _Known,
+    _SqliteTransaction,
+)
+
+POS_BLOCK = 1000  # log positions a gateway reserves at once
+_MIGRATION_LOCK = 0x616E646F6E  # an advisory lock: two gateways starting together migrate once
+
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE log (
+        pos BIGINT PRIMARY KEY, received BIGINT NOT NULL, line TEXT NOT NULL,
+        station TEXT NOT NULL, board TEXT NOT NULL, boot BIGINT NOT NULL, seq BIGINT,
+        leaf TEXT NOT NULL, kind TEXT NOT NULL, at BIGINT NOT NULL, message TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX log_event ON log (board, seq, boot) WHERE seq IS NOT NULL;
+    CREATE INDEX log_received ON log (received);
+    CREATE SEQUENCE log_pos INCREMENT BY {POS_BLOCK};  -- each value starts a block
+    CREATE TABLE progress (board TEXT PRIMARY KEY, boot BIGINT NOT NULL, seq BIGINT NOT NULL);
+    CREATE TABLE presence (board TEXT PRIMARY KEY, boot BIGINT NOT NULL, online BOOLEAN NOT NULL);
+    CREATE TABLE dead_letter (
+        id BIGSERIAL PRIMARY KEY, received BIGINT NOT NULL, topic TEXT NOT NULL,
+        payload BYTEA NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE TABLE telemetry (
+        board TEXT PRIMARY KEY, line TEXT NOT NULL, station TEXT NOT NULL,
+        received BIGINT NOT NULL, message TEXT NOT NULL
+    );
+    -- one projection per set of lines a gateway owned when it took it
+    CREATE TABLE projection (
+        scope TEXT PRIMARY KEY, pos BIGINT NOT NULL, clock BIGINT NOT NULL, snapshot TEXT NOT NULL
+    );
+    CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), now BIGINT NOT NULL);
+    INSERT INTO clock VALUES (1, 0);
+    CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY, topic TEXT NOT NULL, payload BYTEA NOT NULL,
+        created BIGINT NOT NULL, sent BIGINT, channel TEXT NOT NULL DEFAULT 'mqtt',
+        attempts INTEGER NOT NULL DEFAULT 0, failed BIGINT
+    );
+    CREATE INDEX outbox_pending ON outbox (channel, id) WHERE sent IS NULL AND failed IS NULL;
+    -- calls and orders; `id` is "line/C-000001": each gateway numbers its own lines' calls
+    CREATE TABLE record (kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,
+                         PRIMARY KEY (kind, id));
+    -- line ownership (andon.runtime.ownership): the epoch fences every commit
+    CREATE TABLE lease (
+        line TEXT PRIMARY KEY, owner TEXT NOT NULL, epoch BIGINT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE member (name TEXT PRIMARY KEY, expires TIMESTAMPTZ NOT NULL);
+    """,
+]
+
+
+class Fenced(RuntimeError):
+    """The commit was refused: a line this gateway wrote for is owned by another now."""
+
+
+def connect(url: str) -> psycopg.Connection:
+    db = psycopg.connect(url, autocommit=True)  # transactions are explicit (`transaction()`)
+    db.execute("SET synchronous_commit = on")
+    return db
+
+
+def migrate(db: psycopg.Connection, steps: list[str] = MIGRATIONS) -> int:
+    """Run the steps this database has not run yet, all in one transaction; the version after."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+        version = row[0] if row else 0
+        if version > len(steps):
+            raise RuntimeError(f"database schema v{version} is newer than this gateway's")
+        for sql in steps[version:]:
+            db.execute(sql)
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (%s)", (len(steps),))
+    return len(steps)
+
+
+class _Qmark:
+    """A psycopg connection spoken to with SQLite's `?` placeholders: the queries both stores
+    share are written once (none of them holds a literal `?`)."""
+
+    def __init__(self, db: psycopg.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
+        return self.db.execute(sql.replace("?", "%s"), args)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        with self.db.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class _Block:
+    """The log positions reserved and not used yet: next..end."""
+
+    next: int = 1
+    end: int = 0
+
+
+class _PgTransaction(_SqliteTransaction):
+    block: _Block | None = None
+    scope: str = ""
+
+    def _next_pos(self) -> int:
+        if self.block.next > self.block.end:
+            start = self.db.execute("SELECT nextval('log_pos')").fetchone()[0]
+            self.block.next, self.block.end = start, start + POS_BLOCK - 1
+        self.pos = self.block.next
+        self.block.next += 1
+        return self.pos
+
+    def _write(self, table: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        columns, upsert = _FLUSHED[table]
+        marks = ", ".join(["?"] * len(rows[0]))
+        conflict = f" ON CONFLICT {upsert}" if upsert else ""
+        self.db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}){conflict}", rows)
+
+    def record(self, kind: str, key: str, data: dict) -> None:
+        super().record(kind, f"{data.get('line', '')}/{key}", data)
+
+    def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
+        return self.db.execute(
+            "INSERT INTO outbox (topic, payload, created, channel) VALUES (?,?,?,?) RETURNING id",
+            (topic, payload, created, channel),
+        ).fetchone()[0]
+
+    def save_projection(self, projection: Projection) -> None:
+        self.db.execute(
+            "INSERT INTO projection VALUES (?,?,?,?) ON CONFLICT (scope) DO UPDATE"
+            " SET pos=excluded.pos, clock=excluded.clock, snapshot=excluded.snapshot",
+            (self.scope, projection.pos, projection.clock, json.dumps(projection.snapshot)),
+        )
+
+    def set_clock(self, now: int) -> None:
+        self.db.execute("UPDATE clock SET now=greatest(now, ?) WHERE id=1", (now,))
+
+
+class PgStore(SqliteStore):
+    """The shared store. `owner` names the gateway; `fence` (line -> epoch), once set, is
+    checked at every commit; `scope` names the projection this gateway reads and writes."""
+
+    def __init__(self, url: str, owner: str = "") -> None:
+        self.url = url
+        self.owner = owner
+        self.fence: dict[str, int] | None = None
+        self.scope = ""
+        raw = connect(url)
+        migrate(raw)
+        self.db = _Qmark(raw)
+        self._known = _Known(pos=0, progress={}, top={}, presence={})
+        self._block = _Block()
+        self.reload()
+
+    def reload(self) -> None:
+        """Forget what the mirror knows of the boards and the reserved positions: after the
+        lines this gateway owns changed, another gateway may have written for them."""
+        self._known.progress = {
+            board: Progress(boot, seq)
+            for board, boot, seq in self.db.execute("SELECT board, boot, seq FROM progress")
+        }
+        self._known.presence = {
+            board: (boot, online)
+            for board, boot, online in self.db.execute("SELECT board, boot, online FROM presence")
+        }
+        self._known.top = {}
+        self._block = _Block()
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PgTransaction]:
+        """Everything done in the block commits durably together, or not at all; `Fenced` if
+        a line of the fence changed owner."""
+        tx = _PgTransaction(self.db, self._known)
+        tx.block, tx.scope = self._block, self.scope
+        with self.db.db.transaction():
+            yield tx
+            tx.flush()
+            self._check_fence()
+        tx.committed()
+
+    def _check_fence(self) -> None:
+        if self.fence is None:
+            return
+        rows = self.db.execute(
+            "SELECT line, owner, epoch FROM lease WHERE line = ANY(?) FOR SHARE",
+            (list(self.fence),),
+        ).fetchall()
+        held = {line: epoch for line, owner, epoch in rows if owner == self.owner}
+        if held != self.fence:
+            lost = sorted(line for line, epoch in self.fence.items() if held.get(line) != epoch)
+            raise Fenced(f"{self.owner} no longer owns {', '.join(lost)}")
+
+    def projection(self) -> Projection | None:
+        row = self.db.execute(
+            "SELECT pos, clock, snapshot FROM projection WHERE scope=?", (self.scope,)
+        ).fetchone()
+        return Projection(row[0], row[1], json.loads(row[2])) if row else None
+
+
+def open_store(config: PlantConfig, owner: str = "") -> Store:
+    """The plant's store: PostgreSQL when `[store] url` names one, else the SQLite file."""
+    if config.store.url:
+        return PgStore(config.store.url, owner)
+    return SqliteStore(config.gateway.database)
