@@ -121,7 +121,13 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="The plant configur
 
 
 @app.command()
-def gateway(config: ConfigOption) -> None:
+def gateway(
+    config: ConfigOption,
+    name: Annotated[
+        str | None,
+        typer.Option(help="This gateway's name among several on one PostgreSQL [gateway.name]."),
+    ] = None,
+) -> None:
     """Run the gateway until SIGTERM or Ctrl-C (then it stops cleanly, status offline)."""
     import logging
     import signal
@@ -134,7 +140,7 @@ def gateway(config: ConfigOption) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     plant = plant_or_exit(config)
-    gw = Gateway(plant)
+    gw = Gateway(plant, name=name)
     gw.start()
     api = None
     try:
@@ -179,7 +185,7 @@ def events(
 ) -> None:
     """List the event log (events, births and Wills) since a time."""
     from andon.runtime.service import format_entry, parse_since
-    from andon.runtime.store import SqliteStore
+    from andon.runtime.store_pg import open_store
 
     plant = plant_or_exit(config)
     try:
@@ -187,7 +193,7 @@ def events(
     except ValueError as exc:
         typer.echo(f"andon events: {exc}", err=True)
         raise typer.Exit(2) from None
-    store = SqliteStore(plant.gateway.database)
+    store = open_store(plant)
     try:
         for entry in store.log(since=start):
             typer.echo(format_entry(entry))
@@ -204,10 +210,10 @@ def replay(
 ) -> None:
     """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees."""
     from andon.runtime.service import replay_check
-    from andon.runtime.store import SqliteStore
+    from andon.runtime.store_pg import open_store
 
     plant = plant_or_exit(config)
-    store = SqliteStore(plant.gateway.database)
+    store = open_store(plant)
     try:
         differences = replay_check(plant, store)
     finally:

@@ -50,7 +50,9 @@ from andon.core.effects import (
 )
 from andon.core.state import dump
 from andon.runtime.netloop import NetworkLoop
-from andon.runtime.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
+from andon.runtime.ownership import LineLeases
+from andon.runtime.store import Entry, LoggedEntry, Projection, Store, Transaction
+from andon.runtime.store_pg import Fenced, open_store
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
 
 log = logging.getLogger("andon.gateway")
@@ -106,7 +108,10 @@ def rebuild(
         projection, plant = None, Plant(config)
     pos = projection.pos if projection else 0
     replayed = 0
+    lines = {line.id for line in config.lines}  # one gateway of several: its own lines
     for entry in store.log(after=pos):
+        if entry.line not in lines:
+            continue
         plant.apply(record_of(config.site, entry))
         pos = entry.pos
         replayed += 1
@@ -136,7 +141,7 @@ def replay_check(config: PlantConfig, store: Store) -> list[str]:
 def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
     """The plant at `at_ms` (default: now), rebuilt from the database: timers due by then
     fired, nothing written."""
-    store = SqliteStore(config.gateway.database)
+    store = open_store(config)
     try:
         plant, _, _ = rebuild(config, store)
     finally:
@@ -274,6 +279,13 @@ class _Sent:
     mid: int
 
 
+@dataclass(frozen=True)
+class _Owned:
+    """Queue marker: the lines this gateway owns now, with their lease epochs."""
+
+    epochs: dict[str, int]
+
+
 class Gateway:
     """One gateway: `start()`, then `stop()`; `running` turns False if it fails."""
 
@@ -285,10 +297,12 @@ class Gateway:
         batch_max: int = BATCH_MAX,
         snapshot_every: int = SNAPSHOT_EVERY,
         webhook_backoff_s: float = 1.0,
+        name: str | None = None,
     ) -> None:
         self.config = config
         self._zone = config.zone
-        self.store = store or SqliteStore(config.gateway.database)
+        self.name = name or config.gateway.name
+        self.store = store or open_store(config, self.name or config.gateway.client_id)
         self.batch_max = batch_max
         self.snapshot_every = snapshot_every
         self.rejected: dict[str, int] = self.store.rejections()
@@ -315,13 +329,28 @@ class Gateway:
             backoff_s=webhook_backoff_s,
         )
         self.webhooks_given_up = self.store.webhooks_given_up()
+        # On PostgreSQL, lines are owned through leases and this gateway serves its own only;
+        # None: it serves every line (SQLite: one gateway).
+        self._owned: set[str] | None = None
+        self._leases: LineLeases | None = None
+        if config.store.url:
+            self._owned = set()
+            self._leases = LineLeases(
+                config.store.url,
+                self.store.owner,
+                [line.id for line in config.lines],
+                config.gateway.lease_s,
+                lambda epochs: self._inbox.put(_Owned(epochs)),
+            )
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Rebuild the state, catch up with timers that came due while down, then connect."""
         started = time.perf_counter()
-        self.plant, self._pos, replayed = rebuild(self.config, self.store)
+        if self._leases is not None:
+            self._leases.start()  # owns its first lines now; the worker rebuilds them
+        self.plant, self._pos, replayed = rebuild(self._served_config(), self.store)
         log.info(
             "state rebuilt at log position %d (%d entries replayed) in %.2f s",
             self._pos,
@@ -345,8 +374,10 @@ class Gateway:
             self._inbox.put(_Stop())
             self._worker.join(timeout)
         if self.failed is None:
-            with self.store.transaction() as tx:
+            with contextlib.suppress(Fenced), self.store.transaction() as tx:
                 self._save_projection(tx)
+        if self._leases is not None:
+            self._leases.stop()
         offline = self._client.publish(
             contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True
         )
@@ -362,7 +393,10 @@ class Gateway:
 
     def view(self) -> dict:
         """The plant as the worker last left it (timers it has fired, events it has applied),
-        from any thread: for the HTTP API."""
+        from any thread: for the HTTP API. One gateway of several: the whole plant, rebuilt
+        from the shared store."""
+        if self._owned is not None:
+            return plant_view(self.config)
         with self._state:
             return self.plant.view()
 
@@ -379,9 +413,10 @@ class Gateway:
     # --- MQTT (the network thread: enqueue only) ------------------------------------------
 
     def _mqtt_client(self) -> mqtt.Client:
+        client_id = self.config.gateway.client_id
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.config.gateway.client_id,
+            client_id=f"{client_id}-{self.name}" if self.name else client_id,
             clean_session=False,
             manual_ack=True,
         )
@@ -404,7 +439,11 @@ class Gateway:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        client.subscribe([(topic, 1) for topic in contract.board_subscriptions()])
+        topics = (
+            contract.board_subscriptions() if self._owned is None else self._topics(self._owned)
+        )
+        if topics:
+            client.subscribe([(topic, 1) for topic in topics])
         client.publish(
             contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
         )
@@ -431,14 +470,13 @@ class Gateway:
     def _serve_once(self) -> bool:
         """Take one batch (or wait for the next timer); False once told to stop."""
         item = self._next(self._timeout())
-        if item is None:
+        batch = [] if item is None else self._gather(item)
+        try:
             with self._state:
-                self._tick()
-            return True
-        batch = self._gather(item)
-        with self._state:
-            self._process(batch)
-        return not isinstance(batch[-1], _Stop)
+                self._process(batch) if batch else self._tick()
+        except Fenced as exc:
+            self._fenced(exc, batch)
+        return not (batch and isinstance(batch[-1], _Stop))
 
     def _gather(self, first: object) -> list:
         """`first` and what is waiting after it; when the worker is behind, also what arrives
@@ -485,6 +523,8 @@ class Gateway:
         self._submit(deliveries)
 
     def _process(self, batch: list) -> None:
+        for owned in (m for m in batch if isinstance(m, _Owned)):
+            self._own(owned.epochs)
         messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
         acked = (self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent))
         sent = [outbox_id for outbox_id in acked if outbox_id is not None]
@@ -526,6 +566,8 @@ class Gateway:
         except contract.Rejected as exc:
             self._reject(tx, msg, now, exc)
             return []
+        if self._owned is not None and line not in self._owned:
+            return []  # another gateway's line now: its board sends it again to that one
         if isinstance(message, contract.Telemetry):
             tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
             return []
@@ -598,7 +640,58 @@ class Gateway:
         unsent = [
             Outgoing(t, p, outbox_id=i) for i, t, p in self.store.unsent() if i not in pending
         ]
-        self._publish(retained + self._acks(self.store.progress()) + unsent)
+        progress = {b: p for b, p in self.store.progress().items() if self._serves(b)}
+        self._publish(retained + self._acks(progress) + unsent)
+
+    # --- line ownership (several gateways on PostgreSQL) -----------------------------------
+
+    def _served_config(self) -> PlantConfig:
+        return self.config if self._owned is None else self.config.only_lines(self._owned)
+
+    def _serves(self, board: str) -> bool:
+        return self._owned is None or self._places[board][0] in self._owned
+
+    def _topics(self, lines: Iterable[str]) -> list[str]:
+        site = self.config.site
+        leaves = ("evt", "status", "telemetry")
+        return [f"{contract.ROOT}/{site}/{line}/+/{leaf}" for line in lines for leaf in leaves]
+
+    def _own(self, epochs: dict[str, int]) -> None:
+        """Serve these lines from now on: the store fences with their epochs, the plant is
+        rebuilt from what the previous owners committed, the subscriptions follow. A new line's
+        boards are told the gateway is back (so they send what is not acked at once)."""
+        if epochs == self.store.fence:
+            return
+        lines = set(epochs)
+        dropped, added = self._owned - lines, lines - self._owned
+        self._owned = lines
+        self.store.fence = dict(epochs)
+        self.store.scope = ",".join(sorted(lines))
+        self.store.reload()
+        self._rebuild()
+        if dropped:
+            self._client.unsubscribe(self._topics(sorted(dropped)))
+        if added:
+            self._client.subscribe([(topic, 1) for topic in self._topics(sorted(added))])
+            self._client.publish(
+                contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
+            )
+        if self._client.is_connected():
+            self._republish()
+
+    def _rebuild(self) -> None:
+        self.plant, self._pos, self._since_snapshot = rebuild(self._served_config(), self.store)
+
+    def _fenced(self, exc: Fenced, batch: list) -> None:
+        """A commit was refused: another gateway owns one of our lines now. What this batch
+        applied is dropped with it (the plant is rebuilt from the store); its boards send the
+        events again, to the line's new owner, since none was acknowledged to them."""
+        log.warning("commit refused: %s", exc)
+        for m in batch:
+            if isinstance(m, mqtt.MQTTMessage):
+                self._client.ack(m.mid, m.qos)
+        with self._state:
+            self._rebuild()
 
     def _publish(self, messages: list[Outgoing]) -> None:
         """Triggers and alerts at QoS 1, tracked until the broker has them. A retained state or
