@@ -46,17 +46,20 @@ def local_plant(source: Path | dict[str, Any], workdir: Path, broker: Broker) ->
 
 
 class GatewayProcess:
-    """`andon gateway --config ...` as its own process, its output in a log file."""
+    """`andon gateway --config ...` as its own process, its output in a log file; `name`: one
+    of several gateways on a PostgreSQL store."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, name: str | None = None) -> None:
         self.config = config
         self.log = log
+        self.name = name
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        named = ("--name", self.name) if self.name else ()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                andon_command("gateway", "--config", str(self.config)),
+                andon_command("gateway", "--config", str(self.config), *named),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
