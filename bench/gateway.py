@@ -19,15 +19,25 @@ own. This process plays the boards and the observers. Prints:
   one every `SNAPSHOT_EVERY` entries, except the last `SNAPSHOT_EVERY - 1` events (the worst
   tail a restart replays). Only MQTT is skipped while building it.
 
+On PostgreSQL (a throwaway cluster, `andon.sim.postgres`), several gateways sharing it:
+
+- `ratio_postgres`: the same pairs with the gateway on PostgreSQL (it owns every line);
+- `takeover_p99_s`: two gateways on 4 lines; kill -9 one, time until the other holds its
+  lines' leases (lease 3 s), restart it; over `--kills` kills (3 by default, 20 for the goal);
+- `scaling`: aggregate events/s with 1, 2 and 4 gateways on 4 lines of 250 boards, published
+  live by this process (which shares the cores: on a small machine it bounds the figure).
+
 Ends with one JSON line. Run: .venv/bin/python -m bench.gateway [--rounds N] [--pairs N]
-[--log-events N]
+[--log-events N] [--kills N] [--scaling-rounds N] [--parts throughput,latency,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -35,12 +45,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import tomli_w
 
 from andon import contract
@@ -48,7 +60,9 @@ from andon.config import PlantConfig, load_plant
 from andon.core import Plant, Record
 from andon.runtime.service import SNAPSHOT_EVERY, entry_of, no_delay
 from andon.runtime.store import Projection, SqliteStore, connect
+from andon.runtime.store_pg import PgStore, open_store
 from andon.sim.mosquitto import start_broker
+from andon.sim.postgres import start_postgres
 
 SITE = "BENCH"
 LINES, STATIONS = 10, 100  # 1,000 boards
@@ -58,20 +72,28 @@ BOARDS = LINES * STATIONS
 BROKER_CONF = "allow_anonymous true\n"
 # Long enough that the gateway takes a projection (SNAPSHOT_EVERY entries) during it.
 LATENCY_S = SNAPSHOT_EVERY // 1000 + 5
+SCALING_SHAPE = (4, 250)  # lines, stations per line: 1,000 boards the gateways split
 
 
-def plant_toml(workdir: Path, broker, client_id: str) -> Path:
-    """A plant of 1,000 stations for this broker, written where `andon gateway` reads it."""
+def plant_toml(
+    workdir: Path,
+    broker,
+    client_id: str,
+    store_url: str | None = None,
+    shape: tuple[int, int] = (LINES, STATIONS),
+) -> Path:
+    """A plant of 1,000 stations (`shape`: lines, stations per line) for this broker, on SQLite
+    or on the PostgreSQL `store_url`, written where `andon gateway` reads it."""
     lines = [
         {
             "id": f"L{li}",
             "name": f"Line {li}",
             "stations": [
                 {"id": f"S{si:03}", "name": "s", "board": board(li, si), "profile": "p"}
-                for si in range(STATIONS)
+                for si in range(shape[1])
             ],
         }
-        for li in range(LINES)
+        for li in range(shape[0])
     ]
     data = {
         "site": SITE,
@@ -79,6 +101,8 @@ def plant_toml(workdir: Path, broker, client_id: str) -> Path:
         "broker": {"host": broker.host, "port": broker.port},
         "lines": lines,
     }
+    if store_url:
+        data["store"] = {"url": store_url}
     PlantConfig.model_validate(data)  # fail here, not in the gateway process
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "plant.toml"
@@ -90,12 +114,15 @@ def board(li: int, si: int) -> str:
     return f"B{li:02}{si:03}"
 
 
-def events(rounds: int, ts: int) -> Iterator[tuple[str, bytes]]:
-    """(topic, payload) for every board, `rounds` events each, alternating pull and reset."""
-    for seq in range(1, rounds + 1):
+def events(
+    rounds: int, ts: int, shape: tuple[int, int] = (LINES, STATIONS), first: int = 1
+) -> Iterator[tuple[str, bytes]]:
+    """(topic, payload) for every board, events `first`..`rounds` each, alternating pull and
+    reset."""
+    for seq in range(first, rounds + 1):
         kind = "cord_pulled" if seq % 2 else "cord_reset"
-        for li in range(LINES):
-            for si in range(STATIONS):
+        for li in range(shape[0]):
+            for si in range(shape[1]):
                 yield (
                     contract.Station(SITE, f"L{li}", f"S{si:03}").topic("evt"),
                     json.dumps(
@@ -194,34 +221,62 @@ class GatewayStatus:
 
 
 @contextmanager
-def gateway_process(config: Path, status: GatewayStatus) -> Iterator[float]:
+def gateway_process(config: Path, status: GatewayStatus | None, name: str = "") -> Iterator[float]:
     """`andon gateway` running until the end of the block (then SIGTERM); yields when it
     started (perf_counter). Its log goes next to the configuration."""
-    status.expect()
+    with gateways(config, [name], status) as running:
+        yield running[name].started
+
+
+@dataclass
+class _Process:
+    proc: subprocess.Popen
+    started: float
+
+
+@contextmanager
+def gateways(config: Path, names: list[str], status: GatewayStatus | None = None):
+    """`andon gateway` processes (`--name`d unless the name is empty) for the block."""
+    if status is not None:
+        status.expect()
     log = (config.parent / "gateway.log").open("ab")
-    andon = str(Path(sys.executable).with_name("andon"))
-    started = time.perf_counter()
-    proc = subprocess.Popen([andon, "gateway", "--config", str(config)], stderr=log)
+    running: dict[str, _Process] = {}
     try:
-        yield started
+        for name in names:
+            running[name] = spawn(config, name, log)
+        yield running
     finally:
+        for each in running.values():
+            stop(each.proc)
+        log.close()
+
+
+def spawn(config: Path, name: str, log) -> _Process:
+    andon = str(Path(sys.executable).with_name("andon"))
+    named = ["--name", name] if name else []
+    started = time.perf_counter()
+    proc = subprocess.Popen([andon, "gateway", "--config", str(config), *named], stderr=log)
+    return _Process(proc, started)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
 
 
-def gateway_rate(workdir: Path, broker, rounds: int) -> float:
+def gateway_rate(workdir: Path, broker, rounds: int, store_url: str | None = None) -> float:
     """Events/s the gateway drains from a backlog, durably committed and acknowledged.
 
     Timed until the last event's ack: the broker delivers the backlog in order and the gateway
     commits it in order, so nothing is left before it. Only that one ack is watched (an observer
     of all 1,000 would compete for the CPU the bare subscriber has to itself); every board's
     progress is checked in the database afterwards."""
-    config = plant_toml(workdir / "rate", broker, "gw-bench")
+    config = plant_toml(workdir / "rate", broker, "gw-bench", store_url)
     status, done = GatewayStatus(), threading.Event()
     last_board = board(LINES - 1, STATIONS - 1)
     last_ack = contract.Station(SITE, f"L{LINES - 1}", f"S{STATIONS - 1:03}").topic("ack")
@@ -242,7 +297,7 @@ def gateway_rate(workdir: Path, broker, rounds: int) -> float:
             if not done.wait(600):
                 raise RuntimeError(f"the gateway did not acknowledge {last_board}'s last event")
             elapsed = time.perf_counter() - start
-    store = SqliteStore(load_plant(config).gateway.database)
+    store = open_store(load_plant(config))
     try:
         progress = store.progress()
     finally:
@@ -376,19 +431,183 @@ def throughput(workdir: Path, rounds: int, pairs: int) -> list[tuple[float, floa
     return found
 
 
+def new_database(cluster, name: str) -> str:
+    with psycopg.connect(cluster.url, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    url = cluster.url.rsplit("/", 1)[0] + "/" + name
+    PgStore(url).close()  # the schema, so that the leases can be watched from the start
+    return url
+
+
+def owners(url: str) -> dict[str, str]:
+    """line -> the gateway whose lease on it is alive."""
+    with psycopg.connect(url) as db:
+        return dict(db.execute("SELECT line, owner FROM lease WHERE expires > now()").fetchall())
+
+
+def wait_until(what: str, cond: Callable[[], bool], timeout: float = 60, every: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {timeout} s: {what}")
+        time.sleep(every)
+
+
+def postgres_throughput(workdir: Path, cluster, rounds: int, pairs: int) -> list[tuple]:
+    """As `throughput`, with the gateway on PostgreSQL (one gateway, owning every line)."""
+    found = []
+    for i in range(pairs):
+        url = new_database(cluster, f"pair{i}")
+        with start_broker(workdir / f"pg-broker-{i}", extra_conf=BROKER_CONF) as broker:
+            bare = bare_rate(broker, rounds)
+            rate = gateway_rate(workdir / f"pg-pair-{i}", broker, rounds, url)
+        print(
+            f"pair {i + 1}: bare {bare:,.0f} events/s, gateway on PostgreSQL {rate:,.0f}"
+            f" events/s ({rate / bare:.2f} of bare)"
+        )
+        found.append((bare, rate))
+    return found
+
+
+def takeover_times(workdir: Path, cluster, kills: int) -> list[float]:
+    """Two gateways on 4 lines: kill -9 one, time until its lines are leased by the other
+    (default lease 3 s); restart it, let them split the lines again; `kills` times."""
+    url = new_database(cluster, "takeover")
+    took = []
+    with start_broker(workdir / "takeover-broker", extra_conf=BROKER_CONF) as broker:
+        config = plant_toml(workdir / "takeover", broker, "gw-to", url, SCALING_SHAPE)
+        split = lambda: sorted(set(owners(url).values())) == ["a", "b"]  # noqa: E731
+        with gateways(config, ["a", "b"]) as running:
+            for i in range(kills):
+                wait_until("the gateways split the lines", split)
+                victim = "ab"[i % 2]
+                lines = [line for line, owner in owners(url).items() if owner == victim]
+                killed_at = time.perf_counter()
+                running[victim].proc.kill()
+                running[victim].proc.wait()
+                wait_until(
+                    "the lines taken over",
+                    lambda victim=victim, lines=lines: all(
+                        owners(url).get(line) not in (None, victim) for line in lines
+                    ),
+                )
+                took.append(time.perf_counter() - killed_at)
+                print(f"kill {i + 1}: {', '.join(lines)} taken over in {took[-1]:.2f} s")
+                with (config.parent / "gateway.log").open("ab") as log:
+                    running[victim] = spawn(config, victim, log)
+    return took
+
+
+def scaling(workdir: Path, cluster, rounds: int, counts=(1, 2, 4)) -> dict[str, float]:
+    """Aggregate events/s with 1, 2, 4 gateways on 4 lines of 250 boards, on PostgreSQL."""
+    found = {}
+    for count in counts:
+        found[str(count)] = gateways_rate(workdir / f"scaling-{count}", cluster, count, rounds)
+        print(f"{count} gateway(s) on {SCALING_SHAPE[0]} lines: {found[str(count)]:,.0f} events/s")
+    return found
+
+
+def gateways_rate(workdir: Path, cluster, count: int, rounds: int) -> float:
+    """The gateways split the lines first; a warm-up round (seq 1 of every board, acknowledged)
+    shows each subscribed; then the other rounds are published at once and timed until every
+    line's last board has its last ack. The publisher shares the machine: on few cores it
+    bounds the figure."""
+    lines, stations = SCALING_SHAPE
+    url = new_database(cluster, f"scaling{count}")
+    names = [f"g{i}" for i in range(count)]
+    last_acks = [
+        contract.Station(SITE, f"L{li}", f"S{stations - 1:03}").topic("ack") for li in range(lines)
+    ]
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def on_ack(msg):
+        with lock:
+            seen[msg.topic] = max(seen.get(msg.topic, 0), json.loads(msg.payload)["seq"])
+
+    def acked(seq: int) -> bool:
+        with lock:
+            return len(seen) == lines and min(seen.values()) >= seq
+
+    share = [lines // count] * count
+    with (
+        start_broker(workdir / "broker", extra_conf=BROKER_CONF) as broker,
+        mqtt_client(broker, "bench-scaling-acks", last_acks, on_ack),
+    ):
+        config = plant_toml(workdir, broker, "gw-sc", url, SCALING_SHAPE)
+        with gateways(config, names):
+            wait_until(
+                "the lines split evenly",
+                lambda: sorted(Counter(owners(url).values()).values()) == share,
+            )
+            for _ in range(20):  # a warm-up event published before a subscription is lost
+                publish_all(broker, events(1, wall_ms(), SCALING_SHAPE))
+                with contextlib.suppress(RuntimeError):
+                    wait_until("the warm-up round acknowledged", lambda: acked(1), 5)
+                    break
+            start = time.perf_counter()
+            n = publish_all(broker, events(rounds, wall_ms(), SCALING_SHAPE, first=2))
+            wait_until("every event acknowledged", lambda: acked(rounds), 600, every=0.005)
+            return n / (time.perf_counter() - start)
+
+
+PARTS = ("throughput", "latency", "restart", "postgres", "takeover", "scaling")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="events per board, throughput")
     parser.add_argument("--pairs", type=int, default=3, help="bare/gateway throughput pairs")
     parser.add_argument("--log-events", type=int, default=1_000_000)
+    parser.add_argument("--kills", type=int, default=3, help="gateway kills (20 for the p99)")
+    parser.add_argument("--scaling-rounds", type=int, default=5, help="events per board")
+    parser.add_argument("--parts", default=",".join(PARTS), help="which measures to run")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    parts = set(args.parts.split(","))
+    found: dict = {"bench": "gateway", "boards": BOARDS}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        pairs = throughput(workdir, args.rounds, args.pairs)
-        ratios = [rate / bare for bare, rate in pairs]
-        ratio = statistics.median(ratios)
-        print(f"gateway / bare, median of {len(pairs)} pairs: {ratio:.2f}")
-        with start_broker(workdir / "broker", extra_conf=BROKER_CONF) as broker:
+        if "throughput" in parts:
+            found.update(sqlite_throughput(workdir, args.rounds, args.pairs))
+        if parts & {"latency", "restart"}:
+            found.update(latency_and_restart(workdir, parts, args.log_events))
+        if parts & {"postgres", "takeover", "scaling"}:
+            cluster = stack.enter_context(start_postgres())
+        if "postgres" in parts:
+            pg = postgres_throughput(workdir, cluster, args.rounds, args.pairs)
+            found["ratio_postgres"] = round(statistics.median(r / b for b, r in pg), 3)
+            found["postgres_events_per_s"] = [round(r) for _, r in pg]
+            print(f"gateway on PostgreSQL / bare, median: {found['ratio_postgres']:.2f}")
+        if "takeover" in parts:
+            took = takeover_times(workdir, cluster, args.kills)
+            p99 = statistics.quantiles(took, n=100)[98] if len(took) > 1 else took[0]
+            found["takeover_p99_s"] = round(p99, 2)
+            found["takeovers"] = len(took)
+            print(f"takeover after kill -9, p99 of {len(took)}: {p99:.2f} s")
+        if "scaling" in parts:
+            rates = scaling(workdir, cluster, args.scaling_rounds)
+            found["scaling"] = {k: round(v) for k, v in rates.items()}
+            found["cores"] = os.cpu_count()
+    print(json.dumps(found))
+
+
+def sqlite_throughput(workdir: Path, rounds: int, pairs: int) -> dict:
+    found = throughput(workdir, rounds, pairs)
+    ratios = [rate / bare for bare, rate in found]
+    ratio = statistics.median(ratios)
+    print(f"gateway / bare, median of {len(found)} pairs: {ratio:.2f}")
+    return {
+        "bare_events_per_s": [round(bare) for bare, _ in found],
+        "gateway_events_per_s": [round(rate) for _, rate in found],
+        "ratio": round(ratio, 3),
+        "ratios": [round(r, 3) for r in ratios],
+    }
+
+
+def latency_and_restart(workdir: Path, parts: set[str], log_events: int) -> dict:
+    found = {}
+    with start_broker(workdir / "broker", extra_conf=BROKER_CONF) as broker:
+        if "latency" in parts:
             disk = statistics.quantiles(disk_commits(workdir), n=100)
             print(f"disk: a durable commit p50 {disk[49]:.2f} ms, p99 {disk[98]:.2f} ms")
             lat = latency(workdir, broker, rate=1000, seconds=LATENCY_S)
@@ -396,26 +615,17 @@ def main() -> None:
             print(f"publish -> state at 1,000 events/s: p50 {q[49]:.2f} ms, p99 {q[98]:.2f} ms")
             disk_after = statistics.quantiles(disk_commits(workdir), n=100)
             print(f"disk after: a durable commit p99 {disk_after[98]:.2f} ms")
-            restart = restart_time(workdir, broker, args.log_events)
-            print(f"restart with {args.log_events:,} events in the log: {restart:.2f} s")
-    print(
-        json.dumps(
-            {
-                "bench": "gateway",
-                "boards": BOARDS,
-                "bare_events_per_s": [round(bare) for bare, _ in pairs],
-                "gateway_events_per_s": [round(rate) for _, rate in pairs],
-                "ratio": round(ratio, 3),
-                "ratios": [round(r, 3) for r in ratios],
-                "latency_samples": len(lat),
-                "p50_ms": round(q[49], 2),
-                "p99_ms": round(q[98], 2),
-                "disk_commit_p99_ms": round(max(disk[98], disk_after[98]), 2),
-                "log_events": args.log_events,
-                "restart_s": round(restart, 3),
-            }
-        )
-    )
+            found.update(
+                latency_samples=len(lat),
+                p50_ms=round(q[49], 2),
+                p99_ms=round(q[98], 2),
+                disk_commit_p99_ms=round(max(disk[98], disk_after[98]), 2),
+            )
+        if "restart" in parts:
+            restart = restart_time(workdir, broker, log_events)
+            print(f"restart with {log_events:,} events in the log: {restart:.2f} s")
+            found.update(log_events=log_events, restart_s=round(restart, 3))
+    return found
 
 
 if __name__ == "__main__":
