@@ -9,7 +9,7 @@ import pytest
 
 from andon.config import PlantConfig
 from andon.runtime.ownership import LineLeases
-from andon.runtime.store_pg import PgStore
+from andon.runtime.store_pg import PgStore, plant_records
 from andon.sim.observe import wait_for
 from tests.gateway.test_service import BOARDS, SITE, Watcher, evt
 
@@ -85,7 +85,7 @@ def logged(url: str) -> list[tuple[str, str, int]]:
 
 
 def test_two_gateways_serve_their_own_lines_and_one_takes_over_the_others(two_gateways, postgres):
-    (a, b), watcher, _ = two_gateways
+    (a, b), watcher, config = two_gateways
     wait_for("the lines split", lambda: len(a._owned or ()) == len(b._owned or ()) == 1, 15)
     boards = dict(zip(["L1", "L2"], BOARDS.values(), strict=True))
 
@@ -109,3 +109,9 @@ def test_two_gateways_serve_their_own_lines_and_one_takes_over_the_others(two_ga
     view = a.view()
     assert [line["id"] for line in view["lines"]] == ["L1", "L2"]
     assert [line["stations"][0]["state"] for line in view["lines"]] == ["running", "running"]
+    # each line's call, though both gateways numbered theirs C-000001
+    calls = plant_records(config, "call")
+    assert sorted((c["line"], c["resolution"]) for c in calls) == [
+        ("L1", "cord_reset"),
+        ("L2", "cord_reset"),
+    ]

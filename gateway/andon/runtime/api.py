@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from andon import __version__
 from andon.config import PlantConfig
-from andon.runtime.store import records
+from andon.runtime.store_pg import plant_records
 
 PREFIX = "/api/v1"
 BEARER = HTTPBearer(auto_error=False)
@@ -64,7 +64,7 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
     def latest(kind: str, closed_by: str, open_only: bool, limit: int) -> list[dict]:
         """The last `limit` records of `kind`, oldest first; with `open_only`, those whose
         `closed_by` is still unset."""
-        found = records(config.gateway.database, kind)
+        found = plant_records(config, kind)
         return [r for r in found if not open_only or r[closed_by] is None][-limit:]
 
     @app.get(f"{PREFIX}/calls", dependencies=authorized)

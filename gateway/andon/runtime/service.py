@@ -29,7 +29,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -92,13 +92,17 @@ def record_of(site: str, entry: LoggedEntry) -> Record:
 
 
 def rebuild(
-    config: PlantConfig, store: Store, from_scratch: bool = False
+    config: PlantConfig,
+    store: Store,
+    from_scratch: bool = False,
+    on_effects: Callable[[list[Effect]], None] | None = None,
 ) -> tuple[Plant, int, int]:
     """The plant as the store last committed it, the log position it reflects, and how many
     log entries were replayed on top of the projection to get there.
 
     From the stored projection plus the log after it, or (`from_scratch`) from the whole log.
-    Effects of the replay were committed with their records, so they are dropped here.
+    Effects of the replay were committed with their records, so they are dropped here
+    (`on_effects`, if given, sees them).
     """
     projection = None if from_scratch else store.projection()
     try:
@@ -112,7 +116,9 @@ def rebuild(
     for entry in store.log(after=pos):
         if entry.line not in lines:
             continue
-        plant.apply(record_of(config.site, entry))
+        effects = plant.apply(record_of(config.site, entry))
+        if on_effects is not None:
+            on_effects(effects)
         pos = entry.pos
         replayed += 1
     plant.advance(store.clock())
@@ -668,7 +674,7 @@ class Gateway:
         self.store.fence = dict(epochs)
         self.store.scope = ",".join(sorted(lines))
         self.store.reload()
-        self._rebuild()
+        self._rebuild(rewrite=added)
         if dropped:
             self._client.unsubscribe(self._topics(sorted(dropped)))
         if added:
@@ -679,8 +685,24 @@ class Gateway:
         if self._client.is_connected():
             self._republish()
 
-    def _rebuild(self) -> None:
-        self.plant, self._pos, self._since_snapshot = rebuild(self._served_config(), self.store)
+    def _rebuild(self, rewrite: set[str] = frozenset()) -> None:
+        """The plant of the lines served, from the store. The replay numbers calls anew over
+        these lines: the records of the `rewrite` lines (taken over) are replaced by its own."""
+        replayed: dict[tuple[str, str], RecordEffect] = {}
+
+        def keep(effects: list[Effect]) -> None:
+            for e in effects:
+                if isinstance(e, RECORDS) and getattr(e, "line", None) in rewrite:
+                    replayed[e.kind, e.id] = e
+
+        self.plant, self._pos, self._since_snapshot = rebuild(
+            self._served_config(), self.store, on_effects=keep if rewrite else None
+        )
+        if rewrite:
+            with self.store.transaction() as tx:
+                tx.forget_records(rewrite)
+                for (kind, key), record in replayed.items():
+                    tx.record(kind, key, dump(record))
 
     def _fenced(self, exc: Fenced, batch: list) -> None:
         """A commit was refused: another gateway owns one of our lines now. What this batch

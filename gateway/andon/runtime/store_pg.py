@@ -35,6 +35,7 @@ from andon.runtime.store import (
     Store,
     _Known,
     _SqliteTransaction,
+    records,
 )
 
 POS_BLOCK = 1000  # log positions a gateway reserves at once
@@ -153,12 +154,21 @@ class _PgTransaction(_SqliteTransaction):
         if not rows:
             return
         columns, upsert = _FLUSHED[table]
+        if not upsert:  # the log: COPY, the cheapest way in for many rows
+            with self.db.db.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as c:
+                for row in rows:
+                    c.write_row(row)
+            return
         marks = ", ".join(["?"] * len(rows[0]))
         conflict = f" ON CONFLICT {upsert}" if upsert else ""
         self.db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}){conflict}", rows)
 
     def record(self, kind: str, key: str, data: dict) -> None:
         super().record(kind, f"{data.get('line', '')}/{key}", data)
+
+    def forget_records(self, lines: set[str]) -> None:
+        """Drop the records of these lines: their new owner writes its own (see `record`)."""
+        self.db.execute("DELETE FROM record WHERE split_part(id, '/', 1) = ANY(?)", (list(lines),))
 
     def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
         return self.db.execute(
@@ -243,3 +253,14 @@ def open_store(config: PlantConfig, owner: str = "") -> Store:
     if config.store.url:
         return PgStore(config.store.url, owner)
     return SqliteStore(config.gateway.database)
+
+
+def plant_records(config: PlantConfig, kind: str) -> list[dict]:
+    """The plant's call or order records, on a connection of their own (any thread)."""
+    if not config.store.url:
+        return records(config.gateway.database, kind)
+    store = PgStore(config.store.url)
+    try:
+        return store.records(kind)
+    finally:
+        store.close()
