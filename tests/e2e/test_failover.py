@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from andon.runtime.store_pg import PgStore
+from andon.runtime.store_pg import PgStore, plant_records
 from andon.sim.observe import wait_for
 from andon.sim.rig import GatewayProcess, Rig
 from andon.sim.scenario import lamps_match
@@ -120,6 +120,9 @@ def test_a_gateway_killed_mid_stream_is_taken_over_and_nothing_is_lost_or_double
     logged = [(json.loads(m)["board"], json.loads(m)["seq"]) for (m,) in rows]
     expected = [(board, seq) for board, nxt in next_seqs.items() for seq in range(1, nxt)]
     assert sorted(logged) == sorted(expected)  # each event once: none lost, none twice
+    calls = plant_records(rig.plant, "call")  # a pull applied twice would be a repeat
+    assert len(calls) == PULLS * len(STREAM) * len(LINES)
+    assert all(c["repeats"] == 0 and c["resolution"] == "cord_reset" for c in calls)
     # a line stop still reaches every tower of both lines, through the survivor
     for line in LINES:
         rig.line.do("pull", line, "S08")

@@ -674,7 +674,7 @@ class Gateway:
         self.store.fence = dict(epochs)
         self.store.scope = ",".join(sorted(lines))
         self.store.reload()
-        self._rebuild(rewrite=added)
+        self._rebuild(rewrite=lines)  # the replay numbers every served line's calls anew
         if dropped:
             self._client.unsubscribe(self._topics(sorted(dropped)))
         if added:
@@ -687,7 +687,7 @@ class Gateway:
 
     def _rebuild(self, rewrite: set[str] = frozenset()) -> None:
         """The plant of the lines served, from the store. The replay numbers calls anew over
-        these lines: the records of the `rewrite` lines (taken over) are replaced by its own."""
+        these lines: the stored records of the `rewrite` lines are replaced by its own."""
         replayed: dict[tuple[str, str], RecordEffect] = {}
 
         def keep(effects: list[Effect]) -> None:
