@@ -41,27 +41,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-# Mosquitto comes from the system's packages: install it when we may, else say what to do.
-broker:
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
+# Mosquitto and PostgreSQL (the multi-gateway store's tests start a throwaway cluster) come
+# from the system's packages: install them when we may, else say what to do.
+# $(call system_package,TEST,NAME,PACKAGE): install PACKAGE unless the shell TEST succeeds.
+define system_package
+	@if ! { $(1); }; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "Installing Mosquitto (apt-get install -y mosquitto)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+			echo "Installing $(2) (apt-get install -y $(3))"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(3) >/dev/null; \
 		else \
-			echo "Mosquitto is missing: run 'sudo apt-get install -y mosquitto' and try again"; exit 1; \
+			echo "$(2) is missing: run 'sudo apt-get install -y $(3)' and try again"; exit 1; \
 		fi; \
 	fi
+endef
 
-# PostgreSQL too (the multi-gateway store's tests start a throwaway cluster of it).
+broker:
+	$(call system_package,command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ],Mosquitto,mosquitto)
+
 postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "Installing PostgreSQL (apt-get install -y postgresql)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-		else \
-			echo "PostgreSQL is missing: run 'sudo apt-get install -y postgresql' and try again"; exit 1; \
-		fi; \
-	fi
+	$(call system_package,ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null,PostgreSQL,postgresql)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info gateway/*.egg-info

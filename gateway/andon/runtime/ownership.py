@@ -17,6 +17,7 @@ are free once its lease expires: taken over within `lease_s` plus a third of it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -58,13 +59,15 @@ class LineLeases:
         self._stopping.set()
         if self._thread.ident is not None:
             self._thread.join(self.lease_s)
-        if self._db is not None:
+        if self._db is None:
+            return
+        with contextlib.suppress(psycopg.Error):  # unreachable: the leases lapse by themselves
             self._db.execute(
                 "UPDATE lease SET expires = now() WHERE owner = %s AND line = ANY(%s)",
                 (self.name, list(self.owned)),
             )
             self._db.execute("DELETE FROM member WHERE name = %s", (self.name,))
-            self._db.close()
+        self._db.close()
 
     def _run(self) -> None:
         while not self._stopping.wait(self.lease_s / 3):
