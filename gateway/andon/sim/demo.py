@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from andon.firmware_build import REPO
+from andon.firmware_build import SOURCES
 from andon.runtime.service import plant_view
 from andon.sim.control import ControlServer
 from andon.sim.line import SimError
@@ -27,8 +27,8 @@ from andon.sim.rig import Rig
 from andon.sim.scenario import ScenarioFailed, load_scenario
 from andon.sim.show import board, plain_status
 
-EXAMPLE_PLANT = REPO / "examples" / "plant.toml"
-DEMO_SCENARIO = REPO / "scenarios" / "demo.toml"
+EXAMPLE_PLANT = SOURCES / "examples" / "plant.toml"
+DEMO_SCENARIO = SOURCES / "scenarios" / "demo.toml"
 WORKDIR = Path("var/demo")
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
