@@ -48,6 +48,7 @@ from andon.core.effects import (
 )
 from andon.core.state import dump
 from andon.runtime.logs import log_effects
+from andon.runtime.metrics import commit_histogram
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
@@ -262,6 +263,7 @@ class Gateway:
             backoff_s=webhook_backoff_s,
         )
         self.webhooks_given_up = self.store.webhooks_given_up()
+        self.commit_seconds = commit_histogram()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -312,6 +314,11 @@ class Gateway:
         from any thread: for the HTTP API."""
         with self._state:
             return self.plant.view()
+
+    def counters(self) -> tuple[int, dict[str, int], int]:
+        """Log position, rejections by reason, messages queued: for /metrics."""
+        with self._state:
+            return self._pos, dict(self.rejected), self._inbox.qsize()
 
     def health(self) -> dict:
         with self._state:
@@ -440,6 +447,7 @@ class Gateway:
         now = self._now()
         effects = self.plant.advance(now)  # timers due before this batch come first
         if messages or sent or outcomes or effects:
+            began = time.perf_counter()
             with self.store.transaction() as tx:
                 effects += [e for m in messages for e in self._accept(tx, m, now)]
                 outgoing, deliveries = self._persist_effects(tx, effects, now)
@@ -448,6 +456,7 @@ class Gateway:
                 tx.set_clock(now)
                 if self._since_snapshot >= self.snapshot_every:
                     self._save_projection(tx)
+            self.commit_seconds.observe(time.perf_counter() - began)
             for m in messages:
                 self._client.ack(m.mid, m.qos)
             self._publish(outgoing + self._acks(tx.touched))
