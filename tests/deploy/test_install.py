@@ -76,7 +76,7 @@ def test_the_installed_andon_runs_from_its_own_files(installed, tmp_path):
         str(installed / "python"),
         "-c",
         "import json, andon, andon.firmware_build as fb, andon.maint.hardware as hw;"
-        "print(json.dumps([andon.__file__, str(fb.FIRMWARE), str(fb.BUILD), str(hw.PROFILES_DIR)]))",
+        "print(json.dumps([andon.__file__, *map(str, (fb.FIRMWARE, fb.BUILD, hw.PROFILES_DIR))]))",
         cwd=tmp_path,
     )
     package, firmware, build, profiles = json.loads(where.stdout)
