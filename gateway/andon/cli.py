@@ -261,6 +261,35 @@ def events(
 
 
 @app.command()
+def doctor(
+    config: ConfigOption,
+    provisioned: Annotated[
+        Path | None,
+        typer.Option(
+            "--provisioned", help="What `andon provision --out` wrote: try a board's login."
+        ),
+    ] = None,
+    ntp: Annotated[
+        str | None, typer.Option("--ntp", help="HOST[:PORT]: compare this machine's clock with it.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a deployment: broker, logins, database, clock, boards, firmware; exit 1 on a FAIL."""
+    from andon.maint.doctor import run_checks
+
+    checks = run_checks(plant_or_exit(config), provisioned, ntp)
+
+    def report() -> None:
+        for check in checks:
+            for line in check.lines():
+                typer.echo(line)
+
+    emit(as_json, [c.as_dict() for c in checks], report)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
 def replay(
     config: ConfigOption,
     check: Annotated[
