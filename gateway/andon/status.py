@@ -17,8 +17,9 @@ WIDTH = 80
 
 
 def when(ms: int | None, zone: ZoneInfo, now: int | None = None) -> str:
-    """`14:03:07` on the day of `now`, `11-29 14:03` before it, `-` for never."""
-    if ms is None:
+    """`14:03:07` on the day of `now`, `11-29 14:03` before it, `-` for never (None, or the
+    0 of a plant that has seen no record yet)."""
+    if not ms:
         return "-"
     at = datetime.fromtimestamp(ms / 1000, zone)
     today = now is not None and at.date() == datetime.fromtimestamp(now / 1000, zone).date()
@@ -31,7 +32,7 @@ def iso(ms: int, zone: ZoneInfo) -> str:
 
 def _table(*columns: str, title: str) -> Table:
     """Long cells fold onto a second line rather than being cut to `...`."""
-    table = Table(title=title, title_justify="left", pad_edge=False)
+    table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
     return table

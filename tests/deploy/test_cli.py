@@ -161,3 +161,25 @@ def test_status_and_events_as_json(tmp_path):
     events = andon("events", "--config", str(plant), "--json", "--since", "1d")
     assert events.returncode == 0, events.stderr
     assert json.loads(events.stdout) == []
+
+
+def test_the_gateway_names_the_broker_it_cannot_reach(tmp_path, caplog):
+    from andon.runtime.service import Gateway
+    from andon.sim.mosquitto import free_port
+    from andon.sim.observe import wait_for
+    from tests.gateway.test_service import plant_config
+
+    class Nowhere:
+        host, port = "127.0.0.1", free_port()
+
+    gateway = Gateway(plant_config(tmp_path, Nowhere))
+    try:
+        gateway.start()
+        wait_for(
+            "the gateway's warning",
+            lambda: any("cannot reach the broker" in r.getMessage() for r in caplog.records),
+        )
+    finally:
+        gateway.stop(timeout=1)
+    warning = next(r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage())
+    assert f"at 127.0.0.1:{Nowhere.port}:" in warning

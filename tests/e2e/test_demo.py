@@ -78,6 +78,21 @@ def test_a_second_terminal_acts_on_the_demo_which_ctrl_c_ends_cleanly(tmp_path):
         )
         assert pull.returncode == 0, pull.stderr
         assert "L1/S03: cord pulled" in pull.stdout
+        # A scan the station cannot take says why, in one line.
+        for uid, reader, says in (
+            ("04A1B2C3D4E580", "post", "L1/S02 has no 'post' reader; its readers: badge"),
+            ("XYZ", "badge", "UID 'XYZ': expected 8, 14 or 20 hex digits"),
+        ):
+            scan = subprocess.run(
+                andon_command("sim", "scan", "L1", "S02", uid, "--reader", reader)
+                + ["--state", "var/demo/sim"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert scan.returncode == 2 and scan.stderr.count("\n") == 1, scan.stderr
+            assert says in scan.stderr
         # A second demo in the same place refuses, naming the first.
         second = subprocess.run(
             andon_command("demo"), cwd=tmp_path, capture_output=True, text=True, timeout=60
