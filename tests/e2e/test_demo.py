@@ -17,6 +17,7 @@ from andon.sim.observe import wait_for
 from andon.sim.rig import andon_command
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plant.toml"
+STATE = "var/demo/sim"  # the demo's control socket, as the README gives it
 
 
 def test_a_short_demo_run_exits_0_and_leaves_the_database(tmp_path):
@@ -84,8 +85,9 @@ def test_a_second_terminal_acts_on_the_demo_which_ctrl_c_ends_cleanly(tmp_path):
             ("XYZ", "badge", "UID 'XYZ': expected 8, 14 or 20 hex digits"),
         ):
             scan = subprocess.run(
-                andon_command("sim", "scan", "L1", "S02", uid, "--reader", reader)
-                + ["--state", "var/demo/sim"],
+                andon_command(
+                    "sim", "scan", "L1", "S02", uid, "--reader", reader, "--state", STATE
+                ),
                 cwd=tmp_path,
                 capture_output=True,
                 text=True,
