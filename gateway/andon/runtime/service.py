@@ -48,7 +48,6 @@ from andon.core.effects import (
 )
 from andon.core.state import dump
 from andon.runtime.logs import log_effects
-from andon.runtime.metrics import commit_histogram
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
@@ -263,6 +262,8 @@ class Gateway:
             backoff_s=webhook_backoff_s,
         )
         self.webhooks_given_up = self.store.webhooks_given_up()
+        from andon.runtime.metrics import commit_histogram  # not for `andon status`'s import
+
         self.commit_seconds = commit_histogram()
 
     # --- lifecycle -------------------------------------------------------------------------
