@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +18,7 @@ from andon.runtime.logs import JsonFormatter, log_effects
 from andon.runtime.service import Gateway
 from andon.sim.mosquitto import free_port
 from andon.sim.observe import wait_for
+from andon.sim.rig import andon_command
 from tests.gateway.test_service import BOARDS, Watcher, evt, plant_config, topic
 
 
@@ -98,3 +101,32 @@ def test_json_logs_give_one_line_per_call_line_stop_and_alert(caplog):
     assert lines[0]["phase"] == "stopped the line" and lines[0]["call"] == "C-000001"
     assert lines[1]["state"] == "stopped" and lines[1]["stopped"] == ["S03"]
     assert lines[2]["kind"] == "station_offline" and "power" in lines[2]["msg"]
+
+
+def test_andon_gateway_log_format_json_writes_only_json_lines(tmp_path, broker):
+    from tests.gateway.test_service import write_plant_toml
+
+    path = write_plant_toml(tmp_path, broker)
+    log = tmp_path / "gateway.log"
+    watcher = Watcher(broker)
+    with log.open("w") as out:
+        gateway = subprocess.Popen(
+            andon_command("gateway", "--config", str(path), "--log-format", "json"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        watcher.publish(topic("S01"), evt(1, "cord_pulled"))
+        wait_for("the call in the log", lambda: '"event": "call"' in log.read_text())
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0
+    finally:
+        watcher.close()
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    call = next(x for x in lines if x.get("event") == "call")
+    assert (call["phase"], call["line"], call["station"]) == ("opened", "L1", "S01")
