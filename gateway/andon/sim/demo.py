@@ -121,8 +121,12 @@ def state_lock(workdir: Path) -> Iterator[None]:
 
 def _clear(workdir: Path) -> None:
     for path in workdir.iterdir():
-        if path.name != LOCK:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if path.name == LOCK:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def run_demo(
@@ -137,8 +141,10 @@ def run_demo(
     starting = True
 
     def on_signal(*_: object) -> None:
+        nonlocal starting
         stop.set()
-        if starting:  # the start-up waits are not the stop event's: leave them at once
+        if starting:  # the start-up waits are not the stop event's: leave them at once,
+            starting = False  # once: a second signal must not cut the clean-up short
             raise _Stopped
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,7 +165,7 @@ def run_demo(
         return 0
     print(
         f"andon demo: stopped. The database is {rig.database}"
-        f" (andon status --config {rig.plant_path})."
+        f" ({_andon()} status --config {rig.plant_path})."
     )
     return code
 

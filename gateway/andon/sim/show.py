@@ -19,16 +19,17 @@ BLOCK = {"on": "██", "slow": "▓▓", "fast": "▒▒"}  # blinking segment
 Lamps = dict[str, str] | None
 
 
-def tower(lamps: Lamps) -> Text:
-    """One tower, top to bottom left to right; a board without power shows as such."""
+def tower(lamps: Lamps, slim: bool = False) -> Text:
+    """One tower, top to bottom left to right; a board without power shows as such. `slim`:
+    one column a segment and no buzzer, for the live board's rows of stations."""
     if lamps is None:
-        return Text("power off", style="dim")
+        return Text("  off" if slim else "power off", style="dim")
     text = Text()
     for seg in TOWER:
         mode = lamps.get(seg, "off")
-        text.append(BLOCK.get(mode, "··"), style=STYLE[seg] if mode in BLOCK else "dim")
-        text.append(" ")
-    if lamps.get("buzzer", "off") != "off":
+        block = BLOCK.get(mode, "··")
+        text.append(block[0] if slim else f"{block} ", style=STYLE[seg] if mode in BLOCK else "dim")
+    if not slim and lamps.get("buzzer", "off") != "off":
         text.append("♪", style="bold")
     return text
 
@@ -59,17 +60,6 @@ def _clock(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%H:%M:%S")
 
 
-def _slim_tower(lamps: Lamps) -> Text:
-    """A tower in 5 columns: one block per segment."""
-    if lamps is None:
-        return Text("  off", style="dim")
-    text = Text()
-    for seg in TOWER:
-        mode = lamps.get(seg, "off")
-        text.append(BLOCK.get(mode, "··")[0], style=STYLE[seg] if mode in BLOCK else "dim")
-    return text
-
-
 def _line_rows(line: dict[str, Any], lamps: dict[str, Lamps]) -> list[Text]:
     colour = {"running": "green", "called": "dark_orange", "stopped": "bold red"}
     rows = [
@@ -84,7 +74,7 @@ def _line_rows(line: dict[str, Any], lamps: dict[str, Lamps]) -> list[Text]:
         for s in stations[start : start + PER_ROW]:
             mark = "!" if not s["online"] else (s["call"] or "")[:1].upper() or " "
             row.append(f"{s['id']:>4} ")
-            row.append_text(_slim_tower(lamps.get(f"{line['id']}/{s['id']}")))
+            row.append_text(tower(lamps.get(f"{line['id']}/{s['id']}"), slim=True))
             row.append(f"{mark}  ", style="bold red" if mark == "!" else "bold")
         rows.append(row)
     return rows
