@@ -4,6 +4,8 @@ database for a command, and `--json` output. Imports stay lazy: a command starts
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,3 +64,13 @@ def emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         human()
+
+
+def andon_to_type() -> str:
+    """How to run this `andon` from another terminal: `andon` when it is the one on PATH, else
+    its path (`.venv/bin/andon` in a checkout)."""
+    beside = Path(sys.executable).with_name("andon")
+    on_path = shutil.which("andon")
+    if on_path and Path(on_path).resolve() == beside.resolve():
+        return "andon"
+    return str(beside.relative_to(Path.cwd()) if beside.is_relative_to(Path.cwd()) else beside)

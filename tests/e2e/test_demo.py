@@ -137,7 +137,8 @@ def test_the_live_board_fits_80_by_24():
     from andon.core import Plant
     from andon.sim.show import board
 
-    view = Plant(load_plant(EXAMPLE)).view()
+    plant = load_plant(EXAMPLE)
+    view = Plant(plant).view()
     view["now"] = 1_000_000
     call = {"line": "L1", "station": "S03", "cause": "cord", "opened": 1, "acknowledged": None}
     call |= {"acknowledged_by": None, "stopped": None, "stop_at": 60_000}
@@ -150,7 +151,7 @@ def test_the_live_board_fits_80_by_24():
         for n in range(30)
     ]
     console = Console(width=80, height=24, record=True, color_system=None)
-    console.print(board(view, lamps, log, 24))
+    console.print(board(view, lamps, log, plant.zone, 24))
     shown = console.export_text().splitlines()
     assert len(shown) <= 23  # and the cursor's line
     assert max(len(x) for x in shown) <= 80

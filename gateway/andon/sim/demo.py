@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from andon.clitools import andon_to_type
 from andon.firmware_build import SOURCES
 from andon.runtime.service import plant_view
 from andon.sim.control import ControlServer
@@ -165,7 +166,7 @@ def run_demo(
         return 0
     print(
         f"andon demo: stopped. The database is {rig.database}"
-        f" ({_andon()} status --config {rig.plant_path})."
+        f" ({andon_to_type()} status --config {rig.plant_path})."
     )
     return code
 
@@ -176,7 +177,7 @@ def _play(
     print(
         f"{len(rig.line.boards)} boards up on Mosquitto {rig.broker.host}:{rig.broker.port}"
         " (each with its own account). From a second terminal:\n"
-        f"  {_andon()} sim pull L1 S03 --state {workdir}/sim\n"
+        f"  {andon_to_type()} sim pull L1 S03 --state {workdir}/sim\n"
         f"    (then: reset, press L1 S05 qual, lights L1)\n{_api_hint(rig)}Ctrl-C ends the demo.",
         flush=True,
     )
@@ -188,16 +189,6 @@ def _play(
     if not play.finished and play.failed is None:
         print(f"andon demo: the scenario stopped at {play.where_stopped()}", flush=True)
     return 1 if play.failed else 0
-
-
-def _andon() -> str:
-    """How to run `andon` from a second terminal: the command of this environment, unless
-    it is the one on PATH."""
-    beside = Path(sys.executable).with_name("andon")
-    on_path = shutil.which("andon")
-    if on_path and Path(on_path).resolve() == beside.resolve():
-        return "andon"
-    return os.path.relpath(beside) if beside.is_relative_to(Path.cwd()) else str(beside)
 
 
 def _api_hint(rig: Rig) -> str:
@@ -215,12 +206,13 @@ def _show(rig: Rig, play: _Play, stop: threading.Event, duration: float | None) 
         return _over(stop, end, REFRESH_S) or (duration is None and _played(play))
 
     console = Console()
+    zone = rig.plant.zone
     if console.is_terminal:
         width, height = BOARD_SIZE
         console.size = (min(console.width, width), min(console.height, height))
         with Live(console=console, refresh_per_second=4, screen=False) as live:
             while not over():
-                live.update(board(_view(rig), _lamps(rig), play.log, console.size.height))
+                live.update(board(_view(rig), _lamps(rig), play.log, zone, console.size.height))
         return
     printed, last = 0, []
     while True:

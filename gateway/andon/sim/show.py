@@ -6,12 +6,14 @@ or `plain_status(...)` lines when there is no terminal.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from andon.status import when
 
 TOWER = ("red", "amber", "green", "blue", "white")
 STYLE = {"red": "red", "amber": "dark_orange", "green": "green", "blue": "blue", "white": "white"}
@@ -54,12 +56,6 @@ PER_ROW = 6  # stations side by side on the live board: 6 x 13 columns
 MAX_CALLS, MAX_ORDERS = 4, 3
 
 
-def _clock(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%H:%M:%S")
-
-
 def _line_rows(line: dict[str, Any], lamps: dict[str, Lamps]) -> list[Text]:
     colour = {"running": "green", "called": "dark_orange", "stopped": "bold red"}
     rows = [
@@ -80,20 +76,21 @@ def _line_rows(line: dict[str, Any], lamps: dict[str, Lamps]) -> list[Text]:
     return rows
 
 
-def _call_row(c: dict[str, Any], now: int) -> Text:
+def _call_row(c: dict[str, Any], now: int, zone: ZoneInfo) -> Text:
     if c["stopped"] is not None:
-        stop = f"LINE STOPPED {_clock(c['stopped'])}"
+        stop = f"LINE STOPPED {when(c['stopped'], zone, now)}"
     elif c["stop_at"] is not None:
         stop = f"stops in {max(0, c['stop_at'] - now) // 1000} s"
     else:
         stop = ""
     acked = f"ack {c['acknowledged_by'] or 'button'}" if c["acknowledged"] else "not acked"
     where = f"{c['line']}/{c['station']}"
-    return Text(f"  {c['id']} {where} {c['cause']} {_clock(c['opened'])} {acked} {stop}")
+    opened = when(c["opened"], zone, now)
+    return Text(f"  {c['id']} {where} {c['cause']} {opened} {acked} {stop}")
 
 
-def _order_row(o: dict[str, Any]) -> Text:
-    due = _clock(o["due"]) + (" OVERDUE" if o["overdue"] else "")
+def _order_row(o: dict[str, Any], now: int, zone: ZoneInfo) -> Text:
+    due = when(o["due"], zone, now) + (" OVERDUE" if o["overdue"] else "")
     return Text(f"  {o['id']} {o['part']} x{o['qty']} {o['supplier']} due {due}")
 
 
@@ -103,7 +100,11 @@ def _capped(title: str, rows: list[Text], most: int) -> list[Text]:
 
 
 def board(
-    view: dict[str, Any] | None, lamps: dict[str, Lamps], log: list[str], height: int = 24
+    view: dict[str, Any] | None,
+    lamps: dict[str, Lamps],
+    log: list[str],
+    zone: ZoneInfo,
+    height: int = BOARD_SIZE[1],
 ) -> Group:
     """The whole live board in 80 columns and `height` rows: each line's towers (with the
     open call's first letter, or ! offline), open calls, open orders, then the scenario's
@@ -111,10 +112,10 @@ def board(
     if view is None:
         return Group(Text("waiting for the gateway's first state...", style="dim"))
     rows: list[Text] = [row for line in view["lines"] for row in _line_rows(line, lamps)]
-    rows += _capped(
-        "open calls", [_call_row(c, view["now"] or 0) for c in view["calls"]], MAX_CALLS
-    )
-    rows += _capped("open orders", [_order_row(o) for o in view["orders"]], MAX_ORDERS)
+    now = view["now"] or 0
+    calls = [_call_row(c, now, zone) for c in view["calls"]]
+    rows += _capped("open calls", calls, MAX_CALLS)
+    rows += _capped("open orders", [_order_row(o, now, zone) for o in view["orders"]], MAX_ORDERS)
     room = max(0, height - len(rows) - 1)  # the cursor's line
     rows += [Text(entry, style="cyan") for entry in log[-room:]] if room else []
     for row in rows:
