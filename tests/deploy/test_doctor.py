@@ -3,13 +3,24 @@ and how to fix it, and any FAIL exits 1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import struct
 import subprocess
+import threading
+import time
 
 import tomli_w
 
 from andon.config import PlantConfig, load_plant
-from andon.maint.doctor import Check, firmware_version, run_checks
+from andon.maint.doctor import (
+    NTP_EPOCH_OFFSET,
+    Check,
+    check_clock,
+    firmware_version,
+    run_checks,
+)
 from andon.maint.provision import GATEWAY_USER
 from andon.runtime.service import Gateway
 from andon.sim.mosquitto import free_port
@@ -100,3 +111,39 @@ def test_doctor_names_offline_boards_and_old_firmware_and_exits_1(tmp_path, brok
     )
     checks = {c["name"]: c for c in json.loads(as_json.stdout)}
     assert as_json.returncode == 1 and checks["clock in sync"]["ok"]
+
+
+class SntpServer:
+    """A one-socket SNTP server on loopback whose clock is `skew_s` off this machine's."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_s = skew_s
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                _, client = self.sock.recvfrom(48)
+                now = time.time() + self.skew_s + NTP_EPOCH_OFFSET
+                stamp = struct.pack("!II", int(now), int((now % 1) * 2**32))
+                self.sock.sendto(b"\x24" + 39 * b"\0" + stamp, client)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_the_clock_check_asks_the_ntp_server(tmp_path, broker):
+    config = plant_config(tmp_path, broker)
+    skewed, right = SntpServer(-30.0), SntpServer(0.0)
+    try:
+        off = check_clock(config, skewed.address)
+        fine = check_clock(config, right.address)
+    finally:
+        skewed.close()
+        right.close()
+    assert not off.ok and "+30." in off.found and "NTP" in off.found and "timedatectl" in off.fix
+    assert fine.ok, fine
