@@ -56,7 +56,7 @@ def _options(
         ),
     ] = False,
 ) -> None:
-    """Andon and kanban signalling: the gateway, the virtual line, provisioning and flashing."""
+    """The options before any command."""
 
 
 @app.command()
@@ -65,7 +65,7 @@ def demo(
         float | None,
         typer.Option(
             "--duration",
-            help="Stop after this many seconds (default: the whole scenario, then Ctrl-C).",
+            help="Stop after this many seconds [default: when the scenario has played].",
         ),
     ] = None,
 ) -> None:
@@ -139,16 +139,13 @@ def flash(
     from andon.maint.flash import FlashError, flash_board
 
     if len(port) > 1 and not all_ports:
-        typer.echo("andon flash: several --port need --all", err=True)
-        raise typer.Exit(2)
+        raise fail("flash", "several --port need --all")
     if all_ports == (board is not None):
-        typer.echo("andon flash: give --board for one port, or --all", err=True)
-        raise typer.Exit(2)
+        raise fail("flash", "give --board for one port, or --all")
     try:
         plant = load_plant(config)
     except ConfigError as exc:
-        typer.echo(f"andon flash: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail("flash", str(exc)) from None
     failed = 0
     for each in port:
         try:
@@ -195,8 +192,7 @@ def gateway(
             try:
                 api.start()
             except RuntimeError as exc:
-                typer.echo(f"andon gateway: {exc}", err=True)
-                raise typer.Exit(2) from None
+                raise fail("gateway", str(exc)) from None
             logging.info("HTTP API on %s", api.url)
         while gw.running and not stop.is_set():
             stop.wait(0.5)
@@ -223,7 +219,8 @@ def status(config: ConfigOption, as_json: JsonOption = False) -> None:
 
         from andon.status import WIDTH, status_tables
 
-        console = Console(width=min(Console().width, WIDTH) if sys.stdout.isatty() else WIDTH)
+        console = Console()
+        console.width = min(console.width, WIDTH)  # a wider terminal gets the same tables
         for table in status_tables(view, plant.zone):
             console.print(table)
 

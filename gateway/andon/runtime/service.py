@@ -538,7 +538,10 @@ class Gateway:
         for (kind, key), record in records.items():
             tx.record(kind, key, dump(record))
         retained = [outgoing_of(self.config.site, e) for e in latest.values()]
-        log_effects(effects)
+        # a burst logs each call's and line's last state in the batch, as it publishes them
+        log_effects(
+            [*records.values(), *latest.values(), *(e for e in effects if isinstance(e, Alert))]
+        )
         return [*retained, *outbox], deliveries
 
     def _save_projection(self, tx: Transaction) -> None:
