@@ -79,6 +79,21 @@ def test_a_second_terminal_acts_on_the_demo_which_ctrl_c_ends_cleanly(tmp_path):
         )
         assert pull.returncode == 0, pull.stderr
         assert "L1/S03: cord pulled" in pull.stdout
+        # The demo's broker is locked down, and `andon doctor` finds the demo plant healthy.
+        doctor = subprocess.run(
+            andon_command(
+                "doctor", "--config", "var/demo/plant.toml", "--provisioned", "var/demo/provisioned"
+            ),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "OK   logins enforced: anonymous and wrong-password logins are refused" in (
+            doctor.stdout
+        )
+        assert "OK   boards online: all 12" in doctor.stdout
         # A scan the station cannot take says why, in one line.
         for uid, reader, says in (
             ("04A1B2C3D4E580", "post", "L1/S02 has no 'post' reader; its readers: badge"),
