@@ -129,3 +129,18 @@ def test_andon_help_imports_no_heavy_module():
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout.splitlines()[-1]
         assert loaded == "[]", (args, loaded)
+
+
+def test_make_demo_installs_only_the_runtime_dependencies_with_progress(tmp_path):
+    """What `make demo` would run in a fresh clone (make -n: nothing is run)."""
+    shown = subprocess.run(
+        ["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [x for x in shown.splitlines() if "pip install" in x]
+    assert installs and all("[dev]" not in x and " -q" not in x for x in installs), installs
+    assert any("--progress-bar on" in x for x in installs)
+    assert "andon demo" in shown.splitlines()[-1]
