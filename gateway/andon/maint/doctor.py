@@ -7,6 +7,7 @@ made with a client id of their own, and the database is opened read-only or roll
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -236,9 +237,8 @@ def _gateway_clock(database: Path) -> int | None:
     db = _read_only(database)
     if db is None:
         return None
-    with db:
+    with contextlib.closing(db):
         row = db.execute("SELECT now FROM clock").fetchone()
-    db.close()
     return row[0] if row and row[0] else None
 
 
@@ -273,10 +273,9 @@ def check_firmware(plant: PlantConfig) -> Check:
     db = _read_only(plant.gateway.database)
     if db is None:
         return Check("firmware versions", False, "no database yet", "start the gateway first")
-    with db:
+    with contextlib.closing(db):
         births = db.execute("SELECT board, message FROM log WHERE kind='birth' ORDER BY pos")
         running = {board: json.loads(message)["fw"] for board, message in births}
-    db.close()
     current = firmware_version()
     old = sorted(board for board, fw in running.items() if fw != current)
     counts = {fw: list(running.values()).count(fw) for fw in sorted(set(running.values()))}

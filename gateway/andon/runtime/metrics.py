@@ -8,6 +8,7 @@ commit latency, is a histogram observation per batch (not per message).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -78,7 +79,7 @@ class GatewayCollector(Collector):
         heap = GaugeMetricFamily(
             "andon_board_heap_free_bytes", "A board's free heap", labels=labels
         )
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
             for board, line, station, message in db.execute(
                 "SELECT board, line, station, message FROM telemetry ORDER BY board"
             ):
