@@ -17,9 +17,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from andon.contract import Name
-from andon.firmware_build import REPO
+from andon.firmware_build import SOURCES
 
-PROFILES_DIR = REPO / "hardware" / "profiles"
+PROFILES_DIR = SOURCES / "hardware" / "profiles"
 
 Direction = Literal["in", "out", "adc"]
 Pull = Literal["up", "down", "none"]

@@ -346,6 +346,25 @@ def mosquitto_conf(out: Path) -> str:
 # --- secrets and files --------------------------------------------------------------------
 
 
+PROVISION_MARKS = ("secrets.json", "boards", "mosquitto")
+
+
+def check_out_dir(out: Path, force: bool = False) -> None:
+    """`--out` must be a new or empty directory, or one `andon provision` wrote: it is made
+    private (0700), which must not happen to an unrelated directory by mistake."""
+    if out.exists() and not out.is_dir():
+        raise ProvisionError(f"--out {out}: a file, not a directory; give a directory")
+    if force or not out.exists():
+        return
+    found = sorted(p.name for p in out.iterdir())
+    if found and not any(name in PROVISION_MARKS for name in found):
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ProvisionError(
+            f"--out {out} holds other files ({shown}): give a new or empty directory,"
+            " one `andon provision` wrote, or --force"
+        )
+
+
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)

@@ -80,6 +80,7 @@ class VirtualBoard:
             env=vm_env(compiled_paths() if self.compiled else None),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C at the terminal is the demo's to handle
         )
         log.close()
         self._connect(timeout)
