@@ -86,8 +86,9 @@ def test_metrics_count_what_the_gateway_accepted_rejected_and_what_boards_report
 
 def test_json_logs_give_one_line_per_call_line_stop_and_alert(caplog):
     call = CallRecord(
-        "P1", "C-000001", "L1", "S03", "cord", 1000, None, None, 5000, None, None, None, 0, 0
-    )
+        "P1", "C-000001", "L1", "S03", "cord", 1000, None, None, 5000, None, None, None, 0, 0,
+        None, None,
+    )  # fmt: skip
     stop = LineChanged("P1", "L1", "stopped", ("S03",), (), 5000)
     alert = Alert("P1", "station_offline", "L1/S04 offline: check its power", 6000, "L1", "S04")
     with caplog.at_level(logging.INFO, logger="andon.plant"):

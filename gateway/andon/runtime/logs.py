@@ -71,6 +71,7 @@ def log_effects(effects: list[Effect]) -> None:
             fields |= {"stopped": list(effect.stopped), "called": list(effect.called)}
             log.info("line %s %s", effect.line, effect.state, extra={FIELDS: fields})
         elif isinstance(effect, Alert):
-            fields = {"event": "alert", "kind": effect.kind, "line": effect.line}
+            fields = {"event": "alert", "kind": effect.kind, "id": effect.id, "line": effect.line}
             fields |= {"station": effect.station, "to": effect.to, "tier": effect.tier}
+            fields |= {"call": effect.call, "cause": effect.cause}
             log.warning("alert %s: %s", effect.kind, effect.text, extra={FIELDS: fields})
