@@ -178,4 +178,6 @@ async def main():
         await station.run(hal.WDT(timeout=8000))
 
 
-asyncio.run(main())
+from andon import fault  # noqa: E402  (as main.py: whatever the boot raises ends there)
+
+fault.guard(lambda: asyncio.run(main()))

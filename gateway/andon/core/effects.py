@@ -48,7 +48,7 @@ class Replenish:
 class Alert:
     site: str
     kind: str  # escalation | station_offline | station_online | unknown_tag | overdue_card |
-    # lost_card | outbox_near_full | input_fault
+    # lost_card | outbox_near_full | input_fault | board_fault
     text: str
     ts: int
     line: str | None = None

@@ -434,6 +434,12 @@ class Plant:
         if birth.boot < station.boot:
             return  # an older birth, delivered late
         station.boot = birth.boot
+        if birth.last_error is not None:
+            text = (
+                f"board {birth.board} at {station.line}/{station.id} reset after a firmware "
+                f"fault: {birth.last_error}"
+            )
+            self._alert("board_fault", text, at, station.line, station.id)
         if birth.outbox_near_full:
             text = f"board {birth.board} at {station.line}/{station.id}: outbox near full"
             self._alert("outbox_near_full", text, at, station.line, station.id)
@@ -459,7 +465,8 @@ class Plant:
             return
         if event.input not in station.faults:
             station.faults.append(event.input)
-            text = f"input {event.input} at {station.line}/{station.id}: wiring {event.fault}"
+            what = "not answering" if event.fault == "reader" else f"wiring {event.fault}"
+            text = f"input {event.input} at {station.line}/{station.id}: {what}"
             self._alert("input_fault", text, at, station.line, station.id)
 
     # --- stations and lines as shown ------------------------------------------------------
