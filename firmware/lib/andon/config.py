@@ -381,6 +381,9 @@ def validate(raw, default_board=None, chip=None):
     _unique_pins(cfg)
     if chip in CHIPS:
         _chip_pins(cfg, chip)
+    if cfg["broker"]["tls"] and cfg["ntp"] is None:
+        # The RTC reads 2000 after power-on: no certificate is valid until NTP sets it.
+        _fail("ntp", "missing: a TLS broker's certificate is checked against the clock")
     if cfg["board"] is None:
         cfg["board"] = default_board or _board_id()
     return cfg
