@@ -114,6 +114,12 @@ class Control:
         if uid is not None:
             self.chips[m["reader"]].remove(uid)
 
+    async def op_pin(self, m):
+        # An output's level and how often it changed, with the light task's refresh count.
+        pin = m["pin"]
+        return {"level": bench.output(pin), "toggles": bench.toggles.get(pin, 0),
+                "refreshes": self.station.refreshes if self.station else None}
+
     async def op_wifi(self, m):
         bench.wifi_link = m["up"]
 

@@ -37,6 +37,7 @@ class Bench:
     def __init__(self):
         self.inputs = {}  # pin -> level driven from outside (absent: pull level)
         self.outputs = {}  # pin -> level the firmware drives
+        self.toggles = {}  # pin -> how often the firmware changed its level
         self.modes = {}
         self.pulls = {}
         self.adc = {}  # pin -> 0..65535
@@ -101,6 +102,8 @@ class Bench:
     def set_output(self, pin, level):
         was = self.outputs.get(pin)
         self.outputs[pin] = level
+        if was is not None and was != level:
+            self.toggles[pin] = self.toggles.get(pin, 0) + 1
         dev = self.spi_devices.get(pin)
         if dev is not None and was != level:
             # chip select is active low

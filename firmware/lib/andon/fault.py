@@ -27,12 +27,17 @@ def backoff_ms(faults):
 
 
 def describe(exc):
-    # Where it was raised and what it says, in MAX_ERROR characters: the traceback's last two
-    # lines, e.g. 'File "andon/app.py", line 56, in _readers | ValueError: invalid pin'.
+    # What it says and the firmware's innermost line it passed, in MAX_ERROR characters, e.g.
+    # 'andon/app.py, line 59, in _readers | ValueError: invalid pin'.
     buf = io.StringIO()
     sys.print_exception(exc, buf)
     lines = [line.strip() for line in buf.getvalue().split("\n") if line.strip()]
-    return " | ".join(lines[-2:])[-MAX_ERROR:]
+    frames = [line for line in lines[1:-1] if "andon/" in line] or lines[1:-1]
+    if not frames:
+        return lines[-1][-MAX_ERROR:]
+    where = frames[-1].replace('"', "").replace("File ", "")
+    i = where.find("andon/")
+    return (where[max(i, 0):] + " | " + lines[-1])[-MAX_ERROR:]
 
 
 def keep(exc):
