@@ -36,6 +36,7 @@ class Control:
         self.placed = {}  # reader name -> the uid lying on it
         self.levels = {}  # input name -> the level last driven (True = active)
         rfid = cfg.get("rfid")
+        self.cfg_readers = rfid["readers"] if rfid else []
         if rfid:
             from mfrc522_model import MFRC522
 
@@ -119,6 +120,23 @@ class Control:
         pin = m["pin"]
         return {"level": bench.output(pin), "toggles": bench.toggles.get(pin, 0),
                 "refreshes": self.station.refreshes if self.station else None}
+
+    async def op_reader(self, m):
+        # A reader's hardware fails: "unplug" (the bus floats high), "stuck" (MISO stuck at
+        # 10h), or "mend": plugged back in, it starts from its reset state.
+        name, fault = m["name"], m["fault"]
+        chip = self.chips[name]
+        cs = [r["cs"] for r in self.cfg_readers if r["name"] == name][0]
+        if fault == "unplug":
+            del bench.spi_devices[cs]
+        elif fault == "stuck":
+            chip.stuck_miso = 0x10
+        elif fault == "mend":
+            chip.stuck_miso = None
+            chip.soft_reset()
+            bench.attach(cs, chip)
+        else:
+            raise ValueError("fault is unplug, stuck or mend, not %r" % fault)
 
     async def op_wifi(self, m):
         bench.wifi_link = m["up"]

@@ -465,3 +465,20 @@ def test_the_watchdog_resets_the_board_when_a_watched_task_stalls(tmp_path, brok
     # The next boot knows why it started: its births say so.
     again = run_script("import hal\nfrom vtest import emit\nemit(hal.reset_cause())\n", flash)
     assert again.data == 3
+
+
+@pytest.mark.parametrize("fault", ["unplug", "stuck"])
+def test_a_reader_that_stops_answering_is_reported_and_shown_until_mended(board, standin, fault):
+    board.start(inputs=CORD_UP)
+    booted(board)
+    log = standin.log(BOARD)
+    board.call("reader", name="badge", fault=fault)
+    until("reader fault sent", lambda: any(e["kind"] == "input_fault" for e in log.events()))
+    assert board.lamps()["amber"] == "fast"  # as a wiring fault: cards here are not read
+    board.call("reader", name="badge", fault="mend")
+    until("fault cleared", lambda: len([e for e in log.events() if e["kind"] == "input_fault"]) == 2)
+    board.place_tag("badge", BADGE_UID)  # and it reads again
+    until("scan", lambda: any(e["kind"] == "scan" for e in log.events()))
+    faults = [(e["input"], e["fault"]) for e in log.events() if e["kind"] == "input_fault"]
+    assert faults == [("badge", "reader"), ("badge", "clear")]
+    until("amber off", lambda: board.lamps()["amber"] == "off")
