@@ -139,7 +139,7 @@ class Control:
             raise ValueError("fault is unplug, stuck or mend, not %r" % fault)
 
     async def op_wifi(self, m):
-        bench.wifi_link = m["up"]
+        bench.set_wifi(m["up"])
 
     async def op_lamps(self, m):
         tower = self.station.tower if self.station else self.app.error_tower
