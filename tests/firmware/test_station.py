@@ -371,10 +371,10 @@ def test_the_status_led_blinks_while_unconnected_and_is_steady_once_connected(tm
 FAULTY_BOOT = """
 from vdevices import bench
 from vtest import emit
-from andon import fault, persist
+from andon import crash, fault, persist
 from andon import startup
 
-fault.FIRST_BACKOFF_MS = 100
+crash.FIRST_BACKOFF_MS = 100
 bench.refused[15] = "invalid pin"  # the badge reader's chip select: the chip refuses it
 try:
     fault.guard(startup.main)
@@ -384,7 +384,7 @@ except SystemExit as e:
         kept = f.read()
     emit({"exit": e.args[0], "reset": bench.reset_requested, "kept": kept,
           "faults": persist.read_ints("fault.count", 1)[0],
-          "modes": fault.tower.modes if fault.tower else None})
+          "modes": crash.tower.modes if crash.tower else None})
 """
 
 
