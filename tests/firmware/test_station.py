@@ -482,3 +482,36 @@ def test_a_reader_that_stops_answering_is_reported_and_shown_until_mended(board,
     faults = [(e["input"], e["fault"]) for e in log.events() if e["kind"] == "input_fault"]
     assert faults == [("badge", "reader"), ("badge", "clear")]
     until("amber off", lambda: board.lamps()["amber"] == "off")
+
+
+SETTLING_RUN = """
+import asyncio, json, os
+import hal
+from vtest import emit
+from andon import app, config, crash, fault
+
+error = ValueError("invalid pin")
+counts = [crash.keep(error), crash.keep(error)]  # two faults in a row...
+app.TELEMETRY_MS, app.SETTLED_MS = 20, 200
+with open("config.json") as f:
+    station = app.start(config.validate(json.load(f)))
+
+async def main():
+    task = asyncio.create_task(station.run(hal.WDT(timeout=8000)))
+    while not station.settled:  # ...then a boot that runs long enough
+        await asyncio.sleep_ms(20)
+    task.cancel()
+
+asyncio.run(main())
+counts.append(crash.keep(error))
+emit({"counts": counts, "backoffs": [crash.backoff_ms(n) for n in (1, 2, 3, 30)]})
+"""
+
+
+def test_a_board_that_ran_a_while_starts_its_fault_back_off_afresh(tmp_path, broker):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "config.json").write_text(json.dumps(station_config(broker.port)))
+    data = run_script(SETTLING_RUN, flash).data
+    assert data["counts"] == [1, 2, 1]
+    assert data["backoffs"] == [5000, 10000, 20000, 600000]  # doubling, at most 10 min
