@@ -1,11 +1,14 @@
 """Hardware profiles: the shipped ones pass, and every chip rule is refused with pin and rule."""
 
 import copy
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from andon.maint.hardware import (
+    CHIPS,
     PROFILES_DIR,
     PinRuleError,
     Profile,
@@ -261,3 +264,24 @@ def test_the_board_config_example_uses_its_profiles_pins():
     assert [(r["cs"], r["rst"]) for r in example["rfid"]["readers"]] == [
         (slot.cs, slot.rst) for slot in profile.rfid.readers
     ]
+
+
+def _module(path: Path):
+    """A firmware or virtual-board module, loaded in CPython (both are plain Python)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_firmware_and_the_virtual_chip_know_each_chips_pins_as_the_profiles_do():
+    # Three tables of one fact: the board's own check, the virtual chip, and the profiles'.
+    repo = PROFILES_DIR.parent.parent
+    firmware = _module(repo / "firmware" / "lib" / "andon" / "config.py").CHIPS
+    virtual = _module(repo / "virtual" / "vdevices.py").CHIP_PINS
+    assert set(firmware) == set(virtual) == set(CHIPS)
+    for name, chip in CHIPS.items():
+        gpios, input_only, flash = firmware[name]
+        assert (gpios, input_only) == (set(chip.gpios), set(chip.input_only)), name
+        assert virtual[name] == (gpios, input_only), name
+        assert flash == {pin for pin, why in chip.reserved.items() if "SPI flash" in why}, name
