@@ -189,7 +189,7 @@ def _reset(cause):
 
 
 def reset():
-    _reset(bench.SOFT_RESET)
+    _reset(bench.HARD_RESET)
 
 
 gc.collect()

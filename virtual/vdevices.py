@@ -4,7 +4,9 @@ import gc
 import os
 
 RESET_FILE = "vboard.reset"  # the virtual chip's reset-reason register, across its resets
-POWER_ON, WDT_RESET, SOFT_RESET = 1, 3, 5  # machine.PWRON_RESET, WDT_RESET, SOFT_RESET (ESP32)
+# machine.PWRON_RESET, HARD_RESET, WDT_RESET on the ESP32 port, whose reset_cause() gives
+# HARD_RESET after machine.reset() (esp_restart) or a panic, WDT_RESET after the watchdog.
+POWER_ON, HARD_RESET, WDT_RESET = 1, 2, 3
 
 
 def _reset_cause():
@@ -32,7 +34,7 @@ CHIP_PINS = {
 class Bench:
     RESET_EXIT = 75  # exit status of a virtual board that asked for machine.reset()
     WDT_RESET = WDT_RESET
-    SOFT_RESET = SOFT_RESET
+    HARD_RESET = HARD_RESET
 
     def __init__(self):
         self.inputs = {}  # pin -> level driven from outside (absent: pull level)

@@ -401,7 +401,7 @@ def test_an_exception_while_the_station_is_built_shows_the_fault_resets_and_is_r
 
     for result in (first, second):
         assert result.data["exit"] == 75  # a reset, not the REPL
-        assert result.data["reset"] == 5  # machine.reset(): a soft reset
+        assert result.data["reset"] == 2  # machine.reset(): HARD_RESET on the ESP32 port
         assert result.data["modes"] == {s: "fast" for s in SEGMENTS} | {"buzzer": "off"}
         assert result.data["kept"].endswith("ValueError: invalid pin")
         assert result.data["kept"].startswith("andon/app.py, line ")
@@ -420,7 +420,7 @@ def test_an_exception_while_the_station_is_built_shows_the_fault_resets_and_is_r
         finally:
             board.stop()
     birth = json.loads(payload)
-    assert birth["reset_cause"] == 5
+    assert birth["reset_cause"] == 2
     assert birth["last_error"] == first.data["kept"]
     assert Birth.model_validate(birth).last_error == birth["last_error"]
 
