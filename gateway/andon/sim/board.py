@@ -142,6 +142,10 @@ class VirtualBoard:
     def remove_tag(self, reader: str) -> None:
         self.call("untag", reader=reader)
 
+    def pin(self, pin: int) -> dict[str, Any]:
+        """An output pin: its `level`, its `toggles` so far, and the light task's `refreshes`."""
+        return self.call("pin", pin=pin)
+
     def lamps(self) -> dict[str, str]:
         return self.call("lamps")["lamps"]
 
