@@ -141,6 +141,10 @@ class Control:
     async def op_wifi(self, m):
         bench.set_wifi(m["up"])
 
+    async def op_reset_button(self, m):
+        # the board's EN button: machine.reset() as the firmware's own fault handler does
+        hal.reset()
+
     async def op_lamps(self, m):
         tower = self.station.tower if self.station else self.app.error_tower
         return {"lamps": dict(tower.modes) if tower else {}}
