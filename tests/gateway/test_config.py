@@ -103,7 +103,7 @@ def test_defaults_fill_what_a_minimal_plant_leaves_out(tmp_path):
         ('"04C1D2E3F40502"]', '"04c1d2e3f40502"]', "kanban[2].cards[1]"),
         ('post = "L1/S06"', 'post = "L1-S06"', "kanban[2].post"),
         ("port = 1883", "port = 70000", "broker.port"),
-        ('webhook = "http', 'webhook = "ftp', "escalation.webhook"),
+        ('webhook = "http', 'webhook = "ftp', "alerts.destinations.pager.webhook"),
         (
             "{ after_s = 180,",
             "{ after_s = 30,",
