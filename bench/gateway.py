@@ -482,7 +482,10 @@ def takeover_times(workdir: Path, cluster, kills: int) -> list[float]:
         split = lambda: sorted(set(owners(url).values())) == ["a", "b"]  # noqa: E731
         with gateways(config, ["a", "b"]) as running:
             for i in range(kills):
-                wait_until(f"the gateways split the lines ({owners(url)})", split, 120)
+                try:
+                    wait_until("the gateways split the lines", split, 120)
+                except RuntimeError as exc:
+                    raise RuntimeError(f"{exc}; the live leases: {owners(url)}") from None
                 victim = "ab"[i % 2]
                 lines = [line for line, owner in owners(url).items() if owner == victim]
                 killed_at = time.perf_counter()
