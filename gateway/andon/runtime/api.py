@@ -14,35 +14,35 @@ from typing import Annotated, Protocol
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from andon import __version__
 from andon.config import PlantConfig
+from andon.runtime import web
 from andon.runtime.store import records
 
 PREFIX = "/api/v1"
-BEARER = HTTPBearer(auto_error=False)
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 OpenOnly = Annotated[bool, Query(alias="open")]
 
 
-class Source(Protocol):
+class Source(web.LiveSource, Protocol):
     """What the API reads: the running gateway (andon.runtime.service.Gateway)."""
 
-    def view(self) -> dict: ...
     def health(self) -> dict: ...
 
 
 def make_app(config: PlantConfig, source: Source) -> FastAPI:
-    app = FastAPI(title="andon gateway", version=__version__, docs_url=f"{PREFIX}/docs")
-
-    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]):
-        if credentials is None or config.token_name(credentials.credentials) is None:
-            raise HTTPException(
-                401, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    authorized = [Depends(caller)]
+    app = FastAPIOffline(  # Swagger UI and ReDoc from the package's files: no CDN
+        title="andon gateway",
+        version=__version__,
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=f"{PREFIX}/redoc",
+        openapi_url=f"{PREFIX}/openapi.json",
+        static_url=f"{PREFIX}/docs-static",
+    )
+    authorized = [Depends(web.requires(config, "viewer"))]
+    web.install(app, config, source, PREFIX)
 
     @app.get(f"{PREFIX}/health")
     def health() -> dict:

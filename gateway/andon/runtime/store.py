@@ -175,6 +175,7 @@ class Store(Protocol):
     def unsent(self) -> list[tuple[int, str, bytes]]: ...
     def pending_webhooks(self) -> list[tuple[int, str, bytes, int]]: ...
     def webhooks_given_up(self) -> int: ...
+    def record(self, kind: str, key: str) -> dict | None: ...
     def records(self, kind: str) -> list[dict]: ...
     def rejections(self) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -274,6 +275,8 @@ class _SqliteTransaction:
         self.pos = self.known.pos
 
     def append(self, entry: Entry) -> int | None:
+        if entry.leaf == "operator":  # an operator's action: each one is new
+            return self._log(entry)
         if entry.seq is None:
             return self._log(entry) if self._presence_changed(entry) else None
         pos = None if self._logged(entry) else self._log(entry)
@@ -485,6 +488,11 @@ class SqliteStore:
         return self.db.execute(
             "SELECT COUNT(*) FROM outbox WHERE channel='webhook' AND failed IS NOT NULL"
         ).fetchone()[0]
+
+    def record(self, kind: str, key: str) -> dict | None:
+        row = self.db.execute("SELECT data FROM record WHERE kind=? AND id=?", (kind, key))
+        found = row.fetchone()
+        return json.loads(found[0]) if found else None
 
     def records(self, kind: str) -> list[dict]:
         rows = self.db.execute("SELECT data FROM record WHERE kind=? ORDER BY id", (kind,))

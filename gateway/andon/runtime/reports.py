@@ -1,0 +1,533 @@
+"""The reports plants run on: calls, downtime, stops per shift, OEE availability, kanban.
+
+Computed from the stored call and order records (the `record` table, which the gateway writes
+from the log as it applies it, so a replay writes the same) and, for the kanban loops' card
+counts, the plant's view: never from counters that drift. Only the columns a report needs are
+read (json_extract in SQL), so a log of a million events answers in well under two seconds.
+
+Filters: a date range (`start`, `end`, both days included, in the plant's timezone) and
+optionally one shift's name. A call counts when it was opened in the range (and shift); a
+stop's time counts where it overlaps the range (and the shift's windows).
+
+Definitions (the fixture test in tests/web/test_reports.py works them by hand):
+- time to acknowledge: acknowledged - opened; MTTR: resolved - opened (repaired calls only);
+  p90: the nearest-rank 90th percentile (the ceil(0.9 n)-th smallest).
+- a stop: the line stopped from a call's fixed-position stop until it was resolved; stops of
+  one line that overlap are one stop, booked to the call that stopped the line first (its
+  station, cause and reason code), as the core books downtime.
+- availability per line and shift occurrence = (planned - stopped) / planned, planned being the
+  shift's `available_s` from the calendar (pro rata for a shift still running), stopped the
+  stop time inside the shift's window.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import sqlite3
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from andon.config import PlantConfig
+from andon.core.takt import ShiftWindow
+
+CALL_COLUMNS = ("id", "line", "station", "cause", "opened", "acknowledged", "stopped")
+CALL_COLUMNS += ("resolved", "reason")
+ORDER_COLUMNS = ("id", "part", "line", "station", "posted", "due", "received", "overdue")
+REPORTS = ("calls", "downtime", "stops", "availability", "kanban")
+ASSETS = Path(__file__).with_name("web")
+
+
+@dataclass(frozen=True)
+class Period:
+    """[start, end) in ms, and the shift filter (None: every shift and off-shift time)."""
+
+    start: int
+    end: int
+    shift: str | None = None
+
+
+def period_of(config: PlantConfig, start: date, end: date, shift: str | None) -> Period:
+    """Whole days in the plant's timezone, `end` included."""
+    zone = config.zone
+    first = datetime.combine(start, datetime.min.time(), tzinfo=zone)
+    after = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    return Period(int(first.timestamp() * 1000), int(after.timestamp() * 1000), shift)
+
+
+def shift_windows(config: PlantConfig, line_id: str, period: Period) -> list[ShiftWindow]:
+    """Every occurrence of the line's shifts (of `period.shift`, if set) overlapping the
+    period, in time order."""
+    line = config.line(line_id)
+    zone = config.zone
+    first = datetime.fromtimestamp(period.start / 1000, zone).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(period.end / 1000, zone).date()
+    windows = []
+    day = first
+    while day <= last:
+        for shift in line.shifts:
+            if period.shift is not None and shift.name != period.shift:
+                continue
+            start = int(datetime.combine(day, shift.start, tzinfo=zone).timestamp() * 1000)
+            window = ShiftWindow(shift, start, start + shift.length_s * 1000)
+            if window.start < period.end and window.end > period.start:
+                windows.append(window)
+        day += timedelta(days=1)
+    return sorted(windows, key=lambda w: w.start)
+
+
+def _window_of(windows: list[ShiftWindow], t: int) -> ShiftWindow | None:
+    i = bisect_right([w.start for w in windows], t) - 1
+    return windows[i] if i >= 0 and windows[i].covers(t) else None
+
+
+def p90(values: list[int]) -> int | None:
+    """Nearest rank: the ceil(0.9 n)-th smallest value."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[math.ceil(0.9 * len(ordered)) - 1]
+
+
+def mean(values: list[int]) -> int | None:
+    return sum(values) // len(values) if values else None
+
+
+# --- reading the records ------------------------------------------------------------------
+
+
+def _select(db: sqlite3.Connection, kind: str, columns: tuple[str, ...], where: str, args):
+    fields = ", ".join(f"json_extract(data, '$.{c}')" for c in columns)
+    rows = db.execute(f"SELECT {fields} FROM record WHERE kind=? AND {where}", (kind, *args))
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def read_calls(db: sqlite3.Connection, period: Period, now: int) -> list[dict]:
+    """Calls opened before the period's end and not resolved before its start."""
+    return _select(
+        db,
+        "call",
+        CALL_COLUMNS,
+        "json_extract(data, '$.opened') < ? AND coalesce(json_extract(data, '$.resolved'), ?) >= ?",
+        (period.end, now, period.start),
+    )
+
+
+def read_orders(db: sqlite3.Connection, period: Period) -> list[dict]:
+    return _select(
+        db,
+        "order",
+        ORDER_COLUMNS,
+        "json_extract(data, '$.posted') >= ? AND json_extract(data, '$.posted') < ?",
+        (period.start, period.end),
+    )
+
+
+# --- the figures ---------------------------------------------------------------------------
+
+
+class Figures:
+    """Every report over one period, from the records read for it."""
+
+    def __init__(
+        self,
+        config: PlantConfig,
+        period: Period,
+        calls: list[dict],
+        orders: list[dict],
+        kanban: list[dict],
+        now: int,
+    ) -> None:
+        self.config, self.period, self.now = config, period, now
+        self.windows = {ln.id: shift_windows(config, ln.id, period) for ln in config.lines}
+        self.calls = calls
+        self.orders = orders
+        self.kanban = kanban
+        self.stops = self._stops()
+
+    def _in_period(self, line: str, t: int) -> bool:
+        if not self.period.start <= t < self.period.end:
+            return False
+        return self.period.shift is None or _window_of(self.windows[line], t) is not None
+
+    def _shift_name(self, line: str, t: int) -> str:
+        window = _window_of(self.windows[line], t)
+        return window.shift.name if window else "-"
+
+    # calls
+    def calls_report(self) -> dict[str, list[dict]]:
+        opened = [c for c in self.calls if self._in_period(c["line"], c["opened"])]
+        return {
+            "by_cause": self._call_table(opened, lambda c: {"cause": c["cause"]}),
+            "by_station": self._call_table(
+                opened, lambda c: {"line": c["line"], "station": c["station"]}
+            ),
+        }
+
+    def _call_table(self, calls: list[dict], key: Callable[[dict], dict]) -> list[dict]:
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for c in calls:
+            groups[tuple(key(c).items())].append(c)
+        table = []
+        for group_key, members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+            acks = [c["acknowledged"] - c["opened"] for c in members if c["acknowledged"]]
+            repairs = [c["resolved"] - c["opened"] for c in members if c["resolved"]]
+            table.append(
+                {
+                    **dict(group_key),
+                    "calls": len(members),
+                    "acknowledged": len(acks),
+                    "ack_mean_s": _s(mean(acks)),
+                    "ack_p90_s": _s(p90(acks)),
+                    "resolved": len(repairs),
+                    "mttr_s": _s(mean(repairs)),
+                }
+            )
+        return table
+
+    # stops
+    def _stops(self) -> list[dict]:
+        """The lines' stops, overlapping ones merged, clipped to the period, each booked to
+        the call that stopped its line first."""
+        by_line: dict[str, list[dict]] = defaultdict(list)
+        for c in self.calls:
+            if c["stopped"] is not None:
+                by_line[c["line"]].append(c)
+        stops = []
+        for line, calls in by_line.items():
+            calls.sort(key=lambda c: c["stopped"])
+            current: dict | None = None
+            for c in calls:
+                end = c["resolved"] if c["resolved"] is not None else self.now
+                if current is not None and c["stopped"] <= current["end"]:
+                    current["end"] = max(current["end"], end)
+                    continue
+                current = {
+                    "line": line,
+                    "start": c["stopped"],
+                    "end": end,
+                    "station": c["station"],
+                    "cause": c["cause"],
+                    "reason": c["reason"] or "-",
+                    "call": c["id"],
+                }
+                stops.append(current)
+        return [s for s in stops if self._overlap(s) > 0]
+
+    def _overlap(self, stop: dict, window: ShiftWindow | None = None) -> int:
+        """The stop's ms inside the period (and the window, or the shift filter's windows)."""
+        start, end = max(stop["start"], self.period.start), min(stop["end"], self.period.end)
+        if window is not None:
+            return max(0, min(end, window.end) - max(start, window.start))
+        if self.period.shift is None:
+            return max(0, end - start)
+        return sum(self._overlap(stop, w) for w in self.windows[stop["line"]])
+
+    def downtime_report(self) -> dict[str, list[dict]]:
+        return {
+            "by_station": self._pareto(lambda s: {"line": s["line"], "station": s["station"]}),
+            "by_cause": self._pareto(lambda s: {"cause": s["cause"]}),
+            "by_reason": self._pareto(lambda s: {"reason": s["reason"]}),
+            "stops": [
+                {
+                    "line": s["line"],
+                    "start": self._local(s["start"]),
+                    "shift": self._shift_name(s["line"], s["start"]),
+                    "minutes": _min(self._overlap(s)),
+                    "station": s["station"],
+                    "cause": s["cause"],
+                    "reason": s["reason"],
+                    "call": s["call"],
+                }
+                for s in sorted(self.stops, key=lambda s: s["start"])
+            ],
+        }
+
+    def _pareto(self, key: Callable[[dict], dict]) -> list[dict]:
+        """Downtime per key, largest first, with the cumulative share."""
+        totals: dict[tuple, int] = defaultdict(int)
+        counts: dict[tuple, int] = defaultdict(int)
+        for s in self.stops:
+            totals[tuple(key(s).items())] += self._overlap(s)
+            counts[tuple(key(s).items())] += 1
+        whole = sum(totals.values()) or 1
+        table, running = [], 0
+        for group_key, ms in sorted(totals.items(), key=lambda t: (-t[1], t[0])):
+            running += ms
+            table.append(
+                {
+                    **dict(group_key),
+                    "stops": counts[group_key],
+                    "minutes": _min(ms),
+                    "share_pct": round(100 * ms / whole, 1),
+                    "cumulative_pct": round(100 * running / whole, 1),
+                }
+            )
+        return table
+
+    # shifts
+    def stops_report(self) -> dict[str, list[dict]]:
+        return {"per_shift": [row for row, _ in self._shift_rows()]}
+
+    def availability_report(self) -> dict[str, list[dict]]:
+        table = []
+        for row, planned_ms in self._shift_rows():
+            stopped = row["stop_minutes"] * 60_000
+            available = (planned_ms - min(stopped, planned_ms)) / planned_ms if planned_ms else None
+            table.append(
+                {
+                    **{k: row[k] for k in ("line", "shift", "start")},
+                    "planned_minutes": _min(planned_ms),
+                    "stop_minutes": row["stop_minutes"],
+                    "availability_pct": None if available is None else round(100 * available, 1),
+                }
+            )
+        return {"per_line_and_shift": table}
+
+    def _shift_rows(self) -> list[tuple[dict, int]]:
+        """Per line and shift occurrence that has begun: the stops in it, and its planned ms."""
+        rows = []
+        for line_id, windows in self.windows.items():
+            for w in windows:
+                if w.start >= self.now or w.start < self.period.start - 86_400_000:
+                    continue
+                mine = [s for s in self.stops if s["line"] == line_id and self._overlap(s, w)]
+                elapsed = min(1.0, (self.now - w.start) / (w.end - w.start))
+                planned_ms = int(w.shift.available_s * 1000 * elapsed)
+                row = {
+                    "line": line_id,
+                    "shift": w.shift.name,
+                    "start": self._local(w.start),
+                    "stops": sum(1 for s in mine if w.covers(s["start"])),
+                    "stop_minutes": _min(sum(self._overlap(s, w) for s in mine)),
+                }
+                rows.append((row, planned_ms))
+        return rows
+
+    # kanban
+    def kanban_report(self) -> dict[str, list[dict]]:
+        leads: dict[str, list[int]] = defaultdict(list)
+        overdue: dict[str, int] = defaultdict(int)
+        for o in self.orders:
+            if o["received"] is not None:
+                leads[o["part"]].append(o["received"] - o["posted"])
+            overdue[o["part"]] += bool(o["overdue"])
+        loops = []
+        for loop in self.kanban:
+            part = loop["part"]
+            loops.append(
+                {
+                    "part": part,
+                    "orders": sum(1 for o in self.orders if o["part"] == part),
+                    "received": len(leads[part]),
+                    "lead_mean_min": _min(mean(leads[part])),
+                    "lead_p90_min": _min(p90(leads[part])),
+                    "overdue": overdue[part],
+                    "lost_cards": loop["cards"]["lost"],
+                    "cards": loop["cards"]["total"],
+                    "recommended_cards": loop["recommended_cards"],
+                }
+            )
+        late = [
+            {
+                "order": o["id"],
+                "part": o["part"],
+                "posted": self._local(o["posted"]),
+                "due": self._local(o["due"]),
+                "received": self._local(o["received"]) if o["received"] else "-",
+            }
+            for o in self.orders
+            if o["overdue"]
+        ]
+        return {"loops": loops, "overdue_orders": late}
+
+    def report(self, name: str) -> dict[str, list[dict]]:
+        return getattr(self, f"{name}_report")()
+
+    def _local(self, ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, self.config.zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _s(ms: int | None) -> float | None:
+    return None if ms is None else round(ms / 1000, 1)
+
+
+def _min(ms: int | None) -> float | None:
+    return None if ms is None else round(ms / 60_000, 1)
+
+
+def figures(
+    config: PlantConfig, period: Period, kanban: list[dict], now: int, need_orders: bool = True
+) -> Figures:
+    """The figures of `period` from the plant's database (read on a connection of its own)."""
+    if not config.gateway.database.exists():
+        return Figures(config, period, [], [], kanban, now)
+    db = sqlite3.connect(f"file:{config.gateway.database}?mode=ro", uri=True)
+    try:
+        calls = read_calls(db, period, now)
+        orders = read_orders(db, period) if need_orders else []
+    finally:
+        db.close()
+    return Figures(config, period, calls, orders, kanban, now)
+
+
+# --- output: CSV, HTML -------------------------------------------------------------------
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def html_table(rows: list[dict], csv_url: str) -> str:
+    link = f'<a class="csv" href="{html.escape(csv_url)}">CSV</a>'
+    if not rows:
+        return f"<p class=empty>nothing in this period {link}</p>"
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{link}"
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def pareto_svg(rows: list[dict], label: Callable[[dict], str], width: int = 720) -> str:
+    """Bars of downtime minutes, largest first, and the cumulative share as a line."""
+    rows = rows[:12]
+    if not rows:
+        return ""
+    height, left, bottom, top = 260, 50, 60, 14
+    plot_w, plot_h = width - left - 40, height - bottom - top
+    peak = max(r["minutes"] for r in rows) or 1
+    step = plot_w / len(rows)
+    parts = [f'<svg class=pareto viewBox="0 0 {width} {height}" role="img">']
+    points = []
+    for i, row in enumerate(rows):
+        bar_h = plot_h * row["minutes"] / peak
+        x = left + i * step
+        parts.append(
+            f'<rect x="{x + step * 0.1:.1f}" y="{top + plot_h - bar_h:.1f}"'
+            f' width="{step * 0.8:.1f}" height="{bar_h:.1f}"><title>'
+            f"{html.escape(label(row))}: {row['minutes']} min</title></rect>"
+        )
+        parts.append(
+            f'<text x="{x + step / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
+            f"{html.escape(label(row))[:14]}</text>"
+        )
+        cum_y = top + plot_h * (1 - row["cumulative_pct"] / 100)
+        points.append(f"{x + step / 2:.1f},{cum_y:.1f}")
+    parts.append(f'<polyline class=cumulative points="{" ".join(points)}"/>')
+    parts.append(f'<text x="4" y="{top + 10}">{peak} min</text>')
+    parts.append(f'<text x="{width - 36}" y="{top + 10}">100%</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+LABELS = {
+    "by_station": lambda r: f"{r['line']}/{r['station']}",
+    "by_cause": lambda r: r["cause"],
+    "by_reason": lambda r: r["reason"],
+}
+
+
+def report_page(config: PlantConfig, figures: Figures, shifts: list[str], prefix: str) -> str:
+    """The reports as one HTML page: a filter form, then each table (with its CSV link) and
+    the downtime Pareto charts."""
+    period = figures.period
+    first, last = figures._local(period.start)[:10], figures._local(period.end - 1)[:10]
+    query = f"start={first}&end={last}" + (f"&shift={period.shift}" if period.shift else "")
+    sections = []
+    for name in REPORTS:
+        for table, rows in figures.report(name).items():
+            label = LABELS.get(table) if name == "downtime" else None
+            chart = pareto_svg(rows, label) if label else ""
+            title = html.escape(f"{name}: {table.replace('_', ' ')}")
+            csv_url = f"{prefix}/reports/{name}/{table}.csv?{query}"
+            sections.append(
+                f'<section id="{name}-{table}"><h2>{title}</h2>'
+                f"{chart}{html_table(rows, csv_url)}</section>"
+            )
+    options = "".join(
+        f"<option{' selected' if s == period.shift else ''}>{html.escape(s)}</option>"
+        for s in shifts
+    )
+    template = (ASSETS / "reports.html").read_text(encoding="utf-8")
+    return (
+        template.replace("{{site}}", html.escape(config.site))
+        .replace("{{start}}", first)
+        .replace("{{end}}", last)
+        .replace("{{shifts}}", options)
+        .replace("{{sections}}", "".join(sections))
+    )
+
+
+# --- routes --------------------------------------------------------------------------------
+
+Start = Annotated[date | None, Query(description="first day, plant time [6 days ago]")]
+End = Annotated[date | None, Query(description="last day, included [today]")]
+ShiftName = Annotated[str | None, Query(description="one shift's name [every shift]")]
+
+
+def router(
+    config: PlantConfig,
+    viewer: Callable,
+    kanban: Callable[[], list[dict]],
+    prefix: str,
+    now: Callable[[], int],
+) -> APIRouter:
+    """`/reports` (HTML) and `{prefix}/reports/{name}` (JSON, and each table as CSV).
+    `kanban` gives the view's kanban loops (card counts now)."""
+    routes = APIRouter(dependencies=[Depends(viewer)])
+    shifts = sorted({s.name for ln in config.lines for s in ln.shifts})
+
+    def compute(start: date | None, end: date | None, shift: str | None) -> Figures:
+        today = datetime.fromtimestamp(now() / 1000, config.zone).date()
+        if shift is not None and shift not in shifts:
+            raise HTTPException(422, f"no shift {shift!r} in the plant's calendar")
+        period = period_of(config, start or today - timedelta(days=6), end or today, shift)
+        return figures(config, period, kanban(), now())
+
+    @routes.get(f"{prefix}/reports/{{name}}")
+    def report(name: str, start: Start = None, end: End = None, shift: ShiftName = None) -> dict:
+        """One report (calls, downtime, stops, availability, kanban): its tables of rows."""
+        if name not in REPORTS:
+            raise HTTPException(404, f"no report {name!r}: {', '.join(REPORTS)}")
+        found = compute(start, end, shift)
+        period = found.period
+        return {"start": period.start, "end": period.end, "shift": shift, **found.report(name)}
+
+    @routes.get(f"{prefix}/reports/{{name}}/{{table}}.csv")
+    def report_csv(
+        name: str, table: str, start: Start = None, end: End = None, shift: ShiftName = None
+    ) -> PlainTextResponse:
+        """One table of a report as CSV."""
+        tables = compute(start, end, shift).report(name) if name in REPORTS else {}
+        if table not in tables:
+            raise HTTPException(404, f"no table {name}/{table}")
+        headers = {"Content-Disposition": f'attachment; filename="{name}-{table}.csv"'}
+        return PlainTextResponse(to_csv(tables[table]), media_type="text/csv", headers=headers)
+
+    @routes.get("/reports", include_in_schema=False)
+    def reports_html(start: Start = None, end: End = None, shift: ShiftName = None) -> HTMLResponse:
+        found = compute(start, end, shift or None)
+        return HTMLResponse(report_page(config, found, shifts, prefix))
+
+    return routes

@@ -1,0 +1,243 @@
+"""The andon in the browser: the live board (`/board`, `/board/{line}`), the supervisor console
+(`/console`) and the reports (`/reports`), served by the gateway's HTTP server from assets in
+the package (`andon/runtime/web/`): no CDN, no build step, plant networks are offline.
+
+Live: the board opens one Server-Sent Events stream (`/api/v1/stream`). The gateway's worker
+calls `Changes.notify` after each commit that changed the plant; every open stream then sends
+the new view, at most one per PUSH_EVERY_S (a burst is coalesced, a lone change goes out at
+once). A heartbeat every HEARTBEAT_S lets the page say "stale" when it hears nothing; the
+browser's EventSource reconnects by itself after a gateway restart.
+
+Who may do what: a token of the plant's `[[api_tokens]]` as `Authorization: Bearer`, or, for a
+kiosk TV with no keyboard, once in the URL (`/board/L1?token=...`), which sets a cookie.
+viewer: the board and reports; supervisor: the console's actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Annotated, Literal, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from andon import contract
+from andon.config import ApiToken, PlantConfig, Role
+from andon.runtime import reports
+
+ASSETS = Path(__file__).with_name("web")
+COOKIE = "andon_token"
+HEARTBEAT_S = 2.0
+PUSH_EVERY_S = 0.1  # at most ten views a second per page: a burst is coalesced
+OPERATE_TIMEOUT_S = 10.0
+
+
+class LiveSource(Protocol):
+    """What the board reads and the console drives: the running gateway."""
+
+    def view(self) -> dict: ...
+    def watch(self, changed: Callable[[], None]) -> None: ...
+    def operate(self, op: contract.Operator, by: str) -> Future: ...
+
+
+class Changes:
+    """Wakes every open stream when the gateway commits a change. `notify` runs on the
+    gateway's worker: it only hands the wake-up to each stream's event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def notify(self) -> None:
+        with self._lock:
+            streams = list(self._streams)
+        for loop, event in streams:
+            loop.call_soon_threadsafe(event.set)
+
+    def subscribe(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
+        stream = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._streams.add(stream)
+        return stream
+
+    def unsubscribe(self, stream: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def token_of(request: Request) -> str | None:
+    """The token a request carries: the Authorization header, the URL, or the kiosk cookie."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.query_params.get("token") or request.cookies.get(COOKIE)
+
+
+def requires(config: PlantConfig, role: Role) -> Callable[[Request], ApiToken]:
+    """A dependency: the caller's token entry, if it carries at least `role`; else 401/403."""
+
+    def caller(request: Request) -> ApiToken:
+        token = token_of(request)
+        entry = config.api_token(token) if token else None
+        if entry is None:
+            raise HTTPException(
+                401, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not entry.allows(role):
+            raise HTTPException(403, f"the {entry.role} token {entry.name!r} may not do this")
+        return entry
+
+    return caller
+
+
+def line_view(view: dict, line_id: str) -> dict:
+    """What a one-line board needs of the plant's view: that line, and the calls, orders and
+    alerts there."""
+    here = [ln for ln in view["lines"] if ln["id"] == line_id]
+    return {
+        **view,
+        "lines": here,
+        "calls": [c for c in view["calls"] if c["line"] == line_id],
+        "orders": [o for o in view["orders"] if o["line"] == line_id],
+        "alerts": [a for a in view.get("alerts", []) if a.get("line") in (line_id, None)],
+    }
+
+
+class Action(BaseModel):
+    """A console action (the operator is the caller's token)."""
+
+    action: Literal["acknowledge", "resolve", "annotate", "card_lost", "card_found"]
+    call: str | None = None
+    card: str | None = None
+    reason: str | None = Field(None, max_length=64)
+    comment: str | None = Field(None, max_length=500)
+
+
+def install(app: FastAPI, config: PlantConfig, source: LiveSource, prefix: str) -> None:
+    """Add the board, console, reports and their API routes to the HTTP API's app."""
+    changes = Changes()
+    source.watch(changes.notify)
+    app.mount("/static", StaticFiles(directory=ASSETS), name="andon-static")
+    app.include_router(_pages(config))
+    app.include_router(_live(config, source, changes), prefix=prefix)
+    kanban = lambda: source.view()["kanban"]  # noqa: E731
+    app.include_router(reports.router(config, requires(config, "viewer"), kanban, prefix, wall_ms))
+
+
+def _page(name: str, request: Request) -> HTMLResponse:
+    """An HTML page of the assets; a token in the URL becomes the kiosk cookie."""
+    response = HTMLResponse((ASSETS / name).read_text(encoding="utf-8"))
+    token = request.query_params.get("token")
+    if token:
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=400 * 86400)
+    return response
+
+
+def _pages(config: PlantConfig) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    viewer = [Depends(requires(config, "viewer"))]
+
+    @router.get("/board", dependencies=viewer)
+    def plant_board(request: Request) -> HTMLResponse:
+        return _page("board.html", request)
+
+    @router.get("/board/{line_id}", dependencies=viewer)
+    def board(line_id: str, request: Request) -> HTMLResponse:
+        if config.line(line_id) is None:
+            raise HTTPException(404, f"no line {line_id!r} in the plant")
+        return _page("board.html", request)
+
+    @router.get("/console", dependencies=[Depends(requires(config, "supervisor"))])
+    def console(request: Request) -> HTMLResponse:
+        return _page("console.html", request)
+
+    return router
+
+
+def _event(kind: str, data: object) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRouter:
+    router = APIRouter()
+    viewer = Depends(requires(config, "viewer"))
+    supervisor = Depends(requires(config, "supervisor"))
+
+    def snapshot(line_id: str | None) -> dict:
+        view = source.view()
+        view = line_view(view, line_id) if line_id else view
+        return {**view, "served": wall_ms()}
+
+    async def stream(line_id: str | None, request: Request) -> AsyncIterator[bytes]:
+        subscription = changes.subscribe()
+        _, changed = subscription
+        try:
+            yield b"retry: 1000\n\n"  # reconnect after a second when the gateway went away
+            last_push = 0.0
+            while not await request.is_disconnected():
+                changed.clear()
+                yield _event("view", snapshot(line_id))
+                last_push = time.monotonic()
+                while not changed.is_set():
+                    try:
+                        await asyncio.wait_for(changed.wait(), HEARTBEAT_S)
+                    except TimeoutError:
+                        yield _event("beat", {"served": wall_ms()})
+                        if await request.is_disconnected():
+                            return
+                await asyncio.sleep(max(0.0, last_push + PUSH_EVERY_S - time.monotonic()))
+        finally:
+            changes.unsubscribe(subscription)
+
+    @router.get("/stream", dependencies=[viewer])
+    async def live(
+        request: Request, line: Annotated[str | None, Query()] = None
+    ) -> StreamingResponse:
+        """Server-Sent Events: `view` (the plant, or `line`'s part of it) at once and after
+        every change, `beat` every few seconds in between."""
+        if line is not None and config.line(line) is None:
+            raise HTTPException(404, f"no line {line!r} in the plant")
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            stream(line, request), media_type="text/event-stream", headers=headers
+        )
+
+    @router.get("/console/setup", dependencies=[supervisor])
+    def setup() -> dict:
+        """What the console offers: the plant's reason codes and kanban cards."""
+        return {
+            "reasons": list(getattr(config, "reason_codes", [])),
+            "cards": [{"uid": uid, "part": k.part} for k in config.kanban for uid in k.cards],
+        }
+
+    @router.post("/operator")
+    async def operate(action: Action, caller: ApiToken = supervisor) -> dict:
+        """A supervisor's action, logged as an operator record (who, when, what) and applied;
+        409 with the reason when the plant refuses it."""
+        op = contract.Operator(by=caller.name, **action.model_dump())
+        future = source.operate(op, caller.name)
+        try:
+            refusal = await asyncio.wait_for(asyncio.wrap_future(future), OPERATE_TIMEOUT_S)
+        except TimeoutError:
+            raise HTTPException(503, "the gateway did not answer in time") from None
+        if refusal is not None:
+            raise HTTPException(409, refusal)
+        return {"done": action.action, "by": caller.name}
+
+    @router.get("/whoami")
+    def whoami(caller: ApiToken = viewer) -> dict:
+        return {"name": caller.name, "role": caller.role}
+
+    return router
