@@ -3,11 +3,16 @@ firmware, Mosquitto and the `andon gateway` process serving the pages."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
+import pytest
 from playwright.sync_api import Page
 
 from andon import contract
+from andon.sim.observe import wait_for
 from andon.sim.rig import Rig
-from tests.web.conftest import SUPERVISOR, site_url, wait_served
+from tests.web.conftest import E2E_PLANT, SUPERVISOR, site_url, wait_served
 
 TILE = '[data-line="L1"] .tile[data-station="{}"]'
 BANNER = '[data-line="L1"] .banner'
@@ -72,3 +77,36 @@ def test_the_page_says_stale_and_comes_back_by_itself_after_a_gateway_restart(pa
     line_rig.line.do("pull", "L1", "S03")  # the page shows what the new gateway pushes
     page.wait_for_selector(TILE.format("S03") + ':not([data-state="running"])', timeout=WAIT_MS)
     line_rig.line.do("reset", "L1", "S03")
+
+
+@pytest.mark.skipif(
+    not hasattr(contract, "Operator"),
+    reason="operator actions need issue 9's core (contract.Operator, Plant.check), not landed yet",
+)
+def test_a_supervisor_acknowledges_a_quality_call_in_the_console_and_the_tower_changes(
+    browser, tmp_path: Path
+):
+    plant = tomllib.loads(E2E_PLANT.read_text())
+    plant["lines"][0]["stop"] = {"mode": "seconds", "seconds": 600}  # no stop while we click
+    with Rig(plant, tmp_path / "rig", stations=["L1/S03"]) as rig:
+        rig.wait_line_up()
+        wait_served(rig)
+        context = browser.new_context()
+        try:
+            board, console = context.new_page(), context.new_page()
+            open_board(board, rig)
+            console.goto(site_url(rig, "/console", SUPERVISOR))
+            rig.line.do("press", "L1", "S03", button="qual")
+            board.wait_for_selector(TILE.format("S03") + '[data-state="called"]', timeout=WAIT_MS)
+            assert rig.line.lamps("L1", "S03")["amber"] == "on"
+
+            console.click('tr[data-call] button[data-action="acknowledge"]', timeout=WAIT_MS)
+            console.wait_for_selector("#message:has-text('acknowledge done')", timeout=WAIT_MS)
+            board.wait_for_selector(
+                TILE.format("S03") + '[data-state="acknowledged"]', timeout=WAIT_MS
+            )
+            assert "ACK supervisor" in board.inner_text(TILE.format("S03"))
+            # the station's own tower: amber slow, someone is on the way (docs/stack-light.md)
+            wait_for("S03 amber slow", lambda: rig.line.lamps("L1", "S03")["amber"] == "slow")
+        finally:
+            context.close()

@@ -299,8 +299,8 @@ class Figures:
         rows = []
         for line_id, windows in self.windows.items():
             for w in windows:
-                if w.start >= self.now or w.start < self.period.start - 86_400_000:
-                    continue
+                if w.start >= self.now:
+                    continue  # not begun: nothing planned yet
                 mine = [s for s in self.stops if s["line"] == line_id and self._overlap(s, w)]
                 elapsed = min(1.0, (self.now - w.start) / (w.end - w.start))
                 planned_ms = int(w.shift.available_s * 1000 * elapsed)

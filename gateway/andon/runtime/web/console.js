@@ -9,7 +9,7 @@ async function act(body) {
   const answer = await fetch("/api/v1/operator", {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
-  const reply = await answer.json();
+  const reply = await answer.json().catch(() => ({ detail: answer.statusText }));
   message.className = answer.ok ? "" : "refused";
   message.textContent = answer.ok ? `${body.action} done` : `refused: ${reply.detail}`;
 }

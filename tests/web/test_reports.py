@@ -1,0 +1,210 @@
+"""The reports' figures against a fixture whose answers are worked out by hand (the comments
+show the arithmetic), on a real SQLite store, through the JSON and CSV routes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+
+from andon.config import PlantConfig, hash_token
+from andon.runtime import reports
+from andon.runtime.api import make_app
+from andon.runtime.store import SqliteStore
+
+TOKEN = "reports-viewer-0123456789"
+BERLIN = ZoneInfo("Europe/Berlin")
+T0 = int(datetime(2026, 3, 2, 6, 0, tzinfo=BERLIN).timestamp() * 1000)  # early shift starts
+NOW = int(datetime(2026, 3, 3, 0, 0, tzinfo=BERLIN).timestamp() * 1000)  # both shifts over
+KANBAN = [{"part": "P1", "cards": {"lost": 1, "total": 3}, "recommended_cards": 4}]
+
+
+def at(minutes: float | None) -> int | None:
+    """T0 + minutes, in ms."""
+    return None if minutes is None else T0 + int(minutes * 60_000)
+
+
+def call(id, station, cause, opened, ack=None, stopped=None, resolved=None, reason=None):
+    return {
+        "id": id, "line": "L1", "station": station, "cause": cause, "opened": at(opened),
+        "acknowledged": at(ack), "stopped": at(stopped), "resolved": at(resolved),
+        "reason": reason,
+    }  # fmt: skip
+
+
+CALLS = [
+    call("C1", "S1", "cord", 60, ack=62, stopped=61, resolved=70),  # stop 61-70: 9 min
+    call("C2", "S2", "quality", 100, ack=101, resolved=110),  # no stop
+    call("C3", "S2", "quality", 200, ack=205, stopped=202, resolved=230, reason="tooling"),
+    call("C4", "S1", "maintenance", 210, stopped=212, resolved=240),  # inside C3's stop
+    call("C5", "S1", "cord", 500, ack=501, stopped=501, resolved=511),  # late shift: 10 min
+    call("C0", "S1", "cord", -24 * 60, ack=-24 * 60 + 1, resolved=-24 * 60 + 5),  # the day before
+]
+ORDERS = [
+    {"id": "K1", "part": "P1", "line": "L1", "station": "S1", "posted": at(0), "due": at(60),
+     "received": at(120), "overdue": False},  # lead 120 min
+    {"id": "K2", "part": "P1", "line": "L1", "station": "S1", "posted": at(60), "due": at(120),
+     "received": at(300), "overdue": True},  # lead 240 min
+    {"id": "K3", "part": "P1", "line": "L1", "station": "S1", "posted": at(400), "due": at(460),
+     "received": None, "overdue": False},
+]  # fmt: skip
+
+
+def plant(tmp_path) -> PlantConfig:
+    shift = {"available_s": 25_200, "demand": 420}  # 7 h = 420 min planned per 8 h shift
+    return PlantConfig.model_validate(
+        {
+            "site": "P1",
+            "timezone": "Europe/Berlin",
+            "gateway": {"database": str(tmp_path / "andon.db"), "http": {"port": 8088}},
+            "lines": [
+                {
+                    "id": "L1",
+                    "name": "Line 1",
+                    "shifts": [
+                        {"name": "early", "start": "06:00", "end": "14:00", **shift},
+                        {"name": "late", "start": "14:00", "end": "22:00", **shift},
+                    ],
+                    "stations": [
+                        {"id": s, "name": s, "board": f"B{s}", "profile": "esp32-devkitc"}
+                        for s in ("S1", "S2")
+                    ],
+                }
+            ],
+            "api_tokens": [{"name": "viewer", "hash": hash_token(TOKEN)}],
+        }
+    )
+
+
+@pytest.fixture
+def config(tmp_path) -> PlantConfig:
+    config = plant(tmp_path)
+    store = SqliteStore(config.gateway.database)
+    with store.transaction() as tx:
+        for c in CALLS:
+            tx.record("call", c["id"], c)
+        for o in ORDERS:
+            tx.record("order", o["id"], o)
+    store.close()
+    return config
+
+
+def figures(config: PlantConfig, shift: str | None = None) -> reports.Figures:
+    period = reports.period_of(config, date(2026, 3, 2), date(2026, 3, 2), shift)
+    return reports.figures(config, period, KANBAN, NOW)
+
+
+def test_calls_per_cause_time_to_acknowledge_and_mttr(config):
+    by_cause = figures(config).calls_report()["by_cause"]  # C0 is the day before: left out
+    assert by_cause == [
+        # cord C1, C5: acks 120 s and 60 s -> mean 90, p90 = the 2nd of 2 (ceil(0.9 * 2)) = 120;
+        # repaired in 10 min and 11 min -> MTTR (600 + 660) / 2 = 630 s
+        {"cause": "cord", "calls": 2, "acknowledged": 2, "ack_mean_s": 90.0,
+         "ack_p90_s": 120.0, "resolved": 2, "mttr_s": 630.0},
+        # quality C2, C3: acks 60 s and 300 s -> mean 180, p90 300; 600 s and 1800 s -> 1200
+        {"cause": "quality", "calls": 2, "acknowledged": 2, "ack_mean_s": 180.0,
+         "ack_p90_s": 300.0, "resolved": 2, "mttr_s": 1200.0},
+        # maintenance C4: never acknowledged; opened 210, resolved 240 -> 1800 s
+        {"cause": "maintenance", "calls": 1, "acknowledged": 0, "ack_mean_s": None,
+         "ack_p90_s": None, "resolved": 1, "mttr_s": 1800.0},
+    ]  # fmt: skip
+    by_station = figures(config).calls_report()["by_station"]
+    assert [(r["station"], r["calls"]) for r in by_station] == [("S1", 3), ("S2", 2)]
+
+
+def test_downtime_merges_overlapping_stops_and_books_them_to_the_first(config):
+    downtime = figures(config).downtime_report()
+    # stops: 61-70 (S1 cord, 9 min); 202-230 and 212-240 overlap -> 202-240 (38 min), booked
+    # to C3 (S2 quality, tooling), which stopped the line first; 501-511 (S1 cord, 10 min).
+    # total 57 min: S2 38/57 = 66.7 %, S1 19/57 = 33.3 %
+    assert [(s["call"], s["minutes"], s["shift"]) for s in downtime["stops"]] == [
+        ("C1", 9.0, "early"),
+        ("C3", 38.0, "early"),
+        ("C5", 10.0, "late"),
+    ]
+    assert downtime["by_station"] == [
+        {"line": "L1", "station": "S2", "stops": 1, "minutes": 38.0, "share_pct": 66.7,
+         "cumulative_pct": 66.7},
+        {"line": "L1", "station": "S1", "stops": 2, "minutes": 19.0, "share_pct": 33.3,
+         "cumulative_pct": 100.0},
+    ]  # fmt: skip
+    assert [(r["cause"], r["minutes"]) for r in downtime["by_cause"]] == [
+        ("quality", 38.0),
+        ("cord", 19.0),
+    ]
+    assert [(r["reason"], r["minutes"]) for r in downtime["by_reason"]] == [
+        ("tooling", 38.0),
+        ("-", 19.0),
+    ]
+
+
+def test_stops_per_shift_and_availability(config):
+    found = figures(config)
+    assert [
+        (r["shift"], r["stops"], r["stop_minutes"]) for r in found.stops_report()["per_shift"]
+    ] == [
+        ("early", 2, 47.0),  # 9 + 38
+        ("late", 1, 10.0),
+    ]
+    assert found.availability_report()["per_line_and_shift"] == [
+        # (420 - 47) / 420 = 88.81 %
+        {"line": "L1", "shift": "early", "start": "2026-03-02 06:00", "planned_minutes": 420.0,
+         "stop_minutes": 47.0, "availability_pct": 88.8},
+        # (420 - 10) / 420 = 97.62 %
+        {"line": "L1", "shift": "late", "start": "2026-03-02 14:00", "planned_minutes": 420.0,
+         "stop_minutes": 10.0, "availability_pct": 97.6},
+    ]  # fmt: skip
+
+
+def test_a_shift_filter_keeps_only_that_shifts_calls_and_stops(config):
+    early = figures(config, "early")
+    cord = next(r for r in early.calls_report()["by_cause"] if r["cause"] == "cord")
+    assert cord["calls"] == 1  # C5 was in the late shift
+    assert sum(r["minutes"] for r in early.downtime_report()["by_station"]) == 47.0
+
+
+def test_kanban_lead_times_overdue_lost_and_recommended(config):
+    found = figures(config).kanban_report()
+    # received K1 after 120 min, K2 after 240 -> mean 180, p90 = 2nd of 2 = 240
+    assert found["loops"] == [
+        {"part": "P1", "orders": 3, "received": 2, "lead_mean_min": 180.0, "lead_p90_min": 240.0,
+         "overdue": 1, "lost_cards": 1, "cards": 3, "recommended_cards": 4},
+    ]  # fmt: skip
+    assert [o["order"] for o in found["overdue_orders"]] == ["K2"]
+
+
+class StandIn:
+    def view(self) -> dict:
+        return {"kanban": KANBAN}
+
+    def watch(self, changed) -> None:
+        pass
+
+    def health(self) -> dict:
+        return {}
+
+
+def test_the_routes_serve_the_same_figures_as_json_csv_and_a_page(config):
+    client = TestClient(make_app(config, StandIn()), headers={"Authorization": f"Bearer {TOKEN}"})
+    query = "start=2026-03-02&end=2026-03-02"
+    downtime = client.get(f"/api/v1/reports/downtime?{query}").json()
+    assert [r["minutes"] for r in downtime["by_station"]] == [38.0, 19.0]
+    calls = client.get(f"/api/v1/reports/calls?{query}&shift=late").json()
+    assert calls["by_cause"][0]["calls"] == 1 and calls["by_cause"][0]["cause"] == "cord"
+    csv = client.get(f"/api/v1/reports/downtime/by_cause.csv?{query}")
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines() == [
+        "cause,stops,minutes,share_pct,cumulative_pct",
+        "quality,1,38.0,66.7,66.7",
+        "cord,2,19.0,33.3,100.0",
+    ]
+    assert client.get(f"/api/v1/reports/calls?{query}&shift=night").status_code == 422
+    assert client.get("/api/v1/reports/nothing").status_code == 404
+    page = client.get(f"/reports?{query}").text
+    assert "<svg class=pareto" in page and "tooling" in page
+    assert page.count('class="csv"') == sum(
+        len(figures(config).report(name)) for name in reports.REPORTS
+    )
+    assert TestClient(make_app(config, StandIn())).get("/reports").status_code == 401
