@@ -5,9 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint mpy deps broker clean flash
+.PHONY: test demo lint mpy deps broker browser clean flash
 
-test: deps broker mpy
+test: deps broker browser mpy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: deps broker
@@ -49,6 +49,18 @@ broker:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 		else \
 			echo "Mosquitto is missing: run 'sudo apt-get install -y mosquitto' and try again"; exit 1; \
+		fi; \
+	fi
+
+# Chromium for the browser tests (tests/web), from the system's packages: Playwright's own
+# browser download cannot be reached from a plant network or CI.
+browser:
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing Chromium (apt-get install -y chromium)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "Chromium is missing: run 'sudo apt-get install -y chromium' and try again"; exit 1; \
 		fi; \
 	fi
 

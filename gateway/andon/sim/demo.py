@@ -9,16 +9,19 @@ plain status lines now and then instead.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 
+from andon.config import hash_token
 from andon.firmware_build import REPO
 from andon.runtime.service import plant_view
 from andon.sim.control import ControlServer
@@ -84,13 +87,14 @@ def run_demo(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"andon demo: starting Mosquitto, the gateway and the boards under {workdir}/")
-    with Rig(plant, workdir) as rig, ControlServer(rig.line, workdir / "sim"):
+    token = secrets.token_urlsafe(24)  # the demo's own supervisor token, for the browser
+    with Rig(_with_token(plant, token), workdir) as rig, ControlServer(rig.line, workdir / "sim"):
         rig.wait_line_up()
         print(
             f"{len(rig.line.boards)} boards up on Mosquitto {rig.broker.host}:{rig.broker.port}."
             f" From a second terminal:\n"
             f"  andon sim pull L1 S03 --state {workdir}/sim    (then: reset, press L1 S05 qual,"
-            f" lights L1)\n{_api_hint(rig)}Ctrl-C ends the demo.",
+            f" lights L1)\n{_api_hint(rig, token)}Ctrl-C ends the demo.",
             flush=True,
         )
         play = _Play(rig, scenario, stop)
@@ -105,11 +109,21 @@ def run_demo(
     return 1 if play.failed else 0
 
 
-def _api_hint(rig: Rig) -> str:
+def _with_token(plant: Path, token: str) -> dict[str, Any]:
+    """The plant's data with a supervisor token for the demo added (the file keeps hashes)."""
+    data = tomllib.loads(plant.read_text())
+    entry = {"name": "demo", "role": "supervisor", "hash": hash_token(token)}
+    return {**data, "api_tokens": [*data.get("api_tokens", []), entry]}
+
+
+def _api_hint(rig: Rig, token: str) -> str:
     if rig.api_url is None:
         return ""
-    token = rig.plant.api_tokens[0].token
-    return f"  curl -H 'Authorization: Bearer {token}' {rig.api_url}/plant    (the HTTP API)\n"
+    site = rig.api_url.removesuffix("/api/v1")
+    return (
+        f"  board:   {site}/board/L1?token={token}    (and /board, /console, /reports)\n"
+        f"  curl -H 'Authorization: Bearer {token}' {rig.api_url}/plant    (the HTTP API)\n"
+    )
 
 
 def _show(
