@@ -86,9 +86,22 @@ def shift_windows(config: PlantConfig, line_id: str, period: Period) -> list[Shi
     return sorted(windows, key=lambda w: w.start)
 
 
-def _window_of(windows: list[ShiftWindow], t: int) -> ShiftWindow | None:
-    i = bisect_right([w.start for w in windows], t) - 1
-    return windows[i] if i >= 0 and windows[i].covers(t) else None
+class Calendar:
+    """One line's shift windows in a period, in time order, looked up by bisection (windows of
+    one line never overlap)."""
+
+    def __init__(self, windows: list[ShiftWindow]) -> None:
+        self.windows = windows
+        self._starts = [w.start for w in windows]
+
+    def at(self, t: int) -> ShiftWindow | None:
+        i = bisect_right(self._starts, t) - 1
+        return self.windows[i] if i >= 0 and self.windows[i].covers(t) else None
+
+    def overlapping(self, start: int, end: int) -> list[ShiftWindow]:
+        first = max(0, bisect_right(self._starts, start) - 1)
+        last = bisect_right(self._starts, end - 1)
+        return [w for w in self.windows[first:last] if w.end > start]
 
 
 def p90(values: list[int]) -> int | None:
@@ -149,7 +162,9 @@ class Figures:
         now: int,
     ) -> None:
         self.config, self.period, self.now = config, period, now
-        self.windows = {ln.id: shift_windows(config, ln.id, period) for ln in config.lines}
+        self.calendars = {
+            ln.id: Calendar(shift_windows(config, ln.id, period)) for ln in config.lines
+        }
         self.calls = calls
         self.orders = orders
         self.kanban = kanban
@@ -158,10 +173,10 @@ class Figures:
     def _in_period(self, line: str, t: int) -> bool:
         if not self.period.start <= t < self.period.end:
             return False
-        return self.period.shift is None or _window_of(self.windows[line], t) is not None
+        return self.period.shift is None or self.calendars[line].at(t) is not None
 
     def _shift_name(self, line: str, t: int) -> str:
-        window = _window_of(self.windows[line], t)
+        window = self.calendars[line].at(t)
         return window.shift.name if window else "-"
 
     # calls
@@ -231,7 +246,8 @@ class Figures:
             return max(0, min(end, window.end) - max(start, window.start))
         if self.period.shift is None:
             return max(0, end - start)
-        return sum(self._overlap(stop, w) for w in self.windows[stop["line"]])
+        windows = self.calendars[stop["line"]].overlapping(start, end)
+        return sum(self._overlap(stop, w) for w in windows)
 
     def downtime_report(self) -> dict[str, list[dict]]:
         return {
@@ -297,11 +313,21 @@ class Figures:
     def _shift_rows(self) -> list[tuple[dict, int]]:
         """Per line and shift occurrence that has begun: the stops in it, and its planned ms."""
         rows = []
-        for line_id, windows in self.windows.items():
-            for w in windows:
+        stops: dict[str, list[dict]] = defaultdict(list)  # per line, in time order, disjoint
+        for stop in self.stops:
+            stops[stop["line"]].append(stop)
+        for line_id, calendar in self.calendars.items():
+            line_stops = stops[line_id]
+            ends = [s["end"] for s in line_stops]
+            for w in calendar.windows:
                 if w.start >= self.now:
                     continue  # not begun: nothing planned yet
-                mine = [s for s in self.stops if s["line"] == line_id and self._overlap(s, w)]
+                first = bisect_right(ends, w.start)  # the first stop ending inside or after w
+                mine = []
+                for stop in line_stops[first:]:
+                    if stop["start"] >= w.end:
+                        break
+                    mine.append(stop)
                 elapsed = min(1.0, (self.now - w.start) / (w.end - w.start))
                 planned_ms = int(w.shift.available_s * 1000 * elapsed)
                 row = {
