@@ -21,6 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+_CALL_COLUMNS = ", ".join(
+    f"json_extract(new.data, '$.{c}')"
+    for c in ("id", "line", "station", "cause", "opened", "acknowledged", "stopped", "resolved")
+) + ", json_extract(new.data, '$.reason')"
+# Delete and insert: a trigger's OR REPLACE would yield to the record upsert's conflict rule.
+_CALL_FACT = (
+    f"DELETE FROM call_fact WHERE id = new.id; INSERT INTO call_fact SELECT {_CALL_COLUMNS};"
+)
+
 # Each step takes the schema from version i to i+1; a database records how many it has run.
 MIGRATIONS: list[str] = [
     """
@@ -79,6 +88,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN failed INTEGER;  -- when it was given up
     DROP INDEX outbox_unsent;
     CREATE INDEX outbox_pending ON outbox (channel, id) WHERE sent IS NULL AND failed IS NULL;
+    """,
+    f"""
+    -- The calls' times as plain indexed columns, kept by triggers as the record table is
+    -- written: the reports (andon.runtime.reports) read a year of calls without parsing JSON.
+    CREATE TABLE call_fact (
+        id TEXT PRIMARY KEY, line TEXT NOT NULL, station TEXT NOT NULL, cause TEXT NOT NULL,
+        opened INTEGER NOT NULL, acknowledged INTEGER, stopped INTEGER, resolved INTEGER,
+        reason TEXT
+    );
+    CREATE INDEX call_fact_opened ON call_fact (opened);
+    CREATE INDEX call_fact_stopped ON call_fact (line, stopped) WHERE stopped IS NOT NULL;
+    CREATE TRIGGER record_call_insert AFTER INSERT ON record WHEN new.kind = 'call'
+    BEGIN {_CALL_FACT} END;
+    CREATE TRIGGER record_call_update AFTER UPDATE ON record WHEN new.kind = 'call'
+    BEGIN {_CALL_FACT} END;
+    INSERT INTO call_fact SELECT {_CALL_COLUMNS.replace("new.data", "data")}
+        FROM record WHERE kind = 'call';
     """,
 ]
 
