@@ -93,8 +93,8 @@ MIGRATIONS: list[str] = [
     -- The calls' times as plain indexed columns, kept by triggers as the record table is
     -- written: the reports (andon.runtime.reports) read a year of calls without parsing JSON.
     CREATE TABLE call_fact (
-        id TEXT PRIMARY KEY, line TEXT NOT NULL, station TEXT NOT NULL, cause TEXT NOT NULL,
-        opened INTEGER NOT NULL, acknowledged INTEGER, stopped INTEGER, resolved INTEGER,
+        id TEXT PRIMARY KEY, line TEXT, station TEXT, cause TEXT,
+        opened INTEGER, acknowledged INTEGER, stopped INTEGER, resolved INTEGER,
         reason TEXT
     );
     CREATE INDEX call_fact_opened ON call_fact (opened);
