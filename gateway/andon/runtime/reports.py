@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -120,12 +121,13 @@ ORDER_COLUMNS = ("id", "part", "line", "station", "posted", "due", "received", "
 STOP_COLUMNS = ("id", "line", "station", "cause", "stopped", "resolved", "reason")
 
 
-# Per group of the calls opened in [start, end) (and the shift): their count, and their times
-# to acknowledge and to resolve as comma-separated lists (group_concat leaves out NULLs), so
-# that SQLite does the grouping and Python only splits a string per group.
+# Per cause and station, the calls opened in [start, end) (and the shift): their count, and
+# their times to acknowledge and to resolve as comma-separated lists (group_concat leaves out
+# NULLs). SQLite scans and groups once; Python merges the groups and splits the strings.
 CALL_GROUPS = """
-SELECT {key}, count(*), group_concat(acknowledged - opened), group_concat(resolved - opened)
-FROM call_fact WHERE opened >= ? AND opened < ? {shift} GROUP BY {key}
+SELECT cause, line, station, count(*),
+       group_concat(acknowledged - opened), group_concat(resolved - opened)
+FROM call_fact WHERE opened >= ? AND opened < ? {shift} GROUP BY cause, line, station
 """
 
 
@@ -141,16 +143,22 @@ def call_tables(
 
     db.create_function("in_shift", 2, in_shift, deterministic=True)
     shift = "AND in_shift(line, opened)" if period.shift else ""
+    rows = db.execute(CALL_GROUPS.format(shift=shift), (period.start, period.end)).fetchall()
     tables = {}
     for name, columns in (("by_cause", ("cause",)), ("by_station", ("line", "station"))):
-        key = ", ".join(columns)
-        rows = db.execute(CALL_GROUPS.format(key=key, shift=shift), (period.start, period.end))
-        groups = []
-        for row in rows:
-            *values, calls, acks, repairs = row
-            groups.append((dict(zip(columns, values, strict=True)), calls, acks, repairs))
-        groups.sort(key=lambda g: (-g[1], tuple(g[0].values())))
-        tables[name] = [_call_stats(*group) for group in groups]
+        merged: dict[tuple, list] = {}
+        for cause, line, station, calls, acks, repairs in rows:
+            fields = {"cause": cause, "line": line, "station": station}
+            key = tuple(fields[c] for c in columns)
+            group = merged.setdefault(key, [0, [], []])
+            group[0] += calls
+            group[1] += [acks] if acks else []
+            group[2] += [repairs] if repairs else []
+        ordered = sorted(merged.items(), key=lambda g: (-g[1][0], g[0]))
+        tables[name] = [
+            _call_stats(dict(zip(columns, key, strict=True)), calls, ",".join(a), ",".join(r))
+            for key, (calls, a, r) in ordered
+        ]
     return tables
 
 
@@ -303,11 +311,11 @@ class Figures:
 
     # shifts
     def stops_report(self) -> dict[str, list[dict]]:
-        return {"per_shift": [row for row, _ in self._shift_rows()]}
+        return {"per_shift": [row for row, _ in self._shift_rows]}
 
     def availability_report(self) -> dict[str, list[dict]]:
         table = []
-        for row, planned_ms in self._shift_rows():
+        for row, planned_ms in self._shift_rows:
             stopped = row["stop_minutes"] * 60_000
             available = (planned_ms - min(stopped, planned_ms)) / planned_ms if planned_ms else None
             table.append(
@@ -320,6 +328,7 @@ class Figures:
             )
         return {"per_line_and_shift": table}
 
+    @cached_property
     def _shift_rows(self) -> list[tuple[dict, int]]:
         """Per line and shift occurrence that has begun: the stops in it, and its planned ms."""
         rows = []
