@@ -299,13 +299,16 @@ def big_log(path: Path, events: int, http_port: int | None = None) -> PlantConfi
     calls = events // 3
     step = span // calls
     log_rows, records = [], []
+    weights = [1 / rank for rank in range(1, 11)]  # a few stations call most: a Pareto
     for n in range(calls):
-        line, station = f"L{n % 5 + 1}", f"S{n % 10 + 1:02d}"
+        line = f"L{rng.randint(1, 5)}"
+        station = f"S{rng.choices(range(1, 11), weights)[0]:02d}"
         opened = year_start + n * step
         acked = opened + rng.randint(10_000, 300_000)
         resolved = acked + rng.randint(30_000, 1_800_000)
-        stopped = opened + 60_000 if n % 5 == 0 and resolved > opened + 60_000 else None
-        cause = ("cord", "quality", "maintenance", "material")[n % 4]
+        stops = rng.random() < 0.2 and resolved > opened + 60_000
+        stopped = opened + 60_000 if stops else None
+        cause = rng.choices(("cord", "quality", "maintenance", "material"), (4, 3, 2, 1))[0]
         record = {"id": f"C-{n:07d}", "line": line, "station": station, "cause": cause}
         record |= {"opened": opened, "acknowledged": acked, "stopped": stopped}
         record |= {"resolved": resolved, "reason": ("tooling", "setup", None)[n % 3]}

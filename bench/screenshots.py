@@ -53,13 +53,15 @@ def _stop_in(page: Page) -> int:
 
 
 def report_picture(page: Page, workdir: Path) -> None:
-    config = big_log(workdir / "year.db", 6_000, http_port=free_port())
+    config = big_log(workdir / "year.db", 30_000, http_port=free_port())
     server = ApiServer(config, SyntheticGateway(config))
     server.start()
     try:
-        query = f"start=2025-01-01&end=2025-01-31&token={TOKEN}"
+        query = f"start=2025-01-01&end=2025-03-31&token={TOKEN}"
         page.goto(f"{server.url.removesuffix('/api/v1')}/reports?{query}")
-        page.locator("#downtime-by_station").screenshot(path=OUT / "reports.png")
+        box = page.locator("#downtime-by_station").bounding_box()  # the chart, the top rows
+        clip = {"x": box["x"], "y": box["y"], "width": 760, "height": min(box["height"], 480)}
+        page.screenshot(path=OUT / "reports.png", clip=clip, full_page=True)
     finally:
         server.stop()
 
