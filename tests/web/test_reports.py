@@ -34,14 +34,30 @@ def call(id, station, cause, opened, ack=None, stopped=None, resolved=None, reas
     }  # fmt: skip
 
 
+def stop(id, station, cause, call, started, ended):
+    return {
+        "id": id, "line": "L1", "station": station, "cause": cause, "call": call,
+        "started": at(started), "ended": at(ended),
+    }  # fmt: skip
+
+
 CALLS = [
-    call("C1", "S1", "cord", 60, ack=62, stopped=61, resolved=70),  # stop 61-70: 9 min
-    call("C2", "S2", "quality", 100, ack=101, resolved=110),  # no stop
-    call("C3", "S2", "quality", 200, ack=205, stopped=202, resolved=230, reason="tooling"),
-    call("C4", "S1", "maintenance", 210, stopped=212, resolved=240),  # inside C3's stop
-    call("C5", "S1", "cord", 500, ack=501, stopped=501, resolved=511),  # late shift: 10 min
-    call("C0", "S1", "cord", -24 * 60, ack=-24 * 60 + 1, resolved=-24 * 60 + 5),  # the day before
+    call("C-000001", "S1", "cord", 60, ack=62, stopped=61, resolved=70),
+    call("C-000002", "S2", "quality", 100, ack=101, resolved=110),  # no stop
+    call("C-000003", "S2", "quality", 200, ack=205, stopped=202, resolved=230),
+    call("C-000004", "S1", "maintenance", 210, stopped=212, resolved=240),  # in C3's stop
+    call("C-000005", "S1", "cord", 500, ack=501, stopped=501, resolved=511),  # late shift
+    call("C-000000", "S1", "cord", -24 * 60, ack=-24 * 60 + 1, resolved=-24 * 60 + 5),  # before
 ]
+# The stops as the core booked them: C3 and C4 overlap, one stop booked to C3 (first to stop)
+STOPS = [
+    stop("D-000001", "S1", "cord", "C-000001", 61, 70),  # 9 min
+    stop("D-000002", "S2", "quality", "C-000003", 202, 240),  # 38 min
+    stop("D-000003", "S1", "cord", "C-000005", 501, 511),  # 10 min, late shift
+    stop("D-000000", "S1", "offline", None, -24 * 60, -24 * 60 + 30),  # the day before
+]
+# C3 was closed when a supervisor gave it a reason code in the console
+ANNOTATION = {"id": "C-000003", "reason": "tooling", "comment": "worn die", "by": "boss"}
 ORDERS = [
     {"id": "K1", "part": "P1", "line": "L1", "station": "S1", "posted": at(0), "due": at(60),
      "received": at(120), "overdue": False},  # lead 120 min
@@ -53,7 +69,9 @@ ORDERS = [
 
 
 def plant(tmp_path) -> PlantConfig:
-    shift = {"available_s": 25_200, "demand": 420}  # 7 h = 420 min planned per 8 h shift
+    # 2026-03-02 is a Monday: both shifts run. Working time: early 8 h - a 30 min break = 450 min,
+    # late 480 min.
+    brk = [{"start": "12:00", "end": "12:30"}]
     return PlantConfig.model_validate(
         {
             "site": "P1",
@@ -64,8 +82,14 @@ def plant(tmp_path) -> PlantConfig:
                     "id": "L1",
                     "name": "Line 1",
                     "shifts": [
-                        {"name": "early", "start": "06:00", "end": "14:00", **shift},
-                        {"name": "late", "start": "14:00", "end": "22:00", **shift},
+                        {
+                            "name": "early",
+                            "start": "06:00",
+                            "end": "14:00",
+                            "breaks": brk,
+                            "demand": 450,
+                        },
+                        {"name": "late", "start": "14:00", "end": "22:00", "demand": 480},
                     ],
                     "stations": [
                         {"id": s, "name": s, "board": f"B{s}", "profile": "esp32-devkitc"}
@@ -87,6 +111,9 @@ def config(tmp_path) -> PlantConfig:
             tx.record("call", c["id"], c)
         for o in ORDERS:
             tx.record("order", o["id"], o)
+        for d in STOPS:
+            tx.record("stop", d["id"], d)
+        tx.record("annotation", ANNOTATION["id"], ANNOTATION)
     store.close()
     return config
 
@@ -114,15 +141,15 @@ def test_calls_per_cause_time_to_acknowledge_and_mttr(config):
     assert [(r["station"], r["calls"]) for r in by_station] == [("S1", 3), ("S2", 2)]
 
 
-def test_downtime_merges_overlapping_stops_and_books_them_to_the_first(config):
+def test_downtime_from_the_cores_stop_records_with_their_reason_codes(config):
     downtime = figures(config).downtime_report()
-    # stops: 61-70 (S1 cord, 9 min); 202-230 and 212-240 overlap -> 202-240 (38 min), booked
-    # to C3 (S2 quality, tooling), which stopped the line first; 501-511 (S1 cord, 10 min).
+    # the core's stops: 61-70 (S1 cord, 9 min), 202-240 (S2 quality, 38 min, reason "tooling"
+    # from the console), 501-511 (S1 cord, 10 min); the offline stop was the day before.
     # total 57 min: S2 38/57 = 66.7 %, S1 19/57 = 33.3 %
     assert [(s["call"], s["minutes"], s["shift"]) for s in downtime["stops"]] == [
-        ("C1", 9.0, "early"),
-        ("C3", 38.0, "early"),
-        ("C5", 10.0, "late"),
+        ("C-000001", 9.0, "early"),
+        ("C-000003", 38.0, "early"),
+        ("C-000005", 10.0, "late"),
     ]
     assert downtime["by_station"] == [
         {"line": "L1", "station": "S2", "stops": 1, "minutes": 38.0, "share_pct": 66.7,
@@ -149,12 +176,12 @@ def test_stops_per_shift_and_availability(config):
         ("late", 1, 10.0),
     ]
     assert found.availability_report()["per_line_and_shift"] == [
-        # (420 - 47) / 420 = 88.81 %
-        {"line": "L1", "shift": "early", "start": "2026-03-02 06:00", "planned_minutes": 420.0,
-         "stop_minutes": 47.0, "availability_pct": 88.8},
-        # (420 - 10) / 420 = 97.62 %
-        {"line": "L1", "shift": "late", "start": "2026-03-02 14:00", "planned_minutes": 420.0,
-         "stop_minutes": 10.0, "availability_pct": 97.6},
+        # (450 - 47) / 450 = 89.56 %
+        {"line": "L1", "shift": "early", "start": "2026-03-02 06:00", "planned_minutes": 450.0,
+         "stop_minutes": 47.0, "availability_pct": 89.6},
+        # (480 - 10) / 480 = 97.92 %
+        {"line": "L1", "shift": "late", "start": "2026-03-02 14:00", "planned_minutes": 480.0,
+         "stop_minutes": 10.0, "availability_pct": 97.9},
     ]  # fmt: skip
 
 

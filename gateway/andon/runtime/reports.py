@@ -13,12 +13,12 @@ stop's time counts where it overlaps the range (and the shift's windows).
 Definitions (the fixture test in tests/web/test_reports.py works them by hand):
 - time to acknowledge: acknowledged - opened; MTTR: resolved - opened (repaired calls only);
   p90: the nearest-rank 90th percentile (the ceil(0.9 n)-th smallest).
-- a stop: the line stopped from a call's fixed-position stop until it was resolved; stops of
-  one line that overlap are one stop, booked to the call that stopped the line first (its
-  station, cause and reason code), as the core books downtime.
+- a stop: as the core books it (a stop record): from the line's stop to its restart, booked to
+  the station that stopped it first, its cause (a call's, or "offline") and the reason code
+  given to that call in the console.
 - availability per line and shift occurrence = (planned - stopped) / planned, planned being the
-  shift's `available_s` from the calendar (pro rata for a shift still running), stopped the
-  stop time inside the shift's window.
+  occurrence's working time from the calendar (breaks excluded; so far, for a shift still
+  running), stopped the stop time in that working time.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from andon.config import PlantConfig
-from andon.core.takt import ShiftWindow
+from andon.core.calendar import ShiftWindow, next_window, window_at
 
 REPORTS = ("calls", "downtime", "stops", "availability", "kanban")
 ASSETS = Path(__file__).with_name("web")
@@ -66,23 +66,17 @@ def period_of(config: PlantConfig, start: date, end: date, shift: str | None) ->
 
 def shift_windows(config: PlantConfig, line_id: str, period: Period) -> list[ShiftWindow]:
     """Every occurrence of the line's shifts (of `period.shift`, if set) overlapping the
-    period, in time order."""
-    line = config.line(line_id)
-    zone = config.zone
-    first = datetime.fromtimestamp(period.start / 1000, zone).date() - timedelta(days=1)
-    last = datetime.fromtimestamp(period.end / 1000, zone).date()
+    period, in time order, as the core's calendar has them (weekdays, holidays, breaks)."""
+    line, zone = config.line(line_id), config.zone
+    if not line.shifts:
+        return []
     windows = []
-    day = first
-    while day <= last:
-        for shift in line.shifts:
-            if period.shift is not None and shift.name != period.shift:
-                continue
-            start = int(datetime.combine(day, shift.start, tzinfo=zone).timestamp() * 1000)
-            window = ShiftWindow(shift, start, start + shift.length_s * 1000)
-            if window.start < period.end and window.end > period.start:
-                windows.append(window)
-        day += timedelta(days=1)
-    return sorted(windows, key=lambda w: w.start)
+    window = window_at(line, zone, period.start) or next_window(line, zone, period.start)
+    while window is not None and window.start < period.end:
+        if period.shift in (None, window.name):
+            windows.append(window)
+        window = next_window(line, zone, window.start)
+    return windows
 
 
 class Calendar:
@@ -118,7 +112,6 @@ def mean(values: list[int]) -> int | None:
 # --- reading the records ------------------------------------------------------------------
 
 ORDER_COLUMNS = ("id", "part", "line", "station", "posted", "due", "received", "overdue")
-STOP_COLUMNS = ("id", "line", "station", "cause", "stopped", "resolved", "reason")
 
 
 # Per cause and station, the calls opened in [start, end) (and the shift): their count, and
@@ -176,12 +169,30 @@ def _call_stats(key: dict, calls: int, acks: str | None, repairs: str | None) ->
     }
 
 
-def read_stopping_calls(db: sqlite3.Connection, period: Period, now: int) -> list[dict]:
-    """Calls that stopped their line, before the period's end, not resolved before its start."""
+# The line stops the core booked (stop records: the station that stopped the line first, its
+# cause, its call), with the reason code given to that call in the console, if any.
+STOPS = """
+WITH stop AS (
+    SELECT json_extract(data, '$.line') AS line, json_extract(data, '$.station') AS station,
+           json_extract(data, '$.cause') AS cause, json_extract(data, '$.call') AS call,
+           json_extract(data, '$.started') AS start,
+           coalesce(json_extract(data, '$.ended'), :now) AS "end"
+    FROM record WHERE kind = 'stop'
+)
+SELECT stop.*, coalesce(json_extract(note.data, '$.reason'), fact.reason, '-') AS reason
+FROM stop
+LEFT JOIN record note ON note.kind = 'annotation' AND note.id = stop.call
+LEFT JOIN call_fact fact ON fact.id = stop.call
+WHERE stop.start < :end_of_period AND stop."end" > :start_of_period
+ORDER BY stop.start
+"""
+STOP_COLUMNS = ("line", "station", "cause", "call", "start", "end", "reason")
+
+
+def read_stops(db: sqlite3.Connection, period: Period, now: int) -> list[dict]:
+    """The stops overlapping the period; one still going ends now."""
     rows = db.execute(
-        f"SELECT {', '.join(STOP_COLUMNS)} FROM call_fact WHERE stopped IS NOT NULL"
-        " AND stopped < ? AND coalesce(resolved, ?) >= ?",
-        (period.end, now, period.start),
+        STOPS, {"now": now, "start_of_period": period.start, "end_of_period": period.end}
     )
     return [dict(zip(STOP_COLUMNS, row, strict=True)) for row in rows]
 
@@ -208,7 +219,7 @@ class Figures:
         period: Period,
         calendars: dict[str, Calendar],
         call_tables: dict[str, list[dict]],
-        stopping_calls: list[dict],
+        stops: list[dict],
         orders: list[dict],
         kanban: list[dict],
         now: int,
@@ -216,52 +227,25 @@ class Figures:
         self.config, self.period, self.now = config, period, now
         self.calendars = calendars
         self.call_tables = call_tables
-        self.calls = stopping_calls
         self.orders = orders
         self.kanban = kanban
-        self.stops = self._stops()
+        self.stops = [s for s in stops if self._overlap(s) > 0]  # in the shift's windows
 
     def _shift_name(self, line: str, t: int) -> str:
         window = self.calendars[line].at(t)
-        return window.shift.name if window else "-"
+        return window.name if window else "-"
 
     # calls
     def calls_report(self) -> dict[str, list[dict]]:
         return self.call_tables
 
     # stops
-    def _stops(self) -> list[dict]:
-        """The lines' stops, overlapping ones merged, clipped to the period, each booked to
-        the call that stopped its line first."""
-        by_line: dict[str, list[dict]] = defaultdict(list)
-        for c in self.calls:
-            by_line[c["line"]].append(c)
-        stops = []
-        for line, calls in by_line.items():
-            calls.sort(key=lambda c: c["stopped"])
-            current: dict | None = None
-            for c in calls:
-                end = c["resolved"] if c["resolved"] is not None else self.now
-                if current is not None and c["stopped"] <= current["end"]:
-                    current["end"] = max(current["end"], end)
-                    continue
-                current = {
-                    "line": line,
-                    "start": c["stopped"],
-                    "end": end,
-                    "station": c["station"],
-                    "cause": c["cause"],
-                    "reason": c["reason"] or "-",
-                    "call": c["id"],
-                }
-                stops.append(current)
-        return [s for s in stops if self._overlap(s) > 0]
-
     def _overlap(self, stop: dict, window: ShiftWindow | None = None) -> int:
-        """The stop's ms inside the period (and the window, or the shift filter's windows)."""
+        """The stop's ms inside the period; with a window (or the shift filter's windows),
+        its working time there: a stop through a break loses no planned time in the break."""
         start, end = max(stop["start"], self.period.start), min(stop["end"], self.period.end)
         if window is not None:
-            return max(0, min(end, window.end) - max(start, window.start))
+            return max(0, window.worked(end) - window.worked(start))
         if self.period.shift is None:
             return max(0, end - start)
         windows = self.calendars[stop["line"]].overlapping(start, end)
@@ -347,11 +331,10 @@ class Figures:
                     if stop["start"] >= w.end:
                         break
                     mine.append(stop)
-                elapsed = min(1.0, (self.now - w.start) / (w.end - w.start))
-                planned_ms = int(w.shift.available_s * 1000 * elapsed)
+                planned_ms = w.worked(self.now)  # working time so far: breaks are not planned
                 row = {
                     "line": line_id,
-                    "shift": w.shift.name,
+                    "shift": w.name,
                     "start": self._local(w.start),
                     "stops": sum(1 for s in mine if w.covers(s["start"])),
                     "stop_minutes": _min(sum(self._overlap(s, w) for s in mine)),
@@ -421,11 +404,11 @@ def figures(config: PlantConfig, period: Period, kanban: list[dict], now: int) -
 
     try:
         tables = call_tables(db, period, calendars)
-        stopping = read_stopping_calls(db, period, now)
+        stops = read_stops(db, period, now)
         orders = read_orders(db, period)
     finally:
         db.close()
-    return Figures(config, period, calendars, tables, stopping, orders, kanban, now)
+    return Figures(config, period, calendars, tables, stops, orders, kanban, now)
 
 
 # --- output: CSV, HTML -------------------------------------------------------------------

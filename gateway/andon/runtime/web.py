@@ -27,7 +27,7 @@ from typing import Annotated, Literal, Protocol
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from andon import contract
 from andon.config import ApiToken, PlantConfig, Role
@@ -121,7 +121,7 @@ class Action(BaseModel):
     action: Literal["acknowledge", "resolve", "annotate", "card_lost", "card_found"]
     call: str | None = None
     card: str | None = None
-    reason: str | None = Field(None, max_length=64)
+    reason: str | None = Field(None, max_length=64)  # a code of the plant's reason_codes
     comment: str | None = Field(None, max_length=500)
 
 
@@ -218,7 +218,7 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
     def setup() -> dict:
         """What the console offers: the plant's reason codes and kanban cards."""
         return {
-            "reasons": list(getattr(config, "reason_codes", [])),
+            "reasons": [{"code": c, "label": label} for c, label in config.reason_codes.items()],
             "cards": [{"uid": uid, "part": k.part} for k in config.kanban for uid in k.cards],
         }
 
@@ -226,7 +226,11 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
     async def operate(action: Action, caller: ApiToken = supervisor) -> dict:
         """A supervisor's action, logged as an operator record (who, when, what) and applied;
         409 with the reason when the plant refuses it."""
-        op = contract.Operator(by=caller.name, **action.model_dump())
+        try:
+            op = contract.Operator(by=caller.name, **action.model_dump())
+        except ValidationError as exc:
+            detail = exc.errors(include_url=False, include_input=False, include_context=False)
+            raise HTTPException(422, detail) from None
         future = source.operate(op, caller.name)
         try:
             refusal = await asyncio.wait_for(asyncio.wrap_future(future), OPERATE_TIMEOUT_S)

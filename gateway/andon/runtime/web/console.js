@@ -39,7 +39,7 @@ function renderCalls(view) {
 async function setup() {
   const answer = await fetch("/api/v1/console/setup");
   const { reasons, cards } = await answer.json();
-  document.getElementById("reasons").append(...reasons.map((r) => { const o = el("option", "", r); o.value = r; return o; }));
+  document.getElementById("reasons").append(...reasons.map((r) => { const o = el("option", "", r.label); o.value = r.code; return o; }));
   document.getElementById("cards").replaceChildren(...cards.map((card) => {
     const row = el("tr");
     row.append(el("td", "", card.uid), el("td", "", card.part));
