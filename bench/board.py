@@ -80,7 +80,7 @@ def plant(lines: int, stations: int, http_port: int | None = None) -> dict:
                 "name": f"Line {n}",
                 "stop": {"mode": "seconds", "seconds": 3600},  # no stop while measuring
                 "shifts": [
-                    {"name": name, "start": start, "end": end, "available_s": 25200, "demand": 420}
+                    {"name": name, "start": start, "end": end, "demand": 420}
                     for name, start, end in (
                         ("early", "06:00", "14:00"),
                         ("late", "14:00", "22:00"),
@@ -288,7 +288,8 @@ def _changes(page: Page, source: SyntheticGateway, rate: int, seconds: float) ->
 
 def big_log(path: Path, events: int, http_port: int | None = None) -> PlantConfig:
     """`events` log entries over a year on 5 lines x 10 stations, as pull/ack/reset triples:
-    a third of them calls, a fifth of those stopping their line; an order per 30 calls."""
+    a third of them calls, a fifth of those stopping their line (a stop record each); an order
+    per 30 calls."""
     data = plant(5, 10)
     data["gateway"] = {"database": str(path), "http": {"port": http_port or 8088}}
     config = PlantConfig.model_validate(data)
@@ -313,6 +314,10 @@ def big_log(path: Path, events: int, http_port: int | None = None) -> PlantConfi
         record |= {"opened": opened, "acknowledged": acked, "stopped": stopped}
         record |= {"resolved": resolved, "reason": ("tooling", "setup", None)[n % 3]}
         records.append(("call", record["id"], json.dumps(record)))
+        if stopped is not None:  # the core books a stop to the call that stopped the line
+            booked = {"id": f"D-{n:07d}", "line": line, "station": station, "cause": cause}
+            booked |= {"call": record["id"], "started": stopped, "ended": resolved}
+            records.append(("stop", booked["id"], json.dumps(booked)))
         for seq, (kind, at) in enumerate(
             (("cord_pulled", opened), ("ack", acked), ("cord_reset", resolved))
         ):

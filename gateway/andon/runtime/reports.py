@@ -41,7 +41,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from andon.config import PlantConfig
-from andon.core.calendar import ShiftWindow, next_window, window_at
+from andon.core.calendar import ShiftWindow, windows_between
 
 REPORTS = ("calls", "downtime", "stops", "availability", "kanban")
 ASSETS = Path(__file__).with_name("web")
@@ -67,16 +67,8 @@ def period_of(config: PlantConfig, start: date, end: date, shift: str | None) ->
 def shift_windows(config: PlantConfig, line_id: str, period: Period) -> list[ShiftWindow]:
     """Every occurrence of the line's shifts (of `period.shift`, if set) overlapping the
     period, in time order, as the core's calendar has them (weekdays, holidays, breaks)."""
-    line, zone = config.line(line_id), config.zone
-    if not line.shifts:
-        return []
-    windows = []
-    window = window_at(line, zone, period.start) or next_window(line, zone, period.start)
-    while window is not None and window.start < period.end:
-        if period.shift in (None, window.name):
-            windows.append(window)
-        window = next_window(line, zone, window.start)
-    return windows
+    found = windows_between(config.line(line_id), config.zone, period.start, period.end)
+    return [w for w in found if period.shift in (None, w.name)]
 
 
 class Calendar:
@@ -423,16 +415,19 @@ def to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def html_table(rows: list[dict], csv_url: str) -> str:
+def html_table(rows: list[dict], csv_url: str, most: int = 200) -> str:
+    """A table of the first `most` rows (a year's stops would make a page no one reads), and
+    the link to all of them as CSV."""
     link = f'<a class="csv" href="{html.escape(csv_url)}">CSV</a>'
     if not rows:
         return f"<p class=empty>nothing in this period {link}</p>"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values()) + "</tr>"
-        for row in rows
+        for row in rows[:most]
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{link}"
+    more = f"<p>{len(rows) - most} more rows in the CSV</p>" if len(rows) > most else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}{link}"
 
 
 def _cell(value: Any) -> str:

@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-_CALL_COLUMNS = ", ".join(
-    f"json_extract(new.data, '$.{c}')"
-    for c in ("id", "line", "station", "cause", "opened", "acknowledged", "stopped", "resolved")
-) + ", json_extract(new.data, '$.reason')"
+_CALL_COLUMNS = (
+    ", ".join(
+        f"json_extract(new.data, '$.{c}')"
+        for c in ("id", "line", "station", "cause", "opened", "acknowledged", "stopped", "resolved")
+    )
+    + ", json_extract(new.data, '$.reason')"
+)
 # Delete and insert: a trigger's OR REPLACE would yield to the record upsert's conflict rule.
 _CALL_FACT = (
     f"DELETE FROM call_fact WHERE id = new.id; INSERT INTO call_fact SELECT {_CALL_COLUMNS};"
