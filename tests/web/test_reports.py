@@ -146,11 +146,6 @@ def test_downtime_from_the_cores_stop_records_with_their_reason_codes(config):
     # the core's stops: 61-70 (S1 cord, 9 min), 202-240 (S2 quality, 38 min, reason "tooling"
     # from the console), 501-511 (S1 cord, 10 min); the offline stop was the day before.
     # total 57 min: S2 38/57 = 66.7 %, S1 19/57 = 33.3 %
-    assert [(s["call"], s["minutes"], s["shift"]) for s in downtime["stops"]] == [
-        ("C-000001", 9.0, "early"),
-        ("C-000003", 38.0, "early"),
-        ("C-000005", 10.0, "late"),
-    ]
     assert downtime["by_station"] == [
         {"line": "L1", "station": "S2", "stops": 1, "minutes": 38.0, "share_pct": 66.7,
          "cumulative_pct": 66.7},

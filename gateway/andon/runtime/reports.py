@@ -1,8 +1,8 @@
 """The reports plants run on: calls, downtime, stops per shift, OEE availability, kanban.
 
-Computed from the stored call and order records (the `record` table, which the gateway writes
-from the log as it applies it, so a replay writes the same) and, for the kanban loops' card
-counts, the plant's view: never from counters that drift. Calls are read from `call_fact`, the
+Computed from the stored call, stop, annotation and order records (the `record` table, which
+the gateway writes from the log as it applies it, so a replay writes the same) and, for the
+kanban loops' card counts, the plant's view: never from counters that drift. Calls are read from `call_fact`, the
 same records as plain indexed columns (kept by triggers in the store), and aggregated in SQL,
 so a log of a million events answers within two seconds (bench/board.py).
 
@@ -221,17 +221,13 @@ class Figures:
         self.call_tables = call_tables
         self.orders = orders
         self.kanban = kanban
-        self.stops = [s for s in stops if self._overlap(s) > 0]  # in the shift's windows
+        for stop in stops:
+            stop["ms"] = self._overlap(stop)  # in the period (and the shift's working time)
+        self.stops = [s for s in stops if s["ms"] > 0]
 
-    def _shift_name(self, line: str, t: int) -> str:
-        window = self.calendars[line].at(t)
-        return window.name if window else "-"
-
-    # calls
     def calls_report(self) -> dict[str, list[dict]]:
         return self.call_tables
 
-    # stops
     def _overlap(self, stop: dict, window: ShiftWindow | None = None) -> int:
         """The stop's ms inside the period; with a window (or the shift filter's windows),
         its working time there: a stop through a break loses no planned time in the break."""
@@ -248,19 +244,6 @@ class Figures:
             "by_station": self._pareto(lambda s: {"line": s["line"], "station": s["station"]}),
             "by_cause": self._pareto(lambda s: {"cause": s["cause"]}),
             "by_reason": self._pareto(lambda s: {"reason": s["reason"]}),
-            "stops": [
-                {
-                    "line": s["line"],
-                    "start": self._local(s["start"]),
-                    "shift": self._shift_name(s["line"], s["start"]),
-                    "minutes": _min(self._overlap(s)),
-                    "station": s["station"],
-                    "cause": s["cause"],
-                    "reason": s["reason"],
-                    "call": s["call"],
-                }
-                for s in sorted(self.stops, key=lambda s: s["start"])
-            ],
         }
 
     def _pareto(self, key: Callable[[dict], dict]) -> list[dict]:
@@ -268,8 +251,9 @@ class Figures:
         totals: dict[tuple, int] = defaultdict(int)
         counts: dict[tuple, int] = defaultdict(int)
         for s in self.stops:
-            totals[tuple(key(s).items())] += self._overlap(s)
-            counts[tuple(key(s).items())] += 1
+            group = tuple(key(s).items())
+            totals[group] += s["ms"]
+            counts[group] += 1
         whole = sum(totals.values()) or 1
         table, running = [], 0
         for group_key, ms in sorted(totals.items(), key=lambda t: (-t[1], t[0])):
