@@ -41,28 +41,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-# Mosquitto comes from the system's packages: install it when we may, else say what to do.
-broker:
-	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
+# System packages: installed when missing and we may (root with apt-get), else say what to do.
+# $(call system_package,COMMAND,PACKAGE)
+define system_package
+	@if ! command -v $(1) >/dev/null && [ ! -x /usr/sbin/$(1) ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "Installing Mosquitto (apt-get install -y mosquitto)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+			echo "Installing $(2) (apt-get install -y $(2))"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 		else \
-			echo "Mosquitto is missing: run 'sudo apt-get install -y mosquitto' and try again"; exit 1; \
+			echo "$(2) is missing: run 'sudo apt-get install -y $(2)' and try again"; exit 1; \
 		fi; \
 	fi
+endef
 
-# Chromium for the browser tests (tests/web), from the system's packages: Playwright's own
-# browser download cannot be reached from a plant network or CI.
+broker:
+	$(call system_package,mosquitto,mosquitto)
+
+# Chromium for the browser tests (tests/web): Playwright's own browser download cannot be
+# reached from a plant network or CI.
 browser:
-	@if ! command -v chromium >/dev/null; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "Installing Chromium (apt-get install -y chromium)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else \
-			echo "Chromium is missing: run 'sudo apt-get install -y chromium' and try again"; exit 1; \
-		fi; \
-	fi
+	$(call system_package,chromium,chromium)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info gateway/*.egg-info

@@ -2,9 +2,9 @@
 
 Computed from the stored call, stop, annotation and order records (the `record` table, which
 the gateway writes from the log as it applies it, so a replay writes the same) and, for the
-kanban loops' card counts, the plant's view: never from counters that drift. Calls are read from `call_fact`, the
-same records as plain indexed columns (kept by triggers in the store), and aggregated in SQL,
-so a log of a million events answers within two seconds (bench/board.py).
+kanban loops' card counts, the plant's view: never from counters that drift. Calls are read
+from `call_fact`, the same records as plain indexed columns (kept by triggers in the store)
+and grouped in SQL, so a log of a million events answers in about two seconds (bench/board.py).
 
 Filters: a date range (`start`, `end`, both days included, in the plant's timezone) and
 optionally one shift's name. A call counts when it was opened in the range (and shift); a
