@@ -1,9 +1,12 @@
-"""The gateway's HTTP API: a thin, read-only adapter for dashboards and MES/ERP systems that
-poll, where MQTT is not their language. Each request reads the running gateway's state (its
-`view()`) or the store's records on a connection of its own; nothing here changes the plant.
+"""The gateway's HTTP API: an adapter for dashboards and MES/ERP systems, where MQTT is not
+their language. Each request reads the running gateway's state (its `view()`) or the store's
+records on a connection of its own; the live board, the console and the reports
+(andon.runtime.web, andon.runtime.reports) are served from the same app.
 
-Every route but `/api/v1/health` needs `Authorization: Bearer <token>`, a token of the plant's
-`[[api_tokens]]`. Served by uvicorn on a thread of the gateway process (`[gateway.http]`).
+Every route but `/api/v1/health` and the API's docs needs a token of the plant's
+`[[api_tokens]]` (kept there as hashes): `Authorization: Bearer <token>`, or the kiosk cookie
+a board page sets. Only the console's actions change the plant, and they need a supervisor
+token. Served by uvicorn on a thread of the gateway process (`[gateway.http]`).
 """
 
 from __future__ import annotations

@@ -240,8 +240,4 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
             raise HTTPException(409, refusal)
         return {"done": action.action, "by": caller.name}
 
-    @router.get("/whoami")
-    def whoami(caller: ApiToken = viewer) -> dict:
-        return {"name": caller.name, "role": caller.role}
-
     return router
