@@ -120,7 +120,7 @@ def config(tmp_path) -> PlantConfig:
 
 def figures(config: PlantConfig, shift: str | None = None) -> reports.Figures:
     period = reports.period_of(config, date(2026, 3, 2), date(2026, 3, 2), shift)
-    return reports.figures(config, period, KANBAN, NOW)
+    return reports.Figures(config, period, KANBAN, NOW)
 
 
 def test_calls_per_cause_time_to_acknowledge_and_mttr(config):

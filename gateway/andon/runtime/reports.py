@@ -203,30 +203,41 @@ def read_orders(db: sqlite3.Connection, period: Period) -> list[dict]:
 
 
 class Figures:
-    """Every report over one period, from the records read for it."""
+    """Every report over one period. Each reads what it needs from the plant's database (on
+    a read-only connection of its own) when first asked: one report reads only its records."""
 
-    def __init__(
-        self,
-        config: PlantConfig,
-        period: Period,
-        calendars: dict[str, Calendar],
-        call_tables: dict[str, list[dict]],
-        stops: list[dict],
-        orders: list[dict],
-        kanban: list[dict],
-        now: int,
-    ) -> None:
+    def __init__(self, config: PlantConfig, period: Period, kanban: list[dict], now: int) -> None:
         self.config, self.period, self.now = config, period, now
-        self.calendars = calendars
-        self.call_tables = call_tables
-        self.orders = orders
         self.kanban = kanban
-        for stop in stops:
-            stop["ms"] = self._overlap(stop)  # in the period (and the shift's working time)
-        self.stops = [s for s in stops if s["ms"] > 0]
+        self.calendars = {
+            ln.id: Calendar(shift_windows(config, ln.id, period)) for ln in config.lines
+        }
+
+    def _read(self, reader: Callable[[sqlite3.Connection], Any], nothing: Any) -> Any:
+        database = self.config.gateway.database
+        if not database.exists():
+            return nothing
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            return reader(db)
+        finally:
+            db.close()
+
+    @cached_property
+    def stops(self) -> list[dict]:
+        """The stops in the period (and the shift's working time), each with its ms there."""
+        found = self._read(lambda db: read_stops(db, self.period, self.now), [])
+        for stop in found:
+            stop["ms"] = self._overlap(stop)
+        return [s for s in found if s["ms"] > 0]
+
+    @cached_property
+    def orders(self) -> list[dict]:
+        return self._read(lambda db: read_orders(db, self.period), [])
 
     def calls_report(self) -> dict[str, list[dict]]:
-        return self.call_tables
+        nothing = {"by_cause": [], "by_station": []}
+        return self._read(lambda db: call_tables(db, self.period, self.calendars), nothing)
 
     def _overlap(self, stop: dict, window: ShiftWindow | None = None) -> int:
         """The stop's ms inside the period; with a window (or the shift filter's windows),
@@ -370,23 +381,6 @@ def _min(ms: int | None) -> float | None:
     return None if ms is None else round(ms / 60_000, 1)
 
 
-def figures(config: PlantConfig, period: Period, kanban: list[dict], now: int) -> Figures:
-    """The figures of `period` from the plant's database, read on a connection of its own."""
-    calendars = {ln.id: Calendar(shift_windows(config, ln.id, period)) for ln in config.lines}
-    if not config.gateway.database.exists():
-        empty = {"by_cause": [], "by_station": []}
-        return Figures(config, period, calendars, empty, [], [], kanban, now)
-    db = sqlite3.connect(f"file:{config.gateway.database}?mode=ro", uri=True)
-
-    try:
-        tables = call_tables(db, period, calendars)
-        stops = read_stops(db, period, now)
-        orders = read_orders(db, period)
-    finally:
-        db.close()
-    return Figures(config, period, calendars, tables, stops, orders, kanban, now)
-
-
 # --- output: CSV, HTML -------------------------------------------------------------------
 
 
@@ -512,7 +506,7 @@ def router(
         if shift is not None and shift not in shifts:
             raise HTTPException(422, f"no shift {shift!r} in the plant's calendar")
         period = period_of(config, start or today - timedelta(days=6), end or today, shift)
-        return figures(config, period, kanban(), now())
+        return Figures(config, period, kanban(), now())
 
     @routes.get(f"{prefix}/reports/{{name}}")
     def report(name: str, start: Start = None, end: End = None, shift: ShiftName = None) -> dict:
