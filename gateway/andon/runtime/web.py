@@ -55,9 +55,11 @@ class Changes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self.version = 0  # changes so far: pages showing the same board share one view
 
     def notify(self) -> None:
         with self._lock:
+            self.version += 1
             streams = list(self._streams)
         for loop, event in streams:
             loop.call_soon_threadsafe(event.set)
@@ -175,10 +177,19 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
     viewer = Depends(requires(config, "viewer"))
     supervisor = Depends(requires(config, "supervisor"))
 
-    def snapshot(line_id: str | None) -> dict:
-        view = source.view()
-        view = line_view(view, line_id) if line_id else view
-        return {**view, "served": wall_ms()}
+    # The last view sent per board (a line, or the plant: None) as JSON, and the version it
+    # shows: ten TVs on one line cost one view per change, not ten.
+    latest: dict[str | None, tuple[int, str]] = {}
+
+    def snapshot(line_id: str | None) -> bytes:
+        version = changes.version  # read first: a change while we read sends again
+        if line_id not in latest or latest[line_id][0] != version:
+            view = source.view()
+            view = line_view(view, line_id) if line_id else view
+            latest[line_id] = (version, json.dumps(view, separators=(",", ":")))
+        body = latest[line_id][1]
+        # the time it is served, for the page's clock, spliced in front of the shared view
+        return f'event: view\ndata: {{"served":{wall_ms()},{body[1:]}\n\n'.encode()
 
     async def stream(line_id: str | None, request: Request) -> AsyncIterator[bytes]:
         subscription = changes.subscribe()
@@ -188,7 +199,7 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
             last_push = 0.0
             while not await request.is_disconnected():
                 changed.clear()
-                yield _event("view", snapshot(line_id))
+                yield snapshot(line_id)
                 last_push = time.monotonic()
                 while not changed.is_set():
                     try:
