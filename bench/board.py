@@ -56,8 +56,8 @@ GOAL_REPORTS_S = 2.0
 RECORD_TILES = """
 () => {
   window.changes = [];
-  const record = (tile) => window.changes.push(
-    [tile.dataset.station, tile.dataset.state, performance.timeOrigin + performance.now()]);
+  const record = (tile) => window.changes.push([tile.closest("[data-line]").dataset.line,
+    tile.dataset.station, tile.dataset.state, performance.timeOrigin + performance.now()]);
   new MutationObserver((list) => { for (const m of list) record(m.target); })
     .observe(document.getElementById("lines"),
              {attributes: true, subtree: true, attributeFilter: ["data-state"]});
@@ -172,10 +172,10 @@ def _publish_and_time(rig: Rig, page: Page, boards: int, events: int) -> dict:
             gateway_ms.append((seen[0].at + offset_s) * 1000 - published)
             shown = page.wait_for_function(
                 "([id, state, after]) => window.changes.find("
-                "c => c[0] === id && c[1] === state && c[2] >= after)",
+                "c => c[1] === id && c[2] === state && c[3] >= after)",
                 arg=[station.id, state, published],
             ).json_value()
-            board_ms.append(shown[2] - published)
+            board_ms.append(shown[3] - published)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -269,17 +269,18 @@ def _changes(page: Page, source: SyntheticGateway, rate: int, seconds: float) ->
         made.append((line, station, state, before))
     last = made[-1]
     page.wait_for_function(
-        "([id, state]) => window.changes.some(c => c[0] === id && c[1] === state)",
-        arg=[last[1], last[2]],
+        "([line, id, state]) => window.changes.some("
+        "c => c[0] === line && c[1] === id && c[2] === state)",
+        arg=list(last[:3]),
         timeout=10_000,
     )
     shown = page.evaluate("window.changes")
     lags = []
-    by_tile: dict[tuple[str, str], list[float]] = {}
-    for station, state, at in shown:
-        by_tile.setdefault((station, state), []).append(at)
-    for _line, station, state, at in made:
-        later = [t for t in by_tile.get((station, state), []) if t >= at]
+    by_tile: dict[tuple[str, str, str], list[float]] = {}
+    for line, station, state, at in shown:
+        by_tile.setdefault((line, station, state), []).append(at)
+    for line, station, state, at in made:
+        later = [t for t in by_tile.get((line, station, state), []) if t >= at]
         lags.append(min(later) - at if later else float("inf"))
     return lags
 
