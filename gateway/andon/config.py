@@ -199,6 +199,7 @@ ALERT_KINDS = (
     "lost_card",
     "outbox_near_full",
     "events_lost",
+    "board_fault",
 )
 
 

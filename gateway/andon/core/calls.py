@@ -44,9 +44,12 @@ class CallRules:
     def _init_calls(self) -> None:
         tiers = enumerate(self.config.escalation.tiers, start=1)
         self._tiers = sorted(tiers, key=lambda numbered: numbered[1].after_s)
+        # looked up for every call: the config's pydantic private attributes are slow to read
+        self._causes = {name: self.config.cause(name) for name in self.config.cause_names}
+        self._notice_webhooks = self.config.notice_webhooks
 
     def _cause(self, name: str) -> Cause:
-        return self.config.cause(name) or _UNLISTED
+        return self._causes.get(name, _UNLISTED)
 
     def _severity(self, cause: str) -> int:
         return self._cause(cause).severity
@@ -250,7 +253,7 @@ class CallRules:
 
     def _notice(self, kind: str, call: Call, at: int) -> None:
         """A call's lifecycle notice, for the destinations `[alerts] notices` names."""
-        webhooks = self.config.notice_webhooks
+        webhooks = self._notice_webhooks
         if not webhooks:
             return
         text = f"{call.cause} call {call.id} at {call.line}/{call.station}: {kind[5:]}"

@@ -38,8 +38,11 @@ class StationRules:
 
     def _shown(self, station: Station) -> tuple[str, str | None]:
         """(state, cause) the station shows."""
-        calls = self._open_calls(station)
-        top = calls[0] if calls else None
+        ids = station.calls
+        if len(ids) == 1:  # the common case, on every event: no ranking
+            top = self._calls[next(iter(ids.values()))]
+        else:
+            top = max((self._calls[i] for i in ids.values()), key=self._call_rank, default=None)
         if not station.online:
             return "offline", top.cause if top else None
         return (call_state(top), top.cause) if top else ("running", None)

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from andon import __version__
 from andon.config import PlantConfig
 from andon.runtime import web
+from andon.runtime.metrics import metrics_app
 from andon.runtime.store import records
 
 PREFIX = "/api/v1"
@@ -80,6 +81,7 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
         """Replenishment orders, oldest first: the last `limit`; `open=true`: not received."""
         return latest("order", "received", open_only, limit)
 
+    app.mount("/metrics", metrics_app(source))  # Prometheus, no token: like health
     return app
 
 

@@ -29,13 +29,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 
 import paho.mqtt.client as mqtt
-from rich.table import Table
 
 from andon import contract
 from andon.config import PlantConfig
@@ -50,6 +49,7 @@ from andon.core.effects import (
     StationChanged,
 )
 from andon.core.state import dump
+from andon.runtime.logs import log_effects
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
@@ -150,33 +150,6 @@ def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
     return plant.view()
 
 
-def _when(ms: int | None) -> str:
-    return (
-        "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-    )
-
-
-def status_tables(view: dict) -> list[Table]:
-    """`andon status`: one table of stations per line, then the kanban loops."""
-    tables = []
-    for line in view["lines"]:
-        since = _when(line["since"])
-        title = f"{view['site']}/{line['id']} {line['name']}: {line['state']} since {since}"
-        table = Table(
-            "station", "name", "state", "call", "since", "material", "online", title=title
-        )
-        for s in line["stations"]:
-            row = (s["id"], s["name"], s["state"], s["call"] or "-", _when(s["since"]))
-            table.add_row(*row, "yes" if s["material"] else "-", "yes" if s["online"] else "no")
-        tables.append(table)
-    kanban = Table("part", "in use", "ordered", "overdue", "lost", "recommended", title="kanban")
-    for loop in view["kanban"]:
-        cards = loop["cards"]
-        counts = (cards["in_use"], cards["ordered"], cards["overdue"], cards["lost"])
-        kanban.add_row(loop["part"], *map(str, counts), str(loop["recommended_cards"]))
-    return [*tables, kanban]
-
-
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -190,13 +163,6 @@ def parse_since(text: str, now: int | None = None) -> int:
     except ValueError:
         raise ValueError(f"--since {text!r}: expected 90s, 10m, 2h, 1d or an ISO time") from None
     return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
-
-
-def format_entry(entry: LoggedEntry) -> str:
-    """One log line for `andon events`."""
-    return (
-        f"{_when(entry.received)}  #{entry.pos:<8} {entry.line}/{entry.station:<10} {entry.message}"
-    )
 
 
 def entry_of(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
@@ -329,6 +295,9 @@ class Gateway:
             backoff_s=webhook_backoff_s,
         )
         self.webhooks_given_up = self.store.webhooks_given_up()
+        from andon.runtime.metrics import commit_histogram  # not for `andon status`'s import
+
+        self.commit_seconds = commit_histogram()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -391,6 +360,11 @@ class Gateway:
         answer: Future = Future()
         self._inbox.put(_Operate(op.model_copy(update={"by": by}), answer))
         return answer
+
+    def counters(self) -> tuple[int, dict[str, int], int]:
+        """Log position, rejections by reason, messages queued: for /metrics."""
+        with self._state:
+            return self._pos, dict(self.rejected), self._inbox.qsize()
 
     def health(self) -> dict:
         with self._state:
@@ -524,6 +498,7 @@ class Gateway:
         effects = self.plant.advance(now)  # timers due before this batch come first
         refusals: list[str | None] = []
         if messages or sent or outcomes or effects or operations:
+            began = time.perf_counter()
             with self.store.transaction() as tx:
                 effects += [e for m in messages for e in self._accept(tx, m, now)]
                 for o in operations:
@@ -534,6 +509,7 @@ class Gateway:
                 tx.set_clock(now)
                 if self._since_snapshot >= self.snapshot_every:
                     self._save_projection(tx)
+            self.commit_seconds.observe(time.perf_counter() - began)
             for m in messages:
                 self._client.ack(m.mid, m.qos)
             self._publish(outgoing + self._acks(tx.touched))
@@ -620,7 +596,7 @@ class Gateway:
         self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
 
     def _persist_effects(
-        self, tx: Transaction, effects: Iterable[Effect], now: int
+        self, tx: Transaction, effects: list[Effect], now: int
     ) -> tuple[list[Outgoing], list[Delivery]]:
         """Records and outbox rows, in the caller's transaction; what to publish and what to
         POST after it."""
@@ -645,6 +621,10 @@ class Gateway:
         for (kind, key), record in records.items():
             tx.record(kind, key, dump(record))
         retained = [outgoing_of(self.config.site, e) for e in latest.values()]
+        # a burst logs each call's and line's last state in the batch, as it publishes them
+        log_effects(
+            [*records.values(), *latest.values(), *(e for e in effects if isinstance(e, Alert))]
+        )
         return [*retained, *outbox], deliveries
 
     def _save_projection(self, tx: Transaction) -> None:

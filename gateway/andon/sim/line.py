@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import hexdigits
 from typing import Any
 
 from andon.config import LineConfig, PlantConfig, StationConfig
@@ -26,6 +27,7 @@ from andon.sim.board import BoardError, VirtualBoard
 from andon.sim.vm import compiled_paths
 
 SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
+UID_DIGITS = (8, 14, 20)  # a 4, 7 or 10 byte tag UID, in hex
 SCAN_HOLD_MS = 400  # a tag lies on the reader this long: several of its 100 ms polls
 DEFAULT_HOLDOFF_MS = 1500  # the firmware's, for a reader whose config gives none
 REPLACE_MARGIN_MS = 250  # and a few polls more before the same tag counts as placed again
@@ -76,10 +78,19 @@ class SimBoard:
 
     def reader_named(self, reader: str | None) -> str:
         readers = [r["name"] for r in (self.config.get("rfid") or {}).get("readers", [])]
+        if not readers:
+            raise SimError(f"{self.key} has no RFID reader")
         if reader is None and len(readers) == 1:
             return readers[0]
+        if reader is None:
+            raise SimError(
+                f"{self.key} has several readers: say which with --reader, one of: "
+                + ", ".join(readers)
+            )
         if reader not in readers:
-            raise SimError(f"{self.key}: say which reader ({', '.join(readers) or 'none'})")
+            raise SimError(
+                f"{self.key} has no {reader!r} reader; its readers: {', '.join(readers)}"
+            )
         return reader
 
     def holdoff_s(self, reader: str) -> float:
@@ -218,6 +229,8 @@ class VirtualLine:
         """
         name = sb.reader_named(reader)
         uid = uid.upper()
+        if len(uid) not in UID_DIGITS or any(c not in hexdigits for c in uid):
+            raise SimError(f"UID {uid!r}: expected 8, 14 or 20 hex digits (4, 7 or 10 bytes)")
         last_uid, lifted = sb.lifted.get(name, (None, 0.0))
         if last_uid == uid:
             time.sleep(max(0.0, lifted + sb.holdoff_s(name) - time.monotonic()))
@@ -234,6 +247,8 @@ class VirtualLine:
         sb.board.start(inputs=sb.power_up_levels())
 
     def _wifi_down(self, sb: SimBoard) -> None:
+        """The board's radio drops: its connections end (the broker publishes its Will) and
+        none opens again until `wifi-up`."""
         sb.board.call("wifi", up=False)
 
     def _wifi_up(self, sb: SimBoard) -> None:
