@@ -229,4 +229,7 @@ def test_the_routes_serve_the_same_figures_as_json_csv_and_a_page(config):
     assert page.count('class="csv"') == sum(
         len(figures(config).report(name)) for name in reports.REPORTS
     )
-    assert TestClient(make_app(config, StandIn())).get("/reports").status_code == 401
+    kiosk = TestClient(make_app(config, StandIn()))
+    assert kiosk.get("/reports").status_code == 401
+    assert kiosk.get(f"/reports?{query}&token={TOKEN}").status_code == 200
+    assert kiosk.get(f"/api/v1/reports/downtime/by_cause.csv?{query}").status_code == 200  # cookie

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from andon import __version__
 from andon.config import PlantConfig
 from andon.runtime import web
+from andon.runtime.auth import requires
 from andon.runtime.metrics import metrics_app
 from andon.runtime.store import records
 
@@ -45,7 +46,7 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
         openapi_url=f"{PREFIX}/openapi.json",
         static_url=f"{PREFIX}/docs-static",
     )
-    authorized = [Depends(web.requires(config, "viewer"))]
+    authorized = [Depends(requires(config, "viewer"))]
     web.install(app, config, source, PREFIX)
 
     @app.get(f"{PREFIX}/health")

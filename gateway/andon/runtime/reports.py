@@ -37,11 +37,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from andon.config import PlantConfig
 from andon.core.calendar import ShiftWindow, windows_between
+from andon.runtime.auth import remember_token
 
 REPORTS = ("calls", "downtime", "stops", "availability", "kanban")
 ASSETS = Path(__file__).with_name("web")
@@ -529,8 +530,11 @@ def router(
         return PlainTextResponse(to_csv(tables[table]), media_type="text/csv", headers=headers)
 
     @routes.get("/reports", include_in_schema=False)
-    def reports_html(start: Start = None, end: End = None, shift: ShiftName = None) -> HTMLResponse:
+    def reports_html(
+        request: Request, start: Start = None, end: End = None, shift: ShiftName = None
+    ) -> HTMLResponse:
         found = compute(start, end, shift or None)
-        return HTMLResponse(report_page(config, found, shifts, prefix))
+        page = HTMLResponse(report_page(config, found, shifts, prefix))
+        return remember_token(page, request)  # its CSV links then work from a kiosk URL
 
     return routes

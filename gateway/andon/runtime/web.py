@@ -30,11 +30,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 
 from andon import contract
-from andon.config import ApiToken, PlantConfig, Role
+from andon.config import ApiToken, PlantConfig
 from andon.runtime import reports
+from andon.runtime.auth import remember_token, requires
 
 ASSETS = Path(__file__).with_name("web")
-COOKIE = "andon_token"
 HEARTBEAT_S = 2.0
 PUSH_EVERY_S = 0.1  # at most ten views a second per page: a burst is coalesced
 OPERATE_TIMEOUT_S = 10.0
@@ -79,31 +79,6 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def token_of(request: Request) -> str | None:
-    """The token a request carries: the Authorization header, the URL, or the kiosk cookie."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.query_params.get("token") or request.cookies.get(COOKIE)
-
-
-def requires(config: PlantConfig, role: Role) -> Callable[[Request], ApiToken]:
-    """A dependency: the caller's token entry, if it carries at least `role`; else 401/403."""
-
-    def caller(request: Request) -> ApiToken:
-        token = token_of(request)
-        entry = config.api_token(token) if token else None
-        if entry is None:
-            raise HTTPException(
-                401, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if not entry.allows(role):
-            raise HTTPException(403, f"the {entry.role} token {entry.name!r} may not do this")
-        return entry
-
-    return caller
-
-
 def line_view(view: dict, line_id: str) -> dict:
     """What a one-line board needs of the plant's view: that line, and the calls, orders and
     alerts there."""
@@ -139,12 +114,8 @@ def install(app: FastAPI, config: PlantConfig, source: LiveSource, prefix: str) 
 
 
 def _page(name: str, request: Request) -> HTMLResponse:
-    """An HTML page of the assets; a token in the URL becomes the kiosk cookie."""
-    response = HTMLResponse((ASSETS / name).read_text(encoding="utf-8"))
-    token = request.query_params.get("token")
-    if token:
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=400 * 86400)
-    return response
+    """An HTML page of the assets."""
+    return remember_token(HTMLResponse((ASSETS / name).read_text(encoding="utf-8")), request)
 
 
 def _pages(config: PlantConfig) -> APIRouter:
