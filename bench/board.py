@@ -58,7 +58,9 @@ RECORD_TILES = """
   window.changes = [];
   const record = (tile) => window.changes.push([tile.closest("[data-line]").dataset.line,
     tile.dataset.station, tile.dataset.state, performance.timeOrigin + performance.now()]);
-  new MutationObserver((list) => { for (const m of list) record(m.target); })
+  new MutationObserver((list) => {
+    for (const m of list) if (m.target.classList.contains("tile")) record(m.target);
+  })
     .observe(document.getElementById("lines"),
              {attributes: true, subtree: true, attributeFilter: ["data-state"]});
 }

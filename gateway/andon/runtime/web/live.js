@@ -10,7 +10,7 @@ function liveView(url, onView) {
   const clock = { offset: 0 };  // server wall time minus ours
   let heard = 0;
   let source = null;
-  const mark = (state, text) => { link.dataset.state = state; link.textContent = text; };
+  const mark = (state, text) => { setData(link, "state", state); setText(link, text); };
   const hear = (served) => { heard = Date.now(); clock.offset = served - heard; };
   function open() {
     source = new EventSource(url);
