@@ -8,9 +8,7 @@ the new view, at most one per PUSH_EVERY_S (a burst is coalesced, a lone change 
 once). A heartbeat every HEARTBEAT_S lets the page say "stale" when it hears nothing; the
 browser's EventSource reconnects by itself after a gateway restart.
 
-Who may do what: a token of the plant's `[[api_tokens]]` as `Authorization: Bearer`, or, for a
-kiosk TV with no keyboard, once in the URL (`/board/L1?token=...`), which sets a cookie.
-viewer: the board and reports; supervisor: the console's actions.
+Who may do what: andon.runtime.auth (viewer: the board and reports; supervisor: the console).
 """
 
 from __future__ import annotations
