@@ -44,13 +44,18 @@ def plant(tmp_path, broker) -> PlantConfig:
 
 
 def quality_call(broker) -> None:
-    """A quality call button pressed at S01, as the board publishes it."""
+    """A quality call button pressed at S01, as the board publishes it, once the gateway is
+    online: it subscribes before it publishes its birth, so it then gets the event."""
     body = {"board": BOARD, "boot": 1, "seq": 1, "base": 1, "ts": time.time_ns() // 1_000_000}
     body |= {"age": None, "kind": "call", "input": "qual", "reason": "quality"}
+    statuses: list[dict] = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-S01")
+    client.on_message = lambda _c, _u, m: statuses.append(json.loads(m.payload))
     client.connect(broker.host, broker.port)
+    client.subscribe(contract.GATEWAY_STATUS, qos=1)
     client.loop_start()
     try:
+        wait_for("the gateway online", lambda: any(s.get("online") for s in statuses))
         client.publish("andon/v1/P1/L1/S01/evt", json.dumps(body), qos=1).wait_for_publish(10)
     finally:
         client.loop_stop()
