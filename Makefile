@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: test demo lint mpy deps runtime broker postgres clean flash
+.PHONY: test demo lint mpy deps runtime broker postgres browser clean flash
 
-test: deps broker postgres mpy
+test: deps broker postgres browser mpy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The demo needs only the runtime dependencies (not pytest, ruff...); pip shows its progress.
@@ -50,8 +50,9 @@ $(RUNTIME_STAMP): pyproject.toml $(VENV)/bin/python
 	$(BIN)/pip install --progress-bar on -e .
 	@touch $@
 
-# Mosquitto and PostgreSQL (the multi-gateway store's tests start a throwaway cluster) come
-# from the system's packages: install them when we may, else say what to do.
+# Mosquitto, PostgreSQL (the multi-gateway store's tests start a throwaway cluster) and
+# Chromium (the browser tests: Playwright's own browser download cannot be reached) come from
+# the system's packages: install them when we may, else say what to do.
 # $(call system_package,TEST,NAME,PACKAGE): install PACKAGE unless the shell TEST succeeds.
 define system_package
 	@if ! { $(1); }; then \
@@ -69,6 +70,9 @@ broker:
 
 postgres:
 	$(call system_package,ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null,PostgreSQL,postgresql)
+
+browser:
+	$(call system_package,command -v chromium >/dev/null,Chromium,chromium)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info gateway/*.egg-info

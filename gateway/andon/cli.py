@@ -16,6 +16,11 @@ app = typer.Typer(
     no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False, rich_markup_mode=None
 )
 app.add_typer(sim_app, name="sim")
+token_app = typer.Typer(no_args_is_help=True, help="HTTP API tokens: the plant file keeps hashes.")
+app.add_typer(token_app, name="token")
+RoleOption = Annotated[
+    str, typer.Option("--role", help="viewer (board, reports), supervisor (console), admin.")
+]
 
 
 class LogFormat(StrEnum):
@@ -313,3 +318,33 @@ def replay(
         typer.echo("replay: the whole log rebuilds the stored projection")
     elif check:
         raise typer.Exit(1)
+
+
+def _token_entry(name: str, role: str, token: str) -> str:
+    from andon.config import ROLES, TOKEN_MIN_LENGTH, hash_token
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"--role must be one of {', '.join(ROLES)}")
+    if len(token) < TOKEN_MIN_LENGTH:
+        raise typer.BadParameter(f"a token needs at least {TOKEN_MIN_LENGTH} characters")
+    return f'[[api_tokens]]\nname = "{name}"\nrole = "{role}"\nhash = "{hash_token(token)}"'
+
+
+@token_app.command("new")
+def token_new(name: str, role: RoleOption = "viewer") -> None:
+    """A fresh random token (shown once: give it to the client) and its plant-file entry."""
+    import secrets
+
+    token = secrets.token_urlsafe(24)
+    entry = _token_entry(name, role, token)
+    typer.echo(f"# token for {name!r}, shown only now: {token}\n{entry}")
+
+
+@token_app.command("hash")
+def token_hash(name: str, role: RoleOption = "viewer") -> None:
+    """The plant-file entry for a token you have (read from stdin, or prompted for)."""
+    import sys
+
+    token = sys.stdin.readline().strip() if not sys.stdin.isatty() else ""
+    token = token or typer.prompt("token", hide_input=True)
+    typer.echo(_token_entry(name, role, token))

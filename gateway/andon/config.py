@@ -13,6 +13,7 @@ so the gateway behaves the same whatever directory it is started from.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import tomllib
 from collections.abc import Iterator
@@ -448,9 +449,40 @@ class Badge(_Section):
     role: Annotated[str, Field(min_length=1)]
 
 
+Role = Literal["viewer", "supervisor", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "supervisor", "admin")  # each may do what those before may
+TOKEN_MIN_LENGTH = 16
+TokenHash = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+def hash_token(token: str) -> str:
+    """What the plant file keeps of an API token. Tokens are long random strings, so a plain
+    SHA-256 cannot be reversed by guessing; a stolen plant file then lets no one in."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
 class ApiToken(_Section):
+    """An HTTP API token, kept as its hash (`andon token new` prints an entry to paste).
+
+    viewer: the board and read-only routes; supervisor: also the console's actions;
+    admin: everything."""
+
     name: Name
-    token: Annotated[str, Field(min_length=16)]
+    role: Role = "viewer"
+    hash: TokenHash
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_plain_token(cls, value: object) -> object:
+        if isinstance(value, dict) and "token" in value:
+            raise ValueError(
+                "plain tokens are not kept in the plant file: run `andon token hash` (or "
+                '`andon token new`) and write the `hash = "sha256:..."` it prints instead'
+            )
+        return value
+
+    def allows(self, role: Role) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
 
 
 class PlantConfig(_Section):
@@ -556,10 +588,10 @@ class PlantConfig(_Section):
     def notice_webhooks(self) -> tuple[str, ...]:
         return tuple(self.alerts.destinations[n].webhook for n in self.alerts.notices)
 
-    def token_name(self, token: str) -> str | None:
-        """The API token's name, or None when no token matches (compared in constant time)."""
-        given = token.encode()
-        matches = [t.name for t in self.api_tokens if hmac.compare_digest(t.token.encode(), given)]
+    def api_token(self, token: str) -> ApiToken | None:
+        """The API token entry whose hash matches, or None (compared in constant time)."""
+        given = hash_token(token).encode()
+        matches = [t for t in self.api_tokens if hmac.compare_digest(t.hash.encode(), given)]
         return matches[0] if matches else None
 
 

@@ -11,7 +11,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from andon.config import PlantConfig
+from andon.config import PlantConfig, hash_token
 from andon.core.effects import Alert, CallRecord, LineChanged
 from andon.runtime.api import ApiServer
 from andon.runtime.logs import JsonFormatter, log_effects
@@ -26,7 +26,7 @@ def _with_http(config: PlantConfig) -> PlantConfig:
     http = {"host": "127.0.0.1", "port": free_port()}
     data = config.model_dump()
     data["gateway"]["http"] = http
-    data["api_tokens"] = [{"name": "t", "token": "t" * 16}]
+    data["api_tokens"] = [{"name": "t", "hash": hash_token("t" * 16)}]
     return PlantConfig.model_validate(data)
 
 

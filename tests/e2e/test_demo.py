@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -30,7 +31,10 @@ def test_a_short_demo_run_exits_0_and_leaves_the_database(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "andon sim pull L1 S03 --state var/demo/sim" in run.stdout
-    assert "curl -H 'Authorization: Bearer mes-7f3a9c2e51d84b06' http://127.0.0.1:" in run.stdout
+    board = re.search(r"board: +(http://127\.0\.0\.1:\d+/board/L1\?token=\S+)", run.stdout)
+    assert board, run.stdout  # the demo prints the live board's URL, its token also the curl's
+    token = board[1].partition("token=")[2]
+    assert f"curl -H 'Authorization: Bearer {token}' http://127.0.0.1:" in run.stdout
     assert "pull L1/S03: ok" in run.stdout  # the scenario started: a cord was pulled
     assert "L1 called:" in run.stdout  # and the plain board showed it
     assert run.stdout.count("L2 running:") == 1  # without a tty: only what changed

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from andon.config import ConfigError, PlantConfig, load_plant
+from andon.config import ConfigError, PlantConfig, hash_token, load_plant
 from andon.runtime.api import make_app
 from andon.runtime.store import SqliteStore
 
 TOKEN = "dashboard-0123456789abcdef"
+SUPERVISOR = "supervisor-0123456789abcdef"
 VIEW = {"site": "P1", "lines": [{"id": "L1", "state": "called"}, {"id": "L2", "state": "running"}]}
 
 
@@ -21,7 +22,10 @@ def plant(tmp_path, **gateway) -> PlantConfig:
             "site": "P1",
             "gateway": {"database": str(tmp_path / "andon.db"), **gateway},
             "lines": [{"id": "L1", "name": "L1", "stations": [station]}],
-            "api_tokens": [{"name": "dashboard", "token": TOKEN}],
+            "api_tokens": [
+                {"name": "dashboard", "hash": hash_token(TOKEN)},  # role viewer by default
+                {"name": "boss", "role": "supervisor", "hash": hash_token(SUPERVISOR)},
+            ],
         }
     )
 
@@ -32,6 +36,12 @@ class StandIn:
 
     def health(self) -> dict:
         return {"running": True, "broker_connected": True}
+
+    def watch(self, changed) -> None:
+        pass  # this stand-in never changes
+
+    def operate(self, op, by):
+        raise AssertionError("no action may reach the gateway in these tests")
 
 
 @pytest.fixture
@@ -78,6 +88,37 @@ def test_calls_and_orders_filter_open_ones_and_keep_the_latest(client):
     assert client.get("/api/v1/orders?open=true", headers=auth()).json() == [
         {"id": "o1", "received": None}
     ]
+
+
+def test_the_openapi_schema_and_its_docs_are_served_without_a_cdn(client):
+    schema = client.get("/api/v1/openapi.json")
+    assert schema.status_code == 200 and "/api/v1/reports/{name}" in schema.json()["paths"]
+    for page in ("/api/v1/docs", "/api/v1/redoc"):
+        text = client.get(page).text
+        assert "cdn" not in text.lower() and "/api/v1/docs-static/" in text
+    assert client.get("/api/v1/docs-static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_viewer_token_sees_the_board_but_may_not_act(client):
+    assert client.get("/board/L1", headers=auth()).status_code == 200
+    assert client.get("/board/L9", headers=auth()).status_code == 404
+    assert client.get("/console", headers=auth()).status_code == 403
+    assert client.get("/console", headers=auth(SUPERVISOR)).status_code == 200
+    refused = client.post("/api/v1/operator", json={"action": "resolve", "call": "c1"})
+    assert refused.status_code == 401
+    forbidden = client.post(
+        "/api/v1/operator", json={"action": "resolve", "call": "c1"}, headers=auth()
+    )
+    assert forbidden.status_code == 403 and "viewer token 'dashboard'" in forbidden.text
+
+
+def test_a_kiosk_url_token_becomes_a_cookie(client):
+    page = client.get(f"/board/L1?token={TOKEN}")
+    assert page.status_code == 200 and "andon_token" in page.headers["set-cookie"]
+    assert "httponly" in page.headers["set-cookie"].lower()
+    assert client.get("/api/v1/plant").json() == VIEW  # the cookie alone now suffices
+    client.cookies.clear()
+    assert client.get("/api/v1/plant").status_code == 401
 
 
 def test_an_api_without_tokens_is_refused_when_the_plant_loads(tmp_path):

@@ -52,8 +52,10 @@ def test_lookups_by_board_card_and_badge():
     assert plant.badge(loop.cards[0]) is None
     assert plant.station("L2", "S04").readers == ["receive"]
     assert plant.station("L2", "S99") is None
-    assert plant.token_name(plant.api_tokens[0].token) == plant.api_tokens[0].name
-    assert plant.token_name("wrong-token-wrong-token") is None
+    assert plant.api_token("mes-7f3a9c2e51d84b06").name == "mes"  # its hash is in the file
+    assert plant.api_token("supervisor-5d6e7f8091a2b3c4").role == "supervisor"
+    assert plant.api_token("wrong-token-wrong-token") is None
+    assert plant.api_token(plant.api_tokens[0].hash) is None  # the hash itself is no token
 
 
 def test_takt_time_and_stop_policy_per_line():
@@ -112,7 +114,13 @@ def test_defaults_fill_what_a_minimal_plant_leaves_out(tmp_path):
         ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "unknown timezone"),
         ('end = "09:45"', 'end = "12:05"', "lines[1].shifts[0]: breaks[1] overlaps breaks[0]"),
         ('role = "quality"', 'role = "quality"\ncolour = "red"', "badges[2].colour: Extra inputs"),
-        ('token = "mes-7f3a9c2e51d84b06"', 'token = "short"', "api_tokens[0].token"),
+        ('hash = "sha256:', 'hash = "md5:', "api_tokens[0].hash: String should match"),
+        ('role = "viewer"', 'role = "root"', "api_tokens[0].role: Input should be"),
+        (
+            'hash = "sha256:',
+            'token = "mes-7f3a9c2e51d84b06"\nx = "',
+            "api_tokens[0]: plain tokens are not kept in the plant file: run `andon token hash`",
+        ),
     ],
 )
 def test_schema_errors_name_the_file_and_the_key(tmp_path, old, new, expected):

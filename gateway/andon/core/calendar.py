@@ -124,6 +124,21 @@ def next_window(line: LineConfig, zone: ZoneInfo, t: int) -> ShiftWindow | None:
     return None
 
 
+def windows_between(line: LineConfig, zone: ZoneInfo, start: int, end: int) -> list[ShiftWindow]:
+    """Every occurrence of the line's shifts overlapping [start, end), in time order (the
+    reports' shift calendar: one pass over the days, where next_window looks ahead afresh)."""
+    windows = []
+    day, last = _local_date(start, zone) - _DAY, _local_date(end, zone)
+    while day <= last:
+        for shift in line.shifts:
+            if _runs(line, shift, day):
+                window = _window(line, shift, day, zone)
+                if window.start < end and window.end > start:
+                    windows.append(window)
+        day += _DAY
+    return sorted(windows, key=lambda w: w.start)
+
+
 def fixed_position_stop(line: LineConfig, zone: ZoneInfo, opened: int) -> int:
     """When a call opened at `opened` and still open stops the line (stop mode "takt").
 

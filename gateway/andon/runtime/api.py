@@ -1,9 +1,12 @@
-"""The gateway's HTTP API: a thin, read-only adapter for dashboards and MES/ERP systems that
-poll, where MQTT is not their language. Each request reads the running gateway's state (its
-`view()`) or the store's records on a connection of its own; nothing here changes the plant.
+"""The gateway's HTTP API: an adapter for dashboards and MES/ERP systems, where MQTT is not
+their language. Each request reads the running gateway's state (its `view()`) or the store's
+records on a connection of its own; the live board, the console and the reports
+(andon.runtime.web, andon.runtime.reports) are served from the same app.
 
-Every route but `/api/v1/health` needs `Authorization: Bearer <token>`, a token of the plant's
-`[[api_tokens]]`. Served by uvicorn on a thread of the gateway process (`[gateway.http]`).
+Every route but `/api/v1/health` and the API's docs needs a token of the plant's
+`[[api_tokens]]` (kept there as hashes): `Authorization: Bearer <token>`, or the kiosk cookie
+a board page sets. Only the console's actions change the plant, and they need a supervisor
+token. Served by uvicorn on a thread of the gateway process (`[gateway.http]`).
 """
 
 from __future__ import annotations
@@ -14,36 +17,37 @@ from typing import Annotated, Protocol
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from andon import __version__
 from andon.config import PlantConfig
+from andon.runtime import web
+from andon.runtime.auth import requires
 from andon.runtime.metrics import metrics_app
 from andon.runtime.store_pg import plant_records
 
 PREFIX = "/api/v1"
-BEARER = HTTPBearer(auto_error=False)
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 OpenOnly = Annotated[bool, Query(alias="open")]
 
 
-class Source(Protocol):
+class Source(web.LiveSource, Protocol):
     """What the API reads: the running gateway (andon.runtime.service.Gateway)."""
 
-    def view(self) -> dict: ...
     def health(self) -> dict: ...
 
 
 def make_app(config: PlantConfig, source: Source) -> FastAPI:
-    app = FastAPI(title="andon gateway", version=__version__, docs_url=f"{PREFIX}/docs")
-
-    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]):
-        if credentials is None or config.token_name(credentials.credentials) is None:
-            raise HTTPException(
-                401, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    authorized = [Depends(caller)]
+    app = FastAPIOffline(  # Swagger UI and ReDoc from the package's files: no CDN
+        title="andon gateway",
+        version=__version__,
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=f"{PREFIX}/redoc",
+        openapi_url=f"{PREFIX}/openapi.json",
+        static_url=f"{PREFIX}/docs-static",
+    )
+    authorized = [Depends(requires(config, "viewer"))]
+    web.install(app, config, source, PREFIX)
 
     @app.get(f"{PREFIX}/health")
     def health() -> dict:

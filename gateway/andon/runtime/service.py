@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -70,6 +71,7 @@ BACKLOG_GATHER_S = 0.15
 # 30 ms; the entries after it are replayed at a restart, some 40 us each: 20,000 keep the
 # stall rare and the replay under a second.
 SNAPSHOT_EVERY = 20_000
+OPERATOR = "operator"  # the log leaf of an operator's action (the console), beside evt | status
 
 
 def wall_ms() -> int:
@@ -86,6 +88,9 @@ class Outgoing:
 
 def record_of(site: str, entry: LoggedEntry) -> Record:
     """A logged entry as the core's record; the message is validated again on the way back."""
+    if entry.leaf == OPERATOR:
+        message = contract.Operator.model_validate_json(entry.message)
+        return Record(entry.received, entry.line, entry.station, message, entry.at)
     topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
     _, message = contract.decode_uplink(topic, entry.message.encode())
     return Record(entry.received, entry.line, entry.station, message, entry.at)
@@ -258,6 +263,14 @@ class _Owned:
     epochs: dict[str, int]
 
 
+@dataclass(frozen=True)
+class _Operate:
+    """An operator's action from the console, and where its answer goes."""
+
+    op: contract.Operator
+    answer: Future
+
+
 class Gateway:
     """One gateway: `start()`, then `stop()`; `running` turns False if it fails."""
 
@@ -287,6 +300,7 @@ class Gateway:
         self.failed: BaseException | None = None
         self._state = threading.Lock()  # the worker changes the plant under it; view() reads
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._watchers: list[Callable[[], None]] = []  # told after each change (the live board)
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._outbox_in_flight = 0  # how many of them: read by the network thread (_on_publish)
@@ -374,6 +388,18 @@ class Gateway:
             return plant_view(self.config)
         with self._state:
             return self.plant.view()
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call `changed()` (from the worker: it must only hand over) after each commit that
+        changed the plant; the live board pushes the new view then."""
+        self._watchers.append(changed)
+
+    def operate(self, op: contract.Operator, by: str) -> Future:
+        """An operator's action, done by the worker: logged, applied and committed like an
+        event. The future's result is None when done, else why it was refused."""
+        answer: Future = Future()
+        self._inbox.put(_Operate(op.model_copy(update={"by": by}), answer))
+        return answer
 
     def counters(self) -> tuple[int, dict[str, int], int]:
         """Log position, rejections by reason, messages queued: for /metrics."""
@@ -497,10 +523,13 @@ class Gateway:
     def _tick(self) -> None:
         now = self._now()
         with self.store.transaction() as tx:
-            outgoing, deliveries = self._persist_effects(tx, self.plant.advance(now), now)
+            effects = self.plant.advance(now)
+            outgoing, deliveries = self._persist_effects(tx, effects, now)
             tx.set_clock(now)
         self._publish(outgoing)
         self._submit(deliveries)
+        if effects:
+            self._changed()
 
     def _process(self, batch: list) -> None:
         for owned in (m for m in batch if isinstance(m, _Owned)):
@@ -510,12 +539,16 @@ class Gateway:
         sent = [outbox_id for outbox_id in acked if outbox_id is not None]
         self._outbox_in_flight -= len(sent)
         outcomes = [m for m in batch if isinstance(m, Outcome)]
+        operations = [m for m in batch if isinstance(m, _Operate)]
         now = self._now()
         effects = self.plant.advance(now)  # timers due before this batch come first
-        if messages or sent or outcomes or effects:
+        refusals: list[str | None] = []
+        if messages or sent or outcomes or effects or operations:
             began = time.perf_counter()
             with self.store.transaction() as tx:
                 effects += [e for m in messages for e in self._accept(tx, m, now)]
+                for o in operations:
+                    refusals.append(self._operate(tx, o.op, now, effects))
                 outgoing, deliveries = self._persist_effects(tx, effects, now)
                 tx.mark_sent(sent, now)
                 self._record_outcomes(tx, outcomes, now)
@@ -527,6 +560,10 @@ class Gateway:
                 self._client.ack(m.mid, m.qos)
             self._publish(outgoing + self._acks(tx.touched))
             self._submit(deliveries)
+            for o, refusal in zip(operations, refusals, strict=True):
+                o.answer.set_result(refusal)
+            if effects:
+                self._changed()
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
 
@@ -560,6 +597,35 @@ class Gateway:
         self._pos = pos
         self._since_snapshot += 1
         return self.plant.apply(Record(now, line, station_id, message, entry.at))
+
+    def _operate(
+        self, tx: Transaction, op: contract.Operator, now: int, effects: list[Effect]
+    ) -> str | None:
+        """Check an operator's action; log and apply it unless refused (why, then)."""
+        refusal = self.plant.check(op)
+        place = self._place_of(op) if refusal is None else None
+        if place is None:
+            return refusal or f"no call {op.call!r} nor card {op.card!r} in the plant"
+        line, station = place
+        message = op.model_dump_json()
+        pos = tx.append(Entry(now, line, station, op.by, 0, OPERATOR, op.action, now, message))
+        self._pos = pos
+        self._since_snapshot += 1
+        effects += self.plant.apply(Record(now, line, station, op, now))
+        return None
+
+    def _place_of(self, op: contract.Operator) -> tuple[str, str] | None:
+        """Where an action is logged: its call's station, or its card's post."""
+        if op.call is not None:
+            call = next((c for c in self.plant.view()["calls"] if c["id"] == op.call), None)
+            call = call or self.store.record("call", op.call)  # a closed call: annotated
+            return (call["line"], call["station"]) if call else None
+        loop = self.config.loop_of_card(op.card or "")
+        return (loop.post.line, loop.post.station) if loop else None
+
+    def _changed(self) -> None:
+        for changed in self._watchers:
+            changed()
 
     def _where(self, station: contract.Station, board: str) -> tuple[str, str]:
         """The board's (line, station) from the configuration; a stranger or a spoof is rejected."""

@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import signal
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from rich.console import Console
 from rich.live import Live
 
 from andon.clitools import andon_to_type
+from andon.config import hash_token
 from andon.firmware_build import SOURCES
 from andon.runtime.service import plant_view
 from andon.sim.control import ControlServer
@@ -154,10 +157,14 @@ def run_demo(
         with state_lock(workdir):
             _clear(workdir)
             print(f"andon demo: starting Mosquitto, the gateway and the boards under {workdir}/")
-            with Rig(plant, workdir, secured=True) as rig, ControlServer(rig.line, workdir / "sim"):
+            token = secrets.token_urlsafe(24)  # the demo's own supervisor token, for the browser
+            with (
+                Rig(_with_token(plant, token), workdir, secured=True) as rig,
+                ControlServer(rig.line, workdir / "sim"),
+            ):
                 rig.wait_line_up()
                 starting = False
-                code = _play(rig, workdir, scenario, stop, duration)
+                code = _play(rig, workdir, scenario, stop, duration, token)
     except DemoBusy as exc:
         print(f"andon demo: {exc}", file=sys.stderr)
         return 2
@@ -172,13 +179,19 @@ def run_demo(
 
 
 def _play(
-    rig: Rig, workdir: Path, scenario: Path, stop: threading.Event, duration: float | None
+    rig: Rig,
+    workdir: Path,
+    scenario: Path,
+    stop: threading.Event,
+    duration: float | None,
+    token: str,
 ) -> int:
     print(
         f"{len(rig.line.boards)} boards up on Mosquitto {rig.broker.host}:{rig.broker.port}"
         " (each with its own account). From a second terminal:\n"
         f"  {andon_to_type()} sim pull L1 S03 --state {workdir}/sim\n"
-        f"    (then: reset, press L1 S05 qual, lights L1)\n{_api_hint(rig)}Ctrl-C ends the demo.",
+        f"    (then: reset, press L1 S05 qual, lights L1)\n{_api_hint(rig, token)}"
+        "Ctrl-C ends the demo.",
         flush=True,
     )
     play = _Play(rig, scenario, stop)
@@ -191,11 +204,21 @@ def _play(
     return 1 if play.failed else 0
 
 
-def _api_hint(rig: Rig) -> str:
+def _with_token(plant: Path, token: str) -> dict[str, Any]:
+    """The plant's data with a supervisor token for the demo added (the file keeps hashes)."""
+    data = tomllib.loads(plant.read_text())
+    entry = {"name": "demo", "role": "supervisor", "hash": hash_token(token)}
+    return {**data, "api_tokens": [*data.get("api_tokens", []), entry]}
+
+
+def _api_hint(rig: Rig, token: str) -> str:
     if rig.api_url is None:
         return ""
-    token = rig.plant.api_tokens[0].token
-    return f"  curl -H 'Authorization: Bearer {token}' {rig.api_url}/plant    (the HTTP API)\n"
+    site = rig.api_url.removesuffix("/api/v1")
+    return (
+        f"  board:   {site}/board/L1?token={token}    (and /board, /console, /reports)\n"
+        f"  curl -H 'Authorization: Bearer {token}' {rig.api_url}/plant    (the HTTP API)\n"
+    )
 
 
 def _show(rig: Rig, play: _Play, stop: threading.Event, duration: float | None) -> None:
