@@ -1,14 +1,18 @@
 # A virtual station board: the real firmware (andon.app) on the virtual bench, driven from
 # outside through JSON lines on a loopback control port (gateway/andon/sim/board.py).
 # Its flash is the working directory; `vboard.json` there says how to set the bench up.
+# It is started as `import vboard` after the launcher noted VM_BASE, the heap the VM itself
+# takes (andon.sim.board): see reserve().
 import asyncio
 import gc
 import json
 import time
 
 import hal
-from andon import inputs
 from vdevices import bench
+
+inputs = None  # andon.inputs, imported in main() with the firmware: its heap is the firmware's
+ballast = None  # heap the firmware may not use (reserve)
 
 SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
 SETTLE_MS = 5000  # far beyond any debounce: only a board that stopped scanning takes longer
@@ -134,7 +138,7 @@ class Control:
                 "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends,
                 "reconnects": s.link.reconnects,
                 "heap_peak": bench.heap_peak, "heap_live": gc.mem_alloc(),
-                "heap_free": gc.mem_free()}
+                "heap_free": gc.mem_free(), "heap_reserved": len(ballast) if ballast else 0}
 
     async def serve(self, reader, writer):
         while True:
@@ -151,7 +155,19 @@ class Control:
         writer.close()
 
 
+def reserve(firmware_heap):
+    # Leave the firmware `firmware_heap` bytes, as a chip's heap: the VM's own start and
+    # asyncio count in it; the virtual hardware (this module, hal, the chip models), which
+    # a chip has in silicon, is on top. Everything beyond is held here, never freed.
+    global ballast
+    import __main__
+
+    gc.collect()
+    ballast = bytearray(gc.mem_free() - (firmware_heap - __main__.VM_BASE) - 16)
+
+
 async def main():
+    global inputs
     with open("vboard.json") as f:
         spec = json.load(f)
     bench.uid = bytes.fromhex(spec["uid"])
@@ -160,7 +176,9 @@ async def main():
     bench.clock_set = spec.get("clock", True)
     import mfrc522_model  # the readers' chips exist before the firmware boots
 
-    from andon import startup
+    if spec.get("firmware_heap"):
+        reserve(spec["firmware_heap"])
+    from andon import inputs, startup
 
     cfg = startup.load_config()
     from andon import app  # as on a board: the runtime loads once the validator is gone
