@@ -8,15 +8,29 @@ import time
 from vdevices import bench
 
 
+_PINS = {}
+GPIOS = 49  # an ESP32-S3 has GPIO 0..48, an ESP32 0..39
+
+
 class Pin(machine.PinBase):
     IN = 1
     OUT = 3
     OPEN_DRAIN = 7
     PULL_UP = 1
     PULL_DOWN = 2
+    IRQ_RISING = 1  # the ESP32 port's values
+    IRQ_FALLING = 2
+
+    def __new__(cls, id, mode=-1, pull=-1, value=None):
+        # One object per pin, made before the firmware starts: an ESP32's Pin objects are
+        # constants in ROM, so the firmware's heap must not pay for them here either.
+        pin = _PINS.get(id)
+        if pin is None:
+            pin = _PINS[id] = super().__new__(cls)
+            pin.id = id
+        return pin
 
     def __init__(self, id, mode=-1, pull=-1, value=None):
-        self.id = id
         self.init(mode, pull, value)
 
     def init(self, mode=-1, pull=-1, value=None):
@@ -30,8 +44,12 @@ class Pin(machine.PinBase):
     def value(self, v=None):
         bench.sample_heap()
         if v is None:
-            return bench.level(self.id)
+            return bench.read(self.id)
         bench.set_output(self.id, 1 if v else 0)
+
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING):
+        # As on an ESP32: handler(pin) runs soon after each edge in `trigger`; None removes it.
+        bench.irqs[self.id] = None if handler is None else (trigger, handler, self)
 
     def __call__(self, v=None):
         return self.value(v)
@@ -41,6 +59,10 @@ class Pin(machine.PinBase):
 
     def off(self):
         self.value(0)
+
+
+for _gpio in range(GPIOS):
+    Pin(_gpio)
 
 
 class ADC:
@@ -54,7 +76,7 @@ class ADC:
 
     def read_u16(self):
         bench.sample_heap()
-        return bench.adc.get(self.id, 0)
+        return bench.read_adc(self.id)
 
 
 class SPI:

@@ -13,6 +13,8 @@ from vdevices import bench
 
 inputs = None  # andon.inputs, imported in main() with the firmware: its heap is the firmware's
 ballast = None  # heap the firmware may not use (reserve)
+BALLAST_CHUNK = 1024
+hardware_heap = 0  # heap the virtual hardware took before the firmware started (reserve)
 
 SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
 SETTLE_MS = 5000  # far beyond any debounce: only a board that stopped scanning takes longer
@@ -138,7 +140,11 @@ class Control:
                 "base": o.base, "next_seq": o.next_seq, "resends": s.uplink.resends,
                 "reconnects": s.link.reconnects,
                 "heap_peak": bench.heap_peak, "heap_live": gc.mem_alloc(),
-                "heap_free": gc.mem_free(), "heap_reserved": len(ballast) if ballast else 0}
+                "heap_free": gc.mem_free()}
+
+    async def op_heap(self, m):
+        # The heap's shares (reserve()): the firmware's live heap is the rest of heap_live.
+        return {"reserved": len(ballast or ()) * BALLAST_CHUNK, "hardware": hardware_heap}
 
     async def serve(self, reader, writer):
         while True:
@@ -157,13 +163,31 @@ class Control:
 
 def reserve(firmware_heap):
     # Leave the firmware `firmware_heap` bytes, as a chip's heap: the VM's own start and
-    # asyncio count in it; the virtual hardware (this module, hal, the chip models), which
-    # a chip has in silicon, is on top. Everything beyond is held here, never freed.
-    global ballast
+    # asyncio count in it; the virtual hardware (this module, hal, the chip models, the
+    # control port), which a chip has in silicon, is on top. The rest is held in chunks
+    # (ballast), so that what the hardware takes later can be handed back (give_back).
+    global ballast, hardware_heap
     import __main__
 
     gc.collect()
-    ballast = bytearray(gc.mem_free() - (firmware_heap - __main__.VM_BASE) - 16)
+    hardware_heap = gc.mem_alloc() - __main__.VM_BASE
+    ballast = []
+    spare = gc.mem_free() - (firmware_heap - __main__.VM_BASE) - 64 * 4  # and the list's own
+    while spare >= BALLAST_CHUNK:
+        ballast.append(bytearray(BALLAST_CHUNK - 16))  # 16: the allocation's rounding, at most
+        spare -= BALLAST_CHUNK
+
+
+def give_back(since):
+    # The hardware took heap after reserve(): free as much ballast, to the nearest chunk.
+    global hardware_heap
+    gc.collect()
+    taken = gc.mem_alloc() - since
+    hardware_heap += taken
+    while taken > BALLAST_CHUNK // 2 and ballast:
+        ballast.pop()
+        taken -= BALLAST_CHUNK
+    gc.collect()
 
 
 async def main():
@@ -184,11 +208,15 @@ async def main():
     from andon import app  # as on a board: the runtime loads once the validator is gone
 
     station = app.start(cfg) if cfg else None
+    gc.collect()
+    before = gc.mem_alloc()
     ctl = Control(app, station, cfg)
-    del cfg  # only the parts Station and Control took stay in the heap
     for name, active in spec.get("inputs", {}).items():
         ctl._input(name, active)  # levels wired at power-up, before the first scan
     await asyncio.start_server(ctl.serve, "127.0.0.1", spec["control_port"])
+    if ballast:
+        give_back(before)
+    del cfg  # only the parts Station and Control took stay in the heap
     print("vboard: control port", spec["control_port"])
     if station is None:
         await app.config_error_forever(startup.error_light)

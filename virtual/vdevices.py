@@ -1,6 +1,24 @@
 # The state of a virtual board's bench: input levels a test drives, outputs the
 # firmware drives, ADC readings, SPI devices on chip-select pins, pixels, radio.
 import gc
+import micropython
+from time import ticks_diff, ticks_us
+
+
+HARDWARE_US_WRAP = 1 << 30  # a small int on a 32-bit VM: counting allocates nothing
+
+
+def hardware(method):
+    # Time spent in the bench is the virtual hardware's, silicon on a chip: counted apart
+    # (Bench.hardware_us, modulo HARDWARE_US_WRAP) so that the firmware's own CPU time can
+    # be told from it. Two fixed arguments: varargs would allocate on every pin read.
+    def timed(self, a=None, b=None):
+        t = ticks_us()
+        r = method(self, a, b)
+        self.hardware_us = (self.hardware_us + ticks_diff(ticks_us(), t)) % HARDWARE_US_WRAP
+        return r
+
+    return timed
 
 
 class Bench:
@@ -23,13 +41,30 @@ class Bench:
         self.clock_offset = 0  # ms the virtual RTC is ahead of the host clock
         self.wdt_feeds = 0
         self.heap_peak = 0
+        self.hardware_us = 0  # time spent in the bench's methods (hardware())
+        self.irqs = {}  # pin -> (trigger mask, handler, pin object) or None: Pin.irq
+        for pin in range(49):  # every GPIO's entry made now: the firmware's heap is not the bench's
+            self.modes[pin] = self.pulls[pin] = self.irqs[pin] = None
+
+    def _edge(self, pin, was):
+        # A level change fires the pin's IRQ as an ESP32 does: the handler is scheduled
+        # (a soft IRQ), with the pin; trigger bits 1 = rising, 2 = falling (Pin.IRQ_*).
+        irq = self.irqs.get(pin)
+        now = self.level(pin)
+        if irq is None or now == was or not irq[0] & (1 if now else 2):
+            return
+        micropython.schedule(irq[1], irq[2])
 
     # -- driven from outside (tests, simulator controller) --
     def drive(self, pin, level):
+        was = self.level(pin)
         self.inputs[pin] = 1 if level else 0
+        self._edge(pin, was)
 
     def release(self, pin):
+        was = self.level(pin)
         self.inputs.pop(pin, None)
+        self._edge(pin, was)
 
     def set_adc(self, pin, value):
         self.adc[pin] = value
@@ -41,6 +76,14 @@ class Bench:
         return self.outputs.get(pin)
 
     # -- used by the fake peripherals --
+    @hardware
+    def read(self, pin, _=None):
+        return self.level(pin)
+
+    @hardware
+    def read_adc(self, pin, _=None):
+        return self.adc.get(pin, 0)
+
     def level(self, pin):
         if pin in self.inputs:
             return self.inputs[pin]
@@ -48,6 +91,7 @@ class Bench:
             return self.outputs[pin]
         return 1 if self.pulls.get(pin) == 1 else 0
 
+    @hardware
     def set_output(self, pin, level):
         was = self.outputs.get(pin)
         self.outputs[pin] = level
@@ -59,13 +103,15 @@ class Bench:
             else:
                 dev.select()
 
+    @hardware
     def spi_transfer(self, bus, out):
         for cs, dev in self.spi_devices.items():
             if self.outputs.get(cs) == 0:
                 return dev.transfer(bytes(out))
         return b"\xff" * len(out)  # nobody selected: the bus floats high
 
-    def sample_heap(self):
+    @hardware
+    def sample_heap(self, _a=None, _b=None):
         a = gc.mem_alloc()
         if a > self.heap_peak:
             self.heap_peak = a

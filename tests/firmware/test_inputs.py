@@ -333,3 +333,80 @@ emit([e[:2] for e in events])
         ["cord_pulled", {"input": "cord"}],
         ["cord_reset", {"input": "cordB"}],
     ]
+
+
+IDLE = """
+import asyncio, time
+ins._sink = lambda kind, data, ticks: events.append([kind, data, ticks, time.ticks_ms()])
+async def rate(ms):
+    # Scan passes per second of the VM's own clock, over `ms` of it.
+    passes, t = ins.passes, time.ticks_ms()
+    await asyncio.sleep_ms(ms)
+    return (ins.passes - passes) * 1000 / time.ticks_diff(time.ticks_ms(), t)
+async def heard(n):
+    while len(events) < n:
+        await asyncio.sleep_ms(5)
+"""
+
+
+def test_an_idle_scan_sleeps_until_a_pin_edge_and_still_confirms_it_over_the_debounce(mpy):
+    body = (
+        IDLE
+        + """
+bench.drive(4, 0)                      # the cord's closed loop: at rest
+async def main():
+    scanner = asyncio.create_task(ins.run())
+    await heard(1)                     # the cord's boot report, confirmed over its window
+    idle = await rate(1000)
+    bench.drive(16, 0)                 # a 1 ms spike on the button: it wakes the scan only
+    await asyncio.sleep_ms(1)
+    bench.release(16)
+    await asyncio.sleep_ms(100)
+    spike = len(events)
+    edge = time.ticks_ms()
+    bench.drive(16, 0)                 # a press, held: its edge wakes the scan
+    await heard(spike + 1)
+    after = await rate(1000)           # which sleeps again once the level is confirmed
+    scanner.cancel()
+    return {"idle": idle, "after": after, "spike": spike, "events": [e[:2] for e in events],
+            "confirmed_after_ms": time.ticks_diff(events[-1][3], edge)}
+from vtest import run
+run(main())
+"""
+    )
+    data = mpy.run(script([CORD, MAINT], body)).data
+    # A 5 ms scan wakes 200 times a second; idle, only the watchdog's pass (500 ms) is left.
+    assert data["idle"] <= 1000 / 500 + 1
+    assert data["after"] <= 1000 / 500 + 1
+    assert data["spike"] == 1  # the boot report only: the spike was never confirmed
+    assert data["events"] == [
+        ["cord_reset", {"input": "cord"}],
+        ["call", {"input": "maint", "reason": "maintenance"}],
+    ]
+    assert data["confirmed_after_ms"] >= 20  # the press held the whole window before it counted
+
+
+def test_stable_supervised_inputs_are_sampled_every_25_ms(mpy):
+    body = (
+        IDLE
+        + """
+bench.set_adc(36, 20950)
+async def main():
+    scanner = asyncio.create_task(ins.run())
+    await heard(1)
+    idle = await rate(1000)
+    bench.set_adc(36, 39000)           # pulled: no interrupt, the next sample finds it
+    await heard(2)
+    scanner.cancel()
+    return {"idle": idle, "events": [e[:2] for e in events]}
+from vtest import run
+run(main())
+"""
+    )
+    data = mpy.run(script([SUPERVISED, MAINT], body)).data
+    # At most one sample per 25 ms (fewer when the machine is busy), not one per 5 ms.
+    assert data["idle"] <= 1000 / 25 + 1
+    assert data["events"] == [
+        ["cord_reset", {"input": "cord2"}],
+        ["cord_pulled", {"input": "cord2"}],
+    ]

@@ -156,6 +156,10 @@ class VirtualBoard:
     def status(self) -> dict[str, Any]:
         return self.call("status")
 
+    def heap_shares(self) -> dict[str, int]:
+        """Bytes held back from the firmware (`firmware_heap`) and taken by the virtual hardware."""
+        return self.call("heap")
+
     # -- power --
     def power_cut(self) -> None:
         """SIGKILL: whatever was not on flash is gone, as when the plug is pulled."""
