@@ -1,6 +1,7 @@
 # The virtual board's hardware: the same names as firmware/lib/hal.py, backed by
 # state that a test or the simulator sets and reads through `bench`.
 # This is the only fake-hardware implementation: unit tests and `andon sim` both load it.
+import asyncio
 import gc
 import machine
 import time
@@ -136,6 +137,28 @@ def unique_id():
 
 def reset_cause():
     return bench.reset_cause
+
+
+class EdgeFlag:
+    # asyncio.ThreadSafeFlag's interface on an Event. The bench calls IRQ handlers from the
+    # loop's own thread (vdevices), so an Event is safe here; and on the unix port a
+    # ThreadSafeFlag makes the loop's poll wake every millisecond (the chip sleeps on it).
+    def __init__(self):
+        self._event = asyncio.Event()
+
+    def set(self):
+        self._event.set()
+
+    def clear(self):
+        self._event.clear()
+
+    async def wait(self):
+        await self._event.wait()
+        self._event.clear()
+
+
+def edge_flag():
+    return EdgeFlag()
 
 
 def adc(pin):

@@ -142,6 +142,10 @@ class Control:
                 "heap_peak": bench.heap_peak, "heap_live": gc.mem_alloc(),
                 "heap_free": gc.mem_free()}
 
+    async def op_hardware_us(self, m):
+        # Time spent in the virtual hardware so far, modulo vdevices.HARDWARE_US_WRAP.
+        return {"us": bench.hardware_us}
+
     async def op_heap(self, m):
         # The heap's shares (reserve()): the firmware's live heap is the rest of heap_live.
         return {"reserved": len(ballast or ()) * BALLAST_CHUNK, "hardware": hardware_heap}

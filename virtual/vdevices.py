@@ -1,7 +1,6 @@
 # The state of a virtual board's bench: input levels a test drives, outputs the
 # firmware drives, ADC readings, SPI devices on chip-select pins, pixels, radio.
 import gc
-import micropython
 from time import ticks_diff, ticks_us
 
 
@@ -47,13 +46,14 @@ class Bench:
             self.modes[pin] = self.pulls[pin] = self.irqs[pin] = None
 
     def _edge(self, pin, was):
-        # A level change fires the pin's IRQ as an ESP32 does: the handler is scheduled
-        # (a soft IRQ), with the pin; trigger bits 1 = rising, 2 = falling (Pin.IRQ_*).
+        # A level change fires the pin's IRQ handler with the pin, as an ESP32 does (trigger
+        # bits 1 = rising, 2 = falling: Pin.IRQ_*). It runs at once, in the caller's thread:
+        # the loop's, as whoever drives a pin is a task (hal.EdgeFlag relies on it).
         irq = self.irqs.get(pin)
         now = self.level(pin)
         if irq is None or now == was or not irq[0] & (1 if now else 2):
             return
-        micropython.schedule(irq[1], irq[2])
+        irq[1](irq[2])
 
     # -- driven from outside (tests, simulator controller) --
     def drive(self, pin, level):

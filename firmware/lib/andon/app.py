@@ -157,9 +157,13 @@ class Station:
                 hal.set_wall_ms(ms)
 
     async def light_refresh(self):
-        # Link and remote states change without an event: keep the tower current.
+        # Events and messages refresh the tower as they come; only the link changes
+        # unannounced (Wi-Fi, broker): look at it, and compose the tower again on a change.
+        link = None
         while True:
-            self.refresh_light()
+            if self.link_state() != link:
+                link = self.link_state()
+                self.refresh_light()
             self.refreshes += 1
             await asyncio.sleep_ms(250)
 

@@ -110,7 +110,7 @@ class _Input:
 class Inputs:
     def __init__(self, cfg_inputs, sink):
         # sink(kind, data, ticks_ms): ticks_ms is when the level became stable.
-        self._edge = asyncio.ThreadSafeFlag()  # set from pin interrupts
+        self._edge = hal.edge_flag()  # set from pin interrupts
         self._inputs = [_Input(c, self._on_edge) for c in cfg_inputs]
         self._sink = sink
         sampled = [c for c in cfg_inputs if c["adc"] is not None]
