@@ -47,7 +47,7 @@ def band(u16):
 
 
 class _Input:
-    def __init__(self, cfg, on_edge):
+    def __init__(self, cfg, edge):
         self.name = cfg["name"]
         self.role = cfg["role"]
         self.debounce = cfg["debounce_ms"]
@@ -57,7 +57,7 @@ class _Input:
         else:
             pull = {"up": hal.Pin.PULL_UP, "down": hal.Pin.PULL_DOWN}.get(cfg["pull"])
             pin = hal.Pin(cfg["pin"], hal.Pin.IN, pull)
-            pin.irq(handler=on_edge, trigger=hal.Pin.IRQ_RISING | hal.Pin.IRQ_FALLING)
+            pin.irq(handler=self._on_edge, trigger=hal.Pin.IRQ_RISING | hal.Pin.IRQ_FALLING)
             self.read = pin.value
             self.active_level = cfg["active"]
         # A cord reports its state once at boot, pulled or not: it may have been reset
@@ -67,6 +67,14 @@ class _Input:
         self.active = False
         self.candidate = self.stable  # the first reading starts the window
         self.since = 0
+        # An edge since the last pass: the level moved, maybe unseen (a bounce, or during a
+        # flash write, which stalls the whole chip for longer than a debounce window).
+        self.bounced = False
+        self._edge = edge
+
+    def _on_edge(self, pin):
+        self.bounced = True
+        self._edge.set()
 
     def classify(self):
         raw = self.read()
@@ -76,7 +84,8 @@ class _Input:
 
     def step(self, now, sink):
         state = self.classify()
-        if state != self.candidate:
+        if state != self.candidate or self.bounced:
+            self.bounced = False  # a level is confirmed only if no edge came in its window
             self.candidate = state
             self.since = now
         elif state != self.stable and time.ticks_diff(now, self.since) >= self.debounce:
@@ -111,14 +120,11 @@ class Inputs:
     def __init__(self, cfg_inputs, sink):
         # sink(kind, data, ticks_ms): ticks_ms is when the level became stable.
         self._edge = hal.edge_flag()  # set from pin interrupts
-        self._inputs = [_Input(c, self._on_edge) for c in cfg_inputs]
+        self._inputs = [_Input(c, self._edge) for c in cfg_inputs]
         self._sink = sink
         sampled = [c for c in cfg_inputs if c["adc"] is not None]
         self.idle_ms = ADC_SCAN_MS if sampled else IDLE_SCAN_MS
         self.passes = 0  # scan passes done: the watchdog's proof of life
-
-    def _on_edge(self, pin):
-        self._edge.set()
 
     def scan(self, now):
         # One pass over every input at time `now` (ticks_ms).
