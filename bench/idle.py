@@ -88,6 +88,7 @@ def idle_cpu(bits: int, seconds: float, drop: tuple[str, ...] = ()) -> dict[str,
     }
 
 
-def esp32_percent(vm_percent: float, vm_pystones: float) -> float:
-    """A share of a VM core as a share of an ESP32's (an estimate: see the module's doc)."""
-    return vm_percent * vm_pystones / ESP32_PYSTONES
+def on_esp32(vm_cpu: float, vm_pystones: float) -> float:
+    """A CPU figure of the VM (a share of a core, or a time) as it would be on an ESP32:
+    an estimate, see the module's doc."""
+    return vm_cpu * vm_pystones / ESP32_PYSTONES
