@@ -10,7 +10,6 @@ from vdevices import bench
 
 
 _PINS = {}
-GPIOS = 49  # an ESP32-S3 has GPIO 0..48, an ESP32 0..39
 
 
 class Pin(machine.PinBase):
@@ -23,22 +22,26 @@ class Pin(machine.PinBase):
     IRQ_FALLING = 2
 
     def __new__(cls, id, mode=-1, pull=-1, value=None):
-        # One object per pin, made before the firmware starts: an ESP32's Pin objects are
-        # constants in ROM, so the firmware's heap must not pay for them here either.
+        # One object per pin, as an ESP32's, whose Pin objects are constants in ROM: the heap
+        # a virtual one takes is the bench's, counted apart (Bench.pin_heap).
         pin = _PINS.get(id)
         if pin is None:
+            before = gc.mem_alloc()
             pin = _PINS[id] = super().__new__(cls)
             pin.id = id
+            bench.pin_heap += max(0, gc.mem_alloc() - before)
         return pin
 
     def __init__(self, id, mode=-1, pull=-1, value=None):
         self.init(mode, pull, value)
 
     def init(self, mode=-1, pull=-1, value=None):
+        before = gc.mem_alloc()
         if mode != -1:
             bench.modes[self.id] = mode
         if pull != -1:
             bench.pulls[self.id] = pull
+        bench.pin_heap += max(0, gc.mem_alloc() - before)
         if value is not None:
             self.value(value)
 
@@ -50,7 +53,9 @@ class Pin(machine.PinBase):
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING):
         # As on an ESP32: handler(pin) runs soon after each edge in `trigger`; None removes it.
+        before = gc.mem_alloc()
         bench.irqs[self.id] = None if handler is None else (trigger, handler, self)
+        bench.pin_heap += max(0, gc.mem_alloc() - before)
 
     def __call__(self, v=None):
         return self.value(v)
@@ -60,10 +65,6 @@ class Pin(machine.PinBase):
 
     def off(self):
         self.value(0)
-
-
-for _gpio in range(GPIOS):
-    Pin(_gpio)
 
 
 class ADC:

@@ -175,6 +175,7 @@ def reserve(firmware_heap):
 
     gc.collect()
     hardware_heap = gc.mem_alloc() - __main__.VM_BASE
+    bench.pin_heap = 0  # from now on, the Pin objects the firmware makes (give_back)
     ballast = []
     spare = gc.mem_free() - (firmware_heap - __main__.VM_BASE) - 64 * 4  # and the list's own
     while spare >= BALLAST_CHUNK:
@@ -183,10 +184,11 @@ def reserve(firmware_heap):
 
 
 def give_back(since):
-    # The hardware took heap after reserve(): free as much ballast, to the nearest chunk.
+    # The hardware took heap after reserve(): the control port and chip models since `since`,
+    # and the Pin objects the firmware made. Free as much ballast, to the nearest chunk.
     global hardware_heap
     gc.collect()
-    taken = gc.mem_alloc() - since
+    taken = gc.mem_alloc() - since + bench.pin_heap
     hardware_heap += taken
     while taken > BALLAST_CHUNK // 2 and ballast:
         ballast.pop()

@@ -46,8 +46,7 @@ class Bench:
         self.heap_peak = 0
         self.hardware_us = 0  # time spent in the bench's methods (hardware())
         self.irqs = {}  # pin -> (trigger mask, handler, pin object) or None: Pin.irq
-        for pin in range(49):  # every GPIO's entry made now: the firmware's heap is not the bench's
-            self.modes[pin] = self.pulls[pin] = self.irqs[pin] = None
+        self.pin_heap = 0  # bytes the virtual Pin objects and their entries here took
 
     def _edge(self, pin, was):
         # A level change fires the pin's IRQ handler with the pin, as an ESP32 does (trigger
