@@ -143,7 +143,7 @@ class Control:
                 "heap_free": gc.mem_free()}
 
     async def op_hardware_us(self, m):
-        # Time spent in the virtual hardware so far, modulo vdevices.HARDWARE_US_WRAP.
+        # Time spent in the virtual hardware so far, modulo 2**30 (vdevices.HARDWARE_US_MASK).
         return {"us": bench.hardware_us}
 
     async def op_heap(self, m):

@@ -4,7 +4,7 @@ import gc
 from time import ticks_diff, ticks_us
 
 
-HARDWARE_US_WRAP = 1 << 30  # a small int on a 32-bit VM: counting allocates nothing
+HARDWARE_US_MASK = (1 << 30) - 1  # the largest small int of a 32-bit VM: no allocation
 # No call into the bench takes a millisecond of CPU; a longer one was preempted by another
 # process (the machine is shared), and the rest of its wall time is nobody's CPU.
 HARDWARE_CALL_MAX_US = 1000
@@ -12,13 +12,13 @@ HARDWARE_CALL_MAX_US = 1000
 
 def hardware(method):
     # Time spent in the bench is the virtual hardware's, silicon on a chip: counted apart
-    # (Bench.hardware_us, modulo HARDWARE_US_WRAP) so that the firmware's own CPU time can
+    # (Bench.hardware_us, modulo HARDWARE_US_MASK + 1) so that the firmware's own CPU time can
     # be told from it. Two fixed arguments: varargs would allocate on every pin read.
     def timed(self, a=None, b=None):
         t = ticks_us()
         r = method(self, a, b)
         d = min(ticks_diff(ticks_us(), t), HARDWARE_CALL_MAX_US)
-        self.hardware_us = (self.hardware_us + d) % HARDWARE_US_WRAP
+        self.hardware_us = (self.hardware_us + d) & HARDWARE_US_MASK
         return r
 
     return timed

@@ -7,6 +7,8 @@ and nothing depends on how fast the machine running the tests is.
 import itertools
 import json
 
+import pytest
+
 NORMAL_U16 = 20950  # documented readings of the end-of-line network (docs/stack-light.md)
 PULLED_U16 = 39000
 OPEN_U16 = 65535
@@ -258,7 +260,8 @@ emit([names[band(v)] for v, _ in {cases!r}])
     assert result.data == [name for _, name in cases]
 
 
-def test_a_scan_pass_allocates_nothing(mpy):
+@pytest.mark.parametrize("bits", [64, 32])
+def test_a_scan_pass_allocates_nothing(mpy, bits):
     inputs = [
         CORD,
         MAINT,
@@ -277,7 +280,7 @@ for t in range(1000):
 allocated = gc.mem_alloc() - before
 emit({"allocated": allocated, "events": events})
 """
-    result = mpy.run(script(inputs, body))
+    result = mpy.run(script(inputs, body), bits=bits)
     boot = [["cord_reset", {"input": name}, 5, 25] for name in ("cord", "cord2")]
     assert result.data == {"allocated": 0, "events": boot}
 
