@@ -1,27 +1,35 @@
-"""Station firmware figures, from the MicroPython VM (64-bit unix port) on this machine.
+"""Station firmware figures, from the MicroPython VM on this machine: the 64-bit unix port and
+the 32-bit one (../shared/tools/micropython-i386), whose objects are the size an ESP32's are.
 
-Prints the heap the loaded code takes (each firmware module as .mpy, and the virtual bench
-beside it), the peak heap of the full-outbox scenario (tests/firmware/test_station.py: 4 inputs,
-2 RFID readers, a tower, 400 events pending), the smallest `-X heapsize` it still passes at
-(bisection), the cost of one input scan pass, and pin-edge-to-PUBLISH latency on loopback
-(driving a pin through the board's control port until a paho subscriber has the PUBLISH,
-debounce included). Ends with one JSON line. Run from the repository root:
-`.venv/bin/python -m bench.firmware`.
+Prints, on each VM: the heap the loaded code takes (each firmware module as .mpy, and the virtual
+bench beside it); for the full-outbox scenario (tests/firmware/test_station.py: 4 inputs, 2 RFID
+readers, a tower, 400 events pending) its live heap and the smallest `-X heapsize` it still passes
+at (bisection); on the 32-bit VM also the smallest heap share the firmware passes in when the
+virtual hardware gets its own on top (`firmware_heap`: what an ESP32's heap must hold); the cost
+of one input scan pass; an idle board's CPU (bench/idle.py: the firmware's share apart from the
+harness's, and as an estimated share of an ESP32 by pystone scores); the flash stalls of the
+outbox on LittleFS with ESP32 flash timing (bench/flash.py); and pin-edge-to-PUBLISH latency on
+loopback. Ends with one JSON line. Run from the repository root:
+`.venv/bin/python -m bench.firmware [--quick]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench.flash import flash_stalls
+from bench.idle import idle_cpu, on_esp32, pystones
 from tests.firmware.paho_watch import Watcher
 from tests.firmware.standin import AckStandIn
 from tests.firmware.test_station import (
     BOARD,
     CORD_UP,
+    ESP32_VM_HEAP,
     ROOMY_HEAP,
     STATION,
     full_outbox_scenario,
@@ -35,13 +43,14 @@ from andon.sim.board import BoardError
 from andon.sim.mosquitto import start_broker
 from andon.sim.vm import compiled_paths, run_script
 
-EDGES = 120
 DEBOUNCE_MS = 20  # the default, as station_config leaves it
-LOW_KB, HIGH_KB, STEP_KB = 64, 256, 4
+HIGH_KB = 256
+VMS = (64, 32)
 
 SCAN = """
 import gc, time
 from andon.inputs import Inputs
+from vdevices import bench
 from vtest import emit
 cfg = [{"name": n, "role": r, "pin": p, "pull": "up", "active": a, "debounce_ms": 20, "adc": None}
        for n, r, p, a in (("cord", "cord", 4, 1), ("qual", "call_quality", 17, 0),
@@ -50,10 +59,11 @@ ins = Inputs(cfg, lambda kind, data, ticks: None)
 N = 2000
 gc.collect()
 before = gc.mem_alloc()
+hw = bench.hardware_us
 t = time.ticks_us()
 for i in range(N):
     ins.scan(i)
-us = time.ticks_diff(time.ticks_us(), t)
+us = time.ticks_diff(time.ticks_us(), t) - (bench.hardware_us - hw)
 emit({"scan_us": us / N, "alloc_bytes_per_pass": (gc.mem_alloc() - before) / N})
 """
 
@@ -89,41 +99,47 @@ emit(sizes)
 """
 
 
-def code_heap() -> dict[str, int]:
+def code_heap(bits: int) -> dict[str, int]:
     """Heap each module's code takes once imported from .mpy (after gc), in bytes."""
     paths = [str(p) for p in compiled_paths()]
     source = CODE.replace("PATHS", repr(paths)).replace("BENCH", repr(BENCH_MODULES))
     with tempfile.TemporaryDirectory() as tmp:
-        return run_script(source.replace("FIRMWARE", repr(FIRMWARE_MODULES)), Path(tmp)).data
+        source = source.replace("FIRMWARE", repr(FIRMWARE_MODULES))
+        return run_script(source, Path(tmp), bits=bits).data
 
 
-def scenario(heap_kb: int) -> dict | None:
-    """The scenario's last status at this heap, or None when it failed."""
+def scenario(heap_kb: int, bits: int, firmware_kb: int | None = None) -> dict | None:
+    """The scenario's last status at this heap (or firmware share), or None when it failed."""
+    heap = f"{heap_kb}K" if firmware_kb is None else ESP32_VM_HEAP
+    firmware_heap = None if firmware_kb is None else firmware_kb * 1024
     with (
         tempfile.TemporaryDirectory() as tmp,
         start_broker(Path(tmp) / "broker") as broker,
         AckStandIn(broker, acking=False) as standin,
     ):
         try:
-            return full_outbox_scenario(Path(tmp), broker, standin, f"{heap_kb}K")
-        except (AssertionError, BoardError):
+            return full_outbox_scenario(
+                Path(tmp), broker, standin, heap, bits=bits, firmware_heap=firmware_heap
+            )
+        except (AssertionError, BoardError, OSError):  # OSError: the board died mid-call
             return None
 
 
-def smallest_heap_kb() -> int | None:
-    """Bisection over heapsize in STEP_KB steps; None if even HIGH_KB fails."""
-    if scenario(HIGH_KB) is None:
+def smallest_kb(passes, low: int, high: int, step: int) -> int | None:
+    """Bisection in `step` KB steps over [low, high] for the smallest size `passes`; None if
+    even `high` fails."""
+    if not passes(high):
         return None
-    lo, hi = LOW_KB - STEP_KB, HIGH_KB  # lo fails (or is below the range), hi passes
-    while hi - lo > STEP_KB:
-        mid = (lo + hi) // 2 // STEP_KB * STEP_KB
-        ok = scenario(mid) is not None
-        print(f"  heapsize {mid}K: {'passes' if ok else 'fails'}", flush=True)
+    lo, hi = low - step, high  # lo fails (or is below the range), hi passes
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        ok = passes(mid)
+        print(f"  {mid}K: {'passes' if ok else 'fails'}", flush=True)
         lo, hi = (lo, mid) if ok else (mid, hi)
     return hi
 
 
-def latency_ms() -> list[float]:
+def latency_ms(edges: int) -> list[float]:
     """Pin edge (control port write) to the subscriber holding the event, per edge."""
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -138,7 +154,7 @@ def latency_ms() -> list[float]:
             # seq 1 is the cord's state at boot: the edges follow it
             watcher.wait(lambda m: json.loads(m[1])["seq"] == 1)
             out = []
-            for edge in range(1, EDGES + 1):
+            for edge in range(1, edges + 1):
                 t0 = time.perf_counter()
                 board.set_input("cord", edge % 2 == 1)
                 watcher.wait(lambda m, n=edge + 1: json.loads(m[1])["seq"] == n)
@@ -149,61 +165,124 @@ def latency_ms() -> list[float]:
             board.stop()
 
 
-def main() -> None:
-    code = code_heap()
+def heap_figures(bits: int, step: int) -> dict:
+    code = code_heap(bits)
     runtime = sum(code[m] for m in FIRMWARE_MODULES if m != "andon.config")
     bench_code = sum(code[m] for m in BENCH_MODULES)
     print(
-        f"code in the heap (.mpy): firmware runtime {runtime} B, asyncio {code['asyncio']} B,"
-        f" the validator alone at boot {code['andon.config']} B, the virtual bench {bench_code} B"
+        f"[{bits}-bit] code in the heap (.mpy): firmware runtime {runtime} B, asyncio "
+        f"{code['asyncio']} B, the validator alone at boot {code['andon.config']} B, the "
+        f"virtual bench {bench_code} B",
+        flush=True,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        flash = Path(tmp)
-        scan = run_script(SCAN, flash).data
-    roomy = scenario(int(ROOMY_HEAP[:-1]))
+    roomy = scenario(int(ROOMY_HEAP[:-1]), bits)
     if roomy is None:
-        raise SystemExit(f"the scenario fails even at {ROOMY_HEAP}")
-    smallest = smallest_heap_kb()
-    tight = scenario(smallest) if smallest else None
-    # mem_alloc() counts garbage not yet collected: with room to spare the sampled peak is
-    # the whole heap, so the telling peak is the one sampled at the smallest heap that passes.
-    print(f"live heap after the scenario (after gc): {roomy['heap_live']} bytes")
-    if tight:
-        print(f"scenario peak heap at heapsize {smallest}K: {tight['heap_peak']} bytes")
-    print(f"smallest heapsize it passes at: {smallest}K (64-bit unix VM, .mpy in the heap)")
-    print(f"scan pass, 4 inputs: {scan['scan_us']:.1f} us, {scan['alloc_bytes_per_pass']} B/pass")
-    lat = sorted(latency_ms())
+        raise SystemExit(f"the scenario fails even at {ROOMY_HEAP} on the {bits}-bit VM")
+    print(f"[{bits}-bit] live heap after the scenario (after gc): {roomy['heap_live']} B")
+    print(f"[{bits}-bit] smallest -X heapsize, firmware and virtual hardware together:")
+    smallest = smallest_kb(lambda kb: scenario(kb, bits) is not None, 64, HIGH_KB, step)
+    print(f"[{bits}-bit] smallest heapsize it passes at: {smallest}K", flush=True)
+    return {
+        "code_heap_bytes": {
+            "firmware_runtime": runtime,
+            "asyncio": code["asyncio"],
+            "validator_at_boot": code["andon.config"],
+            "virtual_bench": bench_code,
+        },
+        "scenario_heap_live_bytes": roomy["heap_live"],
+        "smallest_heapsize_kb": smallest,
+    }
+
+
+def firmware_share(step: int) -> dict:
+    """On the 32-bit VM: the smallest heap the firmware passes in, the hardware's on top."""
+    print("[32-bit] smallest firmware heap share, the virtual hardware's on top:")
+    smallest = smallest_kb(lambda kb: scenario(0, 32, kb) is not None, 40, 96, step)
+    at = scenario(0, 32, smallest) if smallest else None
+    shares = at["heap_shares"] if at else {"reserved": 0, "hardware": 0}
+    live = at["heap_live"] - shares["reserved"] - shares["hardware"] if at else None
+    print(
+        f"[32-bit] the firmware passes in {smallest}K (live {live} B after the scenario; "
+        f"the virtual hardware took {shares['hardware']} B more)",
+        flush=True,
+    )
+    return {
+        "smallest_firmware_heap_kb_32bit": smallest,
+        "firmware_heap_live_bytes_32bit": live,
+        "virtual_hardware_heap_bytes_32bit": shares["hardware"],
+    }
+
+
+def cpu_figures(bits: int, idle_s: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        scan = run_script(SCAN, Path(tmp), bits=bits).data
+    score = pystones(bits)
+    idle = idle_cpu(bits, idle_s)
+    bare = idle_cpu(bits, idle_s, drop=("rfid",))  # the RFID readers' polling apart
+    print(
+        f"[{bits}-bit] {score:.0f} pystones/s of user CPU; idle board over {idle_s:.0f} s: "
+        f"VM {idle['vm_user_percent']:.3f} % user CPU, of which the virtual hardware "
+        f"{idle['harness_percent']:.3f} %, the firmware {idle['firmware_percent']:.3f} % "
+        f"~ {on_esp32(idle['firmware_percent'], score):.1f} % of an ESP32 (estimate); "
+        f"scan pass {scan['scan_us']:.1f} us ~ "
+        f"{on_esp32(scan['scan_us'], score):.0f} us on an ESP32 (estimate), "
+        f"{scan['alloc_bytes_per_pass']} B/pass",
+        flush=True,
+    )
+    print(
+        f"[{bits}-bit] idle without the RFID readers: VM {bare['vm_user_percent']:.3f} %, "
+        f"firmware {bare['firmware_percent']:.3f} % ~ "
+        f"{on_esp32(bare['firmware_percent'], score):.1f} % of an ESP32 (estimate)",
+        flush=True,
+    )
+    return {
+        "pystones": round(score),
+        "idle_cpu_percent": round(idle["firmware_percent"], 4),
+        "idle_harness_cpu_percent": round(idle["harness_percent"], 4),
+        "idle_esp32_percent": round(on_esp32(idle["firmware_percent"], score), 1),
+        "idle_esp32_percent_without_rfid": round(on_esp32(bare["firmware_percent"], score), 1),
+        "scan_pass_us": round(scan["scan_us"], 2),
+        "scan_pass_esp32_us": round(on_esp32(scan["scan_us"], score)),
+        "scan_alloc_bytes_per_pass": scan["alloc_bytes_per_pass"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="coarser bisection, shorter runs")
+    args = parser.parse_args()
+    step, idle_s, edges = (8, 8.0, 40) if args.quick else (4, 20.0, 120)
+    out: dict = {"board": BOARD}
+    for bits in VMS:
+        suffix = "" if bits == 64 else "_32bit"
+        out.update({k + suffix: v for k, v in heap_figures(bits, step).items()})
+        out.update({k + suffix: v for k, v in cpu_figures(bits, idle_s).items()})
+    out.update(firmware_share(step))
+    stalls = flash_stalls(32)
+    print(
+        f"[32-bit] outbox on LittleFS with ESP32 flash timing: append p50 "
+        f"{stalls['append_ms_p50']} ms, max {stalls['append_ms_max']} ms "
+        f"({stalls['erases_per_append']} sector erases each), ack max {stalls['ack_ms_max']} ms:"
+        f" the scan's worst stall {stalls['worst_stall_ms']} ms (debounce {DEBOUNCE_MS} ms)",
+        flush=True,
+    )
+    out["flash_stall"] = {**stalls, "debounce_ms": DEBOUNCE_MS}
+    lat = sorted(latency_ms(edges))
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     print(
         f"pin edge to PUBLISH over {len(lat)} edges: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
         f"max {lat[-1]:.1f} ms (debounce {DEBOUNCE_MS} ms included)"
     )
-    print(
-        json.dumps(
-            {
-                "board": BOARD,
-                "code_heap_bytes": {
-                    "firmware_runtime": runtime,
-                    "asyncio": code["asyncio"],
-                    "validator_at_boot": code["andon.config"],
-                    "virtual_bench": bench_code,
-                },
-                "scenario_heap_peak_bytes": tight["heap_peak"] if tight else None,
-                "scenario_heap_live_bytes": roomy["heap_live"],
-                "smallest_heapsize_kb": smallest,
-                "scan_pass_us": round(scan["scan_us"], 2),
-                "scan_alloc_bytes_per_pass": scan["alloc_bytes_per_pass"],
-                "edge_to_publish_ms": {
-                    "p50": round(p50, 2),
-                    "p99": round(p99, 2),
-                    "max": round(lat[-1], 2),
-                    "edges": len(lat),
-                    "debounce_ms": DEBOUNCE_MS,
-                },
-            }
-        )
-    )
+    out["edge_to_publish_ms"] = {
+        "p50": round(p50, 2),
+        "p99": round(p99, 2),
+        "max": round(lat[-1], 2),
+        "edges": len(lat),
+        "debounce_ms": DEBOUNCE_MS,
+    }
+    out["estimates"] = "*_esp32_*: the VM's CPU scaled by its pystones to an ESP32's 1,300/s"
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,11 @@ class MicroPython:
     def __init__(self, flash):
         self.flash = flash
 
-    def run(self, source: str, heap: str = "256K", timeout: float = 60.0) -> VMResult:
-        return run_script(source, self.flash, heap=heap, timeout=timeout)
+    def run(
+        self, source: str, heap: str = "256K", timeout: float = 60.0, bits: int = 64
+    ) -> VMResult:
+        """bits=32: the 32-bit VM, whose objects are the size an ESP32's are (andon.sim.vm)."""
+        return run_script(source, self.flash, heap=heap, timeout=timeout, bits=bits)
 
 
 @pytest.fixture

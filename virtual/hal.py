@@ -10,33 +10,56 @@ import time
 from vdevices import bench
 
 
+_PINS = {}
+
+
 class Pin(machine.PinBase):
     IN = 1
     OUT = 3
     OPEN_DRAIN = 7
     PULL_UP = 1
     PULL_DOWN = 2
+    IRQ_RISING = 1  # the ESP32 port's values
+    IRQ_FALLING = 2
+
+    def __new__(cls, id, mode=-1, pull=-1, value=None):
+        # One object per pin, as an ESP32's, whose Pin objects are constants in ROM: the heap
+        # a virtual one takes is the bench's, counted apart (Bench.pin_heap).
+        pin = _PINS.get(id)
+        if pin is None:
+            before = gc.mem_alloc()
+            pin = _PINS[id] = super().__new__(cls)
+            pin.id = id
+            bench.pin_heap += max(0, gc.mem_alloc() - before)
+        return pin
 
     def __init__(self, id, mode=-1, pull=-1, value=None):
-        self.id = id
         self.init(mode, pull, value)
 
     def init(self, mode=-1, pull=-1, value=None):
         why = bench.refuses(self.id, mode in (Pin.OUT, Pin.OPEN_DRAIN))
         if why:
             raise ValueError(why)
+        before = gc.mem_alloc()
         if mode != -1:
             bench.modes[self.id] = mode
         if pull != -1:
             bench.pulls[self.id] = pull
+        bench.pin_heap += max(0, gc.mem_alloc() - before)
         if value is not None:
             self.value(value)
 
     def value(self, v=None):
         bench.sample_heap()
         if v is None:
-            return bench.level(self.id)
+            return bench.read(self.id)
         bench.set_output(self.id, 1 if v else 0)
+
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING):
+        # As on an ESP32: handler(pin) runs soon after each edge in `trigger`; None removes it.
+        before = gc.mem_alloc()
+        bench.irqs[self.id] = None if handler is None else (trigger, handler, self)
+        bench.pin_heap += max(0, gc.mem_alloc() - before)
 
     def __call__(self, v=None):
         return self.value(v)
@@ -59,7 +82,7 @@ class ADC:
 
     def read_u16(self):
         bench.sample_heap()
-        return bench.adc.get(self.id, 0)
+        return bench.read_adc(self.id)
 
 
 class SPI:
@@ -136,6 +159,28 @@ def unique_id():
 
 def reset_cause():
     return bench.reset_cause
+
+
+class EdgeFlag:
+    # asyncio.ThreadSafeFlag's interface on an Event. The bench calls IRQ handlers from the
+    # loop's own thread (vdevices), so an Event is safe here; and on the unix port a
+    # ThreadSafeFlag makes the loop's poll wake every millisecond (the chip sleeps on it).
+    def __init__(self):
+        self._event = asyncio.Event()
+
+    def set(self):
+        self._event.set()
+
+    def clear(self):
+        self._event.clear()
+
+    async def wait(self):
+        await self._event.wait()
+        self._event.clear()
+
+
+def edge_flag():
+    return EdgeFlag()
 
 
 def adc(pin):

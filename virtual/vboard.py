@@ -1,14 +1,20 @@
 # A virtual station board: the real firmware (andon.app) on the virtual bench, driven from
 # outside through JSON lines on a loopback control port (gateway/andon/sim/board.py).
 # Its flash is the working directory; `vboard.json` there says how to set the bench up.
+# It is started as `import vboard` after the launcher noted VM_BASE, the heap the VM itself
+# takes (andon.sim.board): see reserve().
 import asyncio
 import gc
 import json
 import time
 
 import hal
-from andon import inputs
 from vdevices import bench
+
+inputs = None  # andon.inputs, imported in main() with the firmware: its heap is the firmware's
+ballast = None  # heap the firmware may not use (reserve)
+BALLAST_CHUNK = 1024
+hardware_heap = 0  # heap the virtual hardware took before the firmware started (reserve)
 
 SEGMENTS_AND_BUZZER = ("red", "amber", "green", "blue", "white", "buzzer")
 SETTLE_MS = 5000  # far beyond any debounce: only a board that stopped scanning takes longer
@@ -164,6 +170,14 @@ class Control:
                 "heap_peak": bench.heap_peak, "heap_live": gc.mem_alloc(),
                 "heap_free": gc.mem_free()}
 
+    async def op_hardware_us(self, m):
+        # Time spent in the virtual hardware so far, modulo 2**30 (vdevices.HARDWARE_US_MASK).
+        return {"us": bench.hardware_us}
+
+    async def op_heap(self, m):
+        # The heap's shares (reserve()): the firmware's live heap is the rest of heap_live.
+        return {"reserved": len(ballast or ()) * BALLAST_CHUNK, "hardware": hardware_heap}
+
     async def serve(self, reader, writer):
         while True:
             line = await reader.readline()
@@ -179,7 +193,39 @@ class Control:
         writer.close()
 
 
+def reserve(firmware_heap):
+    # Leave the firmware `firmware_heap` bytes, as a chip's heap: the VM's own start and
+    # asyncio count in it; the virtual hardware (this module, hal, the chip models, the
+    # control port), which a chip has in silicon, is on top. The rest is held in chunks
+    # (ballast), so that what the hardware takes later can be handed back (give_back).
+    global ballast, hardware_heap
+    import __main__
+
+    gc.collect()
+    hardware_heap = gc.mem_alloc() - __main__.VM_BASE
+    bench.pin_heap = 0  # from now on, the Pin objects the firmware makes (give_back)
+    ballast = []
+    spare = gc.mem_free() - (firmware_heap - __main__.VM_BASE) - 64 * 4  # and the list's own
+    while spare >= BALLAST_CHUNK:
+        ballast.append(bytearray(BALLAST_CHUNK - 16))  # 16: the allocation's rounding, at most
+        spare -= BALLAST_CHUNK
+
+
+def give_back(since):
+    # The hardware took heap after reserve(): the control port and chip models since `since`,
+    # and the Pin objects the firmware made. Free as much ballast, to the nearest chunk.
+    global hardware_heap
+    gc.collect()
+    taken = gc.mem_alloc() - since + bench.pin_heap
+    hardware_heap += taken
+    while taken > BALLAST_CHUNK // 2 and ballast:
+        ballast.pop()
+        taken -= BALLAST_CHUNK
+    gc.collect()
+
+
 async def main():
+    global inputs
     with open("vboard.json") as f:
         spec = json.load(f)
     bench.uid = bytes.fromhex(spec["uid"])
@@ -188,17 +234,23 @@ async def main():
     bench.clock_set = spec.get("clock", True)
     import mfrc522_model  # the readers' chips exist before the firmware boots
 
-    from andon import startup
+    if spec.get("firmware_heap"):
+        reserve(spec["firmware_heap"])
+    from andon import inputs, startup
 
     cfg = startup.load_config()
     from andon import app  # as on a board: the runtime loads once the validator is gone
 
     station = app.start(cfg) if cfg else None
+    gc.collect()
+    before = gc.mem_alloc()
     ctl = Control(app, station, cfg)
-    del cfg  # only the parts Station and Control took stay in the heap
     for name, active in spec.get("inputs", {}).items():
         ctl._input(name, active)  # levels wired at power-up, before the first scan
     await asyncio.start_server(ctl.serve, "127.0.0.1", spec["control_port"])
+    if ballast:
+        give_back(before)
+    del cfg  # only the parts Station and Control took stay in the heap
     print("vboard: control port", spec["control_port"])
     if station is None:
         await app.config_error_forever(startup.error_light)

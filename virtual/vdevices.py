@@ -29,6 +29,27 @@ CHIP_PINS = {
     "esp32": (_span(0, 19) | _span(21, 23) | _span(25, 27) | _span(32, 39), _span(34, 39)),
     "esp32s3": (_span(0, 21) | _span(26, 48), set()),
 }
+from time import ticks_diff, ticks_us
+
+
+HARDWARE_US_MASK = (1 << 30) - 1  # the largest small int of a 32-bit VM: no allocation
+# No call into the bench takes a millisecond of CPU; a longer one was preempted by another
+# process (the machine is shared), and the rest of its wall time is nobody's CPU.
+HARDWARE_CALL_MAX_US = 1000
+
+
+def hardware(method):
+    # Time spent in the bench is the virtual hardware's, silicon on a chip: counted apart
+    # (Bench.hardware_us, modulo HARDWARE_US_MASK + 1) so that the firmware's own CPU time can
+    # be told from it. Two fixed arguments: varargs would allocate on every pin read.
+    def timed(self, a=None, b=None):
+        t = ticks_us()
+        r = method(self, a, b)
+        d = min(ticks_diff(ticks_us(), t), HARDWARE_CALL_MAX_US)
+        self.hardware_us = (self.hardware_us + d) & HARDWARE_US_MASK
+        return r
+
+    return timed
 
 
 class Bench:
@@ -58,13 +79,30 @@ class Bench:
         self.clock_offset = 0  # ms the virtual RTC is ahead of the host clock
         self.wdt_feeds = 0
         self.heap_peak = 0
+        self.hardware_us = 0  # time spent in the bench's methods (hardware())
+        self.irqs = {}  # pin -> (trigger mask, handler, pin object) or None: Pin.irq
+        self.pin_heap = 0  # bytes the virtual Pin objects and their entries here took
+
+    def _edge(self, pin, was):
+        # A level change fires the pin's IRQ handler with the pin, as an ESP32 does (trigger
+        # bits 1 = rising, 2 = falling: Pin.IRQ_*). It runs at once, in the caller's thread:
+        # the loop's, as whoever drives a pin is a task (hal.EdgeFlag relies on it).
+        irq = self.irqs.get(pin)
+        now = self.level(pin)
+        if irq is None or now == was or not irq[0] & (1 if now else 2):
+            return
+        irq[1](irq[2])
 
     # -- driven from outside (tests, simulator controller) --
     def drive(self, pin, level):
+        was = self.level(pin)
         self.inputs[pin] = 1 if level else 0
+        self._edge(pin, was)
 
     def release(self, pin):
+        was = self.level(pin)
         self.inputs.pop(pin, None)
+        self._edge(pin, was)
 
     def set_adc(self, pin, value):
         self.adc[pin] = value
@@ -107,6 +145,13 @@ class Bench:
         self.reset_requested = cause
         with open(RESET_FILE, "w") as f:
             f.write(str(cause))
+    @hardware
+    def read(self, pin, _=None):
+        return self.level(pin)
+
+    @hardware
+    def read_adc(self, pin, _=None):
+        return self.adc.get(pin, 0)
 
     def level(self, pin):
         if pin in self.inputs:
@@ -115,6 +160,7 @@ class Bench:
             return self.outputs[pin]
         return 1 if self.pulls.get(pin) == 1 else 0
 
+    @hardware
     def set_output(self, pin, level):
         was = self.outputs.get(pin)
         self.outputs[pin] = level
@@ -128,13 +174,15 @@ class Bench:
             else:
                 dev.select()
 
+    @hardware
     def spi_transfer(self, bus, out):
         for cs, dev in self.spi_devices.items():
             if self.outputs.get(cs) == 0:
                 return dev.transfer(bytes(out))
         return b"\xff" * len(out)  # nobody selected: the bus floats high
 
-    def sample_heap(self):
+    @hardware
+    def sample_heap(self, _a=None, _b=None):
         a = gc.mem_alloc()
         if a > self.heap_peak:
             self.heap_peak = a

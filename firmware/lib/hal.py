@@ -34,6 +34,13 @@ def reset_cause():
     return machine.reset_cause()
 
 
+def edge_flag():
+    # What a pin interrupt sets and a task awaits: set() is safe from an IRQ handler.
+    import asyncio
+
+    return asyncio.ThreadSafeFlag()
+
+
 def adc(pin):
     # 0..3.3 V full scale, read with read_u16() like the virtual board.
     a = ADC(Pin(pin))

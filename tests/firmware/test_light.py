@@ -237,6 +237,41 @@ run(main())
     assert result.data >= 3  # generous: this only proves the task blinks while others run
 
 
+def test_the_tower_task_wakes_only_to_change_a_level(mpy):
+    body = """
+import asyncio, time
+renders = [0]
+draw = tower.render
+def counted(now):
+    renders[0] += 1
+    draw(now)
+tower.render = counted
+async def rate(ms):
+    # Renders per second of the VM's own clock, over `ms` of it.
+    n, t = renders[0], time.ticks_ms()
+    await asyncio.sleep_ms(ms)
+    return (renders[0] - n) * 1000 / time.ticks_diff(time.ticks_ms(), t)
+async def main():
+    tower.show({"green": "on"})
+    task = asyncio.create_task(tower.run())
+    steady = await rate(1000)
+    tower.show({"green": "on", "red": "on"})
+    await asyncio.sleep_ms(0)           # the change wakes it at once
+    red = bench.output(25)
+    tower.show({"red": "slow"})         # 666 ms period: a level change every 333 ms
+    slow = await rate(2000)
+    task.cancel()
+    return {"steady": steady, "red": red, "slow": slow}
+from vtest import run
+run(main())
+"""
+    data = mpy.run(tower_script(GPIO_LIGHT, body)).data
+    # A 20 ms refresh renders 50 times a second, steady or not.
+    assert data["steady"] <= 1
+    assert data["red"] == 1  # lit on the change, before any timer
+    assert data["slow"] <= 1000 / 333 + 1
+
+
 WS2812_LIGHT = {
     "driver": "ws2812",
     "pin": 17,

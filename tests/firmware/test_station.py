@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from andon.contract import Birth
-from andon.sim.mosquitto import Broker
 from andon.sim.board import VirtualBoard
+from andon.sim.mosquitto import Broker
 from andon.sim.observe import wait_for
 from andon.sim.vm import run_script
 from tests.firmware.paho_watch import Watcher, json_on
@@ -29,16 +29,22 @@ POST_UID = "04A1B2C3D4E580"  # a 7-byte NTAG kanban card
 BADGE_UID = "DEADBEEF"
 CORD_UP = {"cord": False}  # power up with the cord not pulled (a closed NC loop)
 # A bounded heap for the full scenario on this 64-bit VM, a little above the smallest one it
-# passes at (bench/firmware.py bisects that: 128K; fragmentation varies from run to run). The
-# issue asks 64K, which this VM cannot give: the firmware's code alone takes 54K of its heap
-# once loaded, asyncio 4K and the virtual bench 20K (bench/firmware.py prints each).
+# passes at (bench/firmware.py bisects that: 136K; fragmentation varies from run to run). Its
+# 64K test is on the 32-bit VM, below: objects here are twice an ESP32's, and the virtual bench
+# (pins, chip models, control port) shares this heap with the firmware.
 SCENARIO_HEAP = "144K"
 ROOMY_HEAP = "256K"  # for the behaviour tests: heap is the last test's subject
 SEGMENTS = ("red", "amber", "green", "blue", "white")
+# On the 32-bit VM (objects the size an ESP32's are) the firmware gets 64 KiB of the heap, its
+# code in it as .mpy (a board with frozen modules keeps that in flash: firmware/manifest.py);
+# the virtual hardware (pins, chip models, the control port), silicon on a board, comes on top.
+ESP32_FIRMWARE_HEAP = 64 * 1024
+ESP32_VM_HEAP = "128K"
 
 
-def vboard(flash: Path, config: dict[str, Any], heap: str = ROOMY_HEAP) -> VirtualBoard:
-    return VirtualBoard(flash, config, uid=BOARD, heap=heap)
+def vboard(flash: Path, config: dict[str, Any], heap: str = ROOMY_HEAP, **vm: Any) -> VirtualBoard:
+    """vm: VirtualBoard's `bits` and `firmware_heap`."""
+    return VirtualBoard(flash, config, uid=BOARD, heap=heap, **vm)
 
 
 def station_config(port: int, capacity: int = 400) -> dict[str, Any]:
@@ -277,7 +283,9 @@ emit([boot, ob.depth])
     assert result.data == [1, count]
 
 
-def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: str) -> dict:
+def full_outbox_scenario(
+    tmp: Path, broker: Broker, standin: AckStandIn, heap: str, **vm: Any
+) -> dict:
     """The whole firmware (4 inputs, 2 readers, a tower) booting onto a full outbox: it warns, keeps
     every critical event, refuses the cycle count, and sends all once acked. Raises
     AssertionError or BoardError (out of memory at start) when it fails; returns the board's
@@ -285,7 +293,7 @@ def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: s
     capacity = 400
     flash = tmp / "flash"
     prefill_outbox(flash, capacity)
-    board = vboard(flash, station_config(broker.port, capacity), heap)
+    board = vboard(flash, station_config(broker.port, capacity), heap, **vm)
     try:
         board.start(inputs=CORD_UP)
         link_up(board)
@@ -305,6 +313,7 @@ def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: s
         until("tags stored", lambda: board.status()["next_seq"] == capacity + 8)
         standin.ack_now()
         status = until("all received", lambda: all_received(log, s := board.status()) and s, 60)
+        status["heap_shares"] = board.heap_shares()
     finally:
         board.stop()
     assert_none_lost(log, status["next_seq"])
@@ -317,6 +326,13 @@ def full_outbox_scenario(tmp: Path, broker: Broker, standin: AckStandIn, heap: s
 def test_the_whole_firmware_runs_with_a_full_outbox_in_a_bounded_heap(tmp_path, standin, broker):
     # The scenario asserts as it goes: every event, none lost, no error on the console.
     full_outbox_scenario(tmp_path, broker, standin, SCENARIO_HEAP)
+
+
+def test_the_whole_firmware_runs_in_64k_of_an_esp32_sized_heap(tmp_path, standin, broker):
+    status = full_outbox_scenario(
+        tmp_path, broker, standin, ESP32_VM_HEAP, bits=32, firmware_heap=ESP32_FIRMWARE_HEAP
+    )
+    assert status["heap_shares"]["reserved"] > 0  # the firmware had its 64 KiB and no more
 
 
 def test_the_board_says_when_its_outbox_nears_its_bound_and_when_it_recovers(

@@ -174,9 +174,13 @@ class Station:
             await asyncio.sleep_ms(NTP_RESYNC_MS if ms is not None else NTP_RETRY_MS)
 
     async def light_refresh(self):
-        # Link and remote states change without an event: keep the tower current.
+        # Events and messages refresh the tower as they come; only the link changes
+        # unannounced (Wi-Fi, broker): look at it, and compose the tower again on a change.
+        link = None
         while True:
-            self.refresh_light()
+            if self.link_state() != link:
+                link = self.link_state()
+                self.refresh_light()
             self.refreshes += 1
             if self.led is not None:  # steady: connected; blinking: running, not connected
                 self.led.value(1 if self.link.state == "up" else self.refreshes & 1)

@@ -2,12 +2,20 @@
 # Debounce by confirmation: a new level must hold for the whole debounce window
 # before it counts (ESPHome's delayed_on/off), so one spike on a long cord cable
 # never stops a line. One task scans every input; a pass allocates nothing.
+#
+# The scan sleeps while every level is stable: a digital pin's edge interrupt wakes
+# it, and it then scans every SCAN_MS until the new level has held for the debounce
+# window (or went back), as before. Supervised inputs (ADC) have no interrupt: they
+# are sampled every ADC_SCAN_MS. An idle board wakes little, so its CPU (most of an
+# ESP32's at a 5 ms scan) is free, and its watchdog probe still moves each IDLE_SCAN_MS.
 import asyncio
 import time
 
 import hal
 
-SCAN_MS = 5
+SCAN_MS = 5  # while a level waits out its debounce window
+ADC_SCAN_MS = 25  # supervised inputs, stable
+IDLE_SCAN_MS = 500  # digital inputs, stable: a pin edge wakes the scan before this
 
 # What a stable reading means. Digital inputs give NORMAL or ACTIVE; a supervised
 # input's end-of-line network also tells wiring faults apart (docs/stack-light.md).
@@ -39,7 +47,7 @@ def band(u16):
 
 
 class _Input:
-    def __init__(self, cfg):
+    def __init__(self, cfg, edge):
         self.name = cfg["name"]
         self.role = cfg["role"]
         self.debounce = cfg["debounce_ms"]
@@ -48,7 +56,9 @@ class _Input:
             self.active_level = None
         else:
             pull = {"up": hal.Pin.PULL_UP, "down": hal.Pin.PULL_DOWN}.get(cfg["pull"])
-            self.read = hal.Pin(cfg["pin"], hal.Pin.IN, pull).value
+            pin = hal.Pin(cfg["pin"], hal.Pin.IN, pull)
+            pin.irq(handler=self._on_edge, trigger=hal.Pin.IRQ_RISING | hal.Pin.IRQ_FALLING)
+            self.read = pin.value
             self.active_level = cfg["active"]
         # A cord reports its state once at boot, pulled or not: it may have been reset
         # while the board was off, and the gateway must not wait for a pull that never
@@ -57,6 +67,14 @@ class _Input:
         self.active = False
         self.candidate = self.stable  # the first reading starts the window
         self.since = 0
+        # An edge since the last pass: the level moved, maybe unseen (a bounce, or during a
+        # flash write, which stalls the whole chip for longer than a debounce window).
+        self.bounced = False
+        self._edge = edge
+
+    def _on_edge(self, pin):
+        self.bounced = True
+        self._edge.set()
 
     def classify(self):
         raw = self.read()
@@ -66,7 +84,8 @@ class _Input:
 
     def step(self, now, sink):
         state = self.classify()
-        if state != self.candidate:
+        if state != self.candidate or self.bounced:
+            self.bounced = False  # a level is confirmed only if no edge came in its window
             self.candidate = state
             self.since = now
         elif state != self.stable and time.ticks_diff(now, self.since) >= self.debounce:
@@ -100,8 +119,11 @@ class _Input:
 class Inputs:
     def __init__(self, cfg_inputs, sink):
         # sink(kind, data, ticks_ms): ticks_ms is when the level became stable.
-        self._inputs = [_Input(c) for c in cfg_inputs]
+        self._edge = hal.edge_flag()  # set from pin interrupts
+        self._inputs = [_Input(c, self._edge) for c in cfg_inputs]
         self._sink = sink
+        sampled = [c for c in cfg_inputs if c["adc"] is not None]
+        self.idle_ms = ADC_SCAN_MS if sampled else IDLE_SCAN_MS
         self.passes = 0  # scan passes done: the watchdog's proof of life
 
     def scan(self, now):
@@ -109,11 +131,24 @@ class Inputs:
         for inp in self._inputs:
             inp.step(now, self._sink)
 
+    def settling(self):
+        # Is a level waiting out its debounce window?
+        for inp in self._inputs:
+            if inp.candidate != inp.stable:
+                return True
+        return False
+
     async def run(self):
         while True:
             self.scan(time.ticks_ms())
             self.passes += 1
-            await asyncio.sleep_ms(SCAN_MS)
+            if self.settling():
+                await asyncio.sleep_ms(SCAN_MS)
+                continue
+            try:
+                await asyncio.wait_for_ms(self._edge.wait(), self.idle_ms)
+            except asyncio.TimeoutError:
+                pass
 
     def cord_pulled(self):
         for inp in self._inputs:

@@ -1,7 +1,8 @@
 # The stack light: compose() maps what the board knows onto the tower's segments
 # (the precedence is docs/stack-light.md, for the maintenance crew), and Tower
 # drives a GPIO (relay/MOSFET) tower or a WS2812 one, blinking from the tick it is
-# given so that tests are exact and the loop is never blocked.
+# given so that tests are exact and the loop is never blocked. Its task wakes only when
+# what it shows changes or a blinking segment flips: a steady tower costs nothing.
 import asyncio
 import time
 
@@ -13,7 +14,6 @@ OFF, ON, SLOW, FAST = "off", "on", "slow", "fast"
 
 # Blink periods in ms: slow ~1.5 Hz, fast 4 Hz (IEC 60073 flashing), half on, half off.
 PERIOD = {SLOW: 666, FAST: 250}
-REFRESH_MS = 20
 
 # IEC 60073 colours for a WS2812 tower (amber is the standard's yellow).
 COLOURS = {
@@ -89,6 +89,16 @@ def level(mode, now):
     return 1 if now % period < period // 2 else 0
 
 
+def until_flip(mode, now):
+    # ms from tick `now` until a segment in `mode` changes level; None if it never does.
+    period = PERIOD.get(mode)
+    if period is None:
+        return None
+    phase = now % period
+    half = period // 2
+    return half - phase if phase < half else period - phase
+
+
 class _Output:
     # One relay/MOSFET channel with its active level.
     def __init__(self, cfg):
@@ -103,6 +113,7 @@ class Tower:
     def __init__(self, cfg_light):
         self.modes = {p: OFF for p in PARTS}
         self.lit = {p: None for p in PARTS}  # last level written, None = never
+        self._changed = asyncio.Event()  # show() changed a mode: render at once
         self.outputs = {}
         self.strip = None
         if cfg_light["driver"] == "gpio":
@@ -122,7 +133,10 @@ class Tower:
     def show(self, modes):
         # modes: {segment or "buzzer": "off" | "on" | "slow" | "fast"}, as compose() gives.
         for part in PARTS:
-            self.modes[part] = modes.get(part, OFF)
+            mode = modes.get(part, OFF)
+            if self.modes[part] != mode:
+                self.modes[part] = mode
+                self._changed.set()
 
     def render(self, now):
         # Set every segment's level for tick `now`; touch hardware only on a change.
@@ -147,7 +161,25 @@ class Tower:
         for i in range(start, start + self.pps):
             self.strip[i] = colour
 
+    def next_flip(self, now):
+        # ms until the next blinking segment flips, None when nothing blinks.
+        soonest = None
+        for part in PARTS:
+            ms = until_flip(self.modes[part], now)
+            if ms is not None and (soonest is None or ms < soonest):
+                soonest = ms
+        return soonest
+
     async def run(self):
         while True:
-            self.render(time.ticks_ms())
-            await asyncio.sleep_ms(REFRESH_MS)
+            now = time.ticks_ms()
+            self._changed.clear()
+            self.render(now)
+            wait = self.next_flip(now)
+            if wait is None:
+                await self._changed.wait()
+                continue
+            try:
+                await asyncio.wait_for_ms(self._changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass

