@@ -18,7 +18,7 @@ from bench.board import TOKEN, SyntheticGateway, _answers, big_log
 from playwright.sync_api import Page, sync_playwright
 
 from andon.config import hash_token
-from andon.firmware_build import REPO
+from andon.firmware_build import SOURCES as REPO
 from andon.runtime.api import ApiServer
 from andon.sim.mosquitto import free_port
 from andon.sim.observe import wait_for
