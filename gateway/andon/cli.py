@@ -202,14 +202,18 @@ def replay(
         bool, typer.Option("--check", help="Compare the rebuilt state with the projection.")
     ] = False,
 ) -> None:
-    """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees."""
-    from andon.runtime.service import replay_check
+    """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees, 2 if
+    there is no projection to compare with."""
+    from andon.runtime.service import NothingToCompare, replay_check
     from andon.runtime.store import SqliteStore
 
     plant = plant_or_exit(config)
     store = SqliteStore(plant.gateway.database)
     try:
         differences = replay_check(plant, store)
+    except NothingToCompare as exc:
+        typer.echo(f"andon replay: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         store.close()
     for line in differences:
@@ -218,3 +222,25 @@ def replay(
         typer.echo("replay: the whole log rebuilds the stored projection")
     elif check:
         raise typer.Exit(1)
+
+
+@app.command()
+def rejections(
+    config: ConfigOption,
+    since: Annotated[
+        str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
+    ] = "1d",
+    limit: Annotated[int, typer.Option("--limit", help="The last N rejections listed.")] = 20,
+) -> None:
+    """Rejected messages (dead letters) since a time: counts by reason, then the last ones."""
+    from andon.runtime.service import format_rejections, parse_since
+    from andon.runtime.store import rejections as recent
+
+    plant = plant_or_exit(config)
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        typer.echo(f"andon rejections: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in format_rejections(recent(plant.gateway.database, start, limit)):
+        typer.echo(line)

@@ -69,6 +69,17 @@ class GatewaySettings(_Section):
     offline_stops_line: bool = False  # an offline board stops its line (else: amber alert only)
     client_id: Name = "andon-gateway"
     http: HttpSettings | None = None
+    # A board's events wait behind a gap in its seq this long for the missing ones, then the
+    # gap is declared lost (an events_lost alert) and they apply (docs/protocol.md).
+    gap_timeout_s: Seconds = 30
+    # Dead letters (rejected messages) kept: the newest rows, none older than the age.
+    dead_letters_max: Seconds = 10_000
+    dead_letters_max_age_s: Seconds = 7 * 86_400
+    # A flood of rejections logs one line per reason per interval, with its count.
+    rejections_log_interval_s: Seconds = 60
+    # /api/v1/health answers 503 when the worker has not finished a batch for this long while
+    # messages wait for it.
+    stall_s: Seconds = 30
 
 
 class BrokerSettings(_Section):

@@ -20,8 +20,18 @@ MAX_PAYLOAD = 512
 NAME_RE = r"^[A-Za-z0-9_-]{1,32}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]
 Uid = Annotated[str, Field(pattern=r"^(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})$")]
-Count = Annotated[int, Field(ge=1, strict=True)]
-Millis = Annotated[int, Field(ge=0, strict=True)]
+# Every number stays below 2**53: exact in JSON, in JavaScript and in SQLite's INTEGER, so no
+# value is rounded on the way and none overflows the store (docs/protocol.md, "Bounds").
+EXACT = 2**53
+Count = Annotated[int, Field(ge=1, lt=EXACT, strict=True)]
+Millis = Annotated[int, Field(ge=0, lt=EXACT, strict=True)]
+Small = Annotated[int, Field(ge=0, lt=EXACT, strict=True)]
+Signed = Annotated[int, Field(gt=-EXACT, lt=EXACT, strict=True)]
+# The gateway's clock window for a board's `ts` (and for `age`): an event dated outside it is
+# dated by its receipt instead, and flagged (see `dating`).
+TS_AHEAD_MS = 5 * 60_000  # clocks of boards and gateway disagree by seconds, not minutes
+TS_BEHIND_MS = 7 * 86_400_000  # an outbox holds events while its board is cut off: a week
+OUTBOX_CAP_MAX = 100_000  # a board's declared outbox capacity (the firmware allows 10..100000)
 CallReason = Literal["maintenance", "quality", "material"]
 StationStateName = Literal["running", "called", "acknowledged", "stopped", "offline"]
 LineStateName = Literal["running", "called", "stopped"]
@@ -71,6 +81,11 @@ def alert_topic(site: str) -> str:
 def board_subscriptions() -> list[str]:
     """What the gateway subscribes to: every board's uplink topics."""
     return [f"{ROOT}/+/+/+/evt", f"{ROOT}/+/+/+/status", f"{ROOT}/+/+/+/telemetry"]
+
+
+def downlink_subscriptions() -> list[str]:
+    """The retained downlinks the gateway owns: station state and ack, line state."""
+    return [f"{ROOT}/+/+/+/state", f"{ROOT}/+/+/+/ack", f"{ROOT}/+/+/state"]
 
 
 class _Strict(BaseModel):
@@ -143,9 +158,9 @@ class Birth(_Strict):
     boot: Count
     online: Literal[True]
     fw: Annotated[str, Field(max_length=32)]
-    reset_cause: int
-    outbox: Annotated[int, Field(ge=0)]
-    outbox_cap: Annotated[int, Field(ge=0)]
+    reset_cause: Signed
+    outbox: Small
+    outbox_cap: Annotated[int, Field(ge=1, le=OUTBOX_CAP_MAX, strict=True)]
     outbox_near_full: bool
 
 
@@ -161,11 +176,11 @@ _STATUS = TypeAdapter(Annotated[Birth | Will, Field(discriminator="online")])
 class Telemetry(_Strict):
     board: Name
     boot: Count
-    uptime_s: Annotated[int, Field(ge=0)]
-    heap_free: Annotated[int, Field(ge=0)]
-    outbox: Annotated[int, Field(ge=0)]
-    reconnects: Annotated[int, Field(ge=0)]
-    rssi: int | None
+    uptime_s: Small
+    heap_free: Small
+    outbox: Small
+    reconnects: Small
+    rssi: Signed | None
 
 
 @lru_cache(maxsize=8192)  # a plant's boards use a few thousand topics, again and again
@@ -200,6 +215,19 @@ def decode_uplink(topic: str, payload: bytes) -> tuple[Station, UplinkMessage]:
     """Validate a board's message: its topic, size, JSON and fields. Raises `Rejected`."""
     station, leaf = parse_topic(topic)
     return station, _validate(_UPLINK[leaf], payload)
+
+
+def dating(ts: int | None, age: int | None, received: int) -> tuple[int, bool]:
+    """When an event happened, and whether its own date was refused: `ts`, else `received -
+    age`, else `received`. A date outside the window (TS_AHEAD_MS ahead of `received`,
+    TS_BEHIND_MS behind it: a clock in seconds, unset or wrong) is replaced by `received` and
+    flagged, so no call is dated 1970 or next year. Never after `received`."""
+    if ts is None and age is None:
+        return received, False
+    at = ts if ts is not None else received - age
+    if not received - TS_BEHIND_MS <= at <= received + TS_AHEAD_MS:
+        return received, True
+    return min(at, received), False
 
 
 def _dump(obj: dict) -> bytes:

@@ -14,11 +14,12 @@ from typing import Annotated, Protocol
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from andon import __version__
 from andon.config import PlantConfig
-from andon.runtime.store import records
+from andon.runtime.store import records, rejections
 
 PREFIX = "/api/v1"
 BEARER = HTTPBearer(auto_error=False)
@@ -45,9 +46,22 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
     authorized = [Depends(caller)]
 
     @app.get(f"{PREFIX}/health")
-    def health() -> dict:
-        """Whether the gateway runs and reaches its broker (no token needed: for monitoring)."""
-        return source.health()
+    def health() -> JSONResponse:
+        """200 when the gateway works; 503 with its `reasons` when the broker is unreachable,
+        the worker stalls or has stopped (a failing store stops it). No token: for monitoring."""
+        report = source.health()
+        return JSONResponse(report, status_code=200 if report["ok"] else 503)
+
+    @app.get(f"{PREFIX}/alerts", dependencies=authorized)
+    def alerts() -> list[dict]:
+        """The open alerts, as the plant holds them."""
+        return source.view().get("alerts", [])
+
+    @app.get(f"{PREFIX}/rejections", dependencies=authorized)
+    def recent_rejections(since: Annotated[int, Query(ge=0)] = 0, limit: Limit = 100) -> dict:
+        """Rejected messages since `since` (ms since the epoch): counts by reason, and the last
+        `limit` of them (topic, reason, detail, size and sha256 of the payload)."""
+        return rejections(config.gateway.database, since, limit)
 
     @app.get(f"{PREFIX}/plant", dependencies=authorized)
     def plant() -> dict:

@@ -2,12 +2,16 @@
 
 Persist before ack. The network thread, where paho reads, writes and runs its callbacks
 (`andon.runtime.netloop`), only enqueues what arrives; one worker thread takes whatever is
-queued (up to `batch_max`), validates it, logs the new events, applies them to the core and commits the lot in
-one durable transaction. Only then are the messages acknowledged to the broker (manual ack), the
-boards told their progress (`…/ack`) and the effects published. A crash anywhere before the
-commit loses nothing: the broker still holds the unacknowledged messages for our persistent
-session and delivers them again, and the log's (board, boot, seq) key makes a second delivery
-a no-op.
+queued (up to `batch_max`), validates it, logs the new events, applies them to the core and
+commits the lot in one durable transaction. Only then are the messages acknowledged to the
+broker (manual ack), the boards whose progress moved told it (`…/ack`) and the effects
+published. A crash anywhere before the commit loses nothing: the broker still holds the
+unacknowledged messages for our persistent session and delivers them again, and a board's
+progress makes a second delivery a no-op.
+
+Each board's events apply in seq order (the store holds one that comes after a gap until the
+gap fills or is declared lost), and no single message can stop the worker: one that fails
+past validation is dead-lettered and the batch done again without it (`_process`).
 
 The worker is the only thread that touches the core and the store, so timers (`advance`) are
 serialized with events. The core fires each timer at its own deadline whatever the moment it is
@@ -23,6 +27,7 @@ thread; its outcomes come back through the same queue, so the worker alone write
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import re
@@ -38,7 +43,7 @@ from rich.table import Table
 
 from andon import contract
 from andon.config import PlantConfig
-from andon.core import Plant, Record, date_event
+from andon.core import Plant, Record
 from andon.core.effects import (
     Alert,
     CallRecord,
@@ -50,7 +55,18 @@ from andon.core.effects import (
 )
 from andon.core.state import dump
 from andon.runtime.netloop import NetworkLoop
-from andon.runtime.store import Entry, LoggedEntry, Projection, SqliteStore, Store, Transaction
+from andon.runtime.store import (
+    FLAG_REDATED,
+    GAP,
+    Entry,
+    LoggedEntry,
+    Progress,
+    Projection,
+    SeqJump,
+    SqliteStore,
+    Store,
+    Transaction,
+)
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
 
 log = logging.getLogger("andon.gateway")
@@ -82,11 +98,35 @@ class Outgoing:
     outbox_id: int | None = None  # set: mark it sent once the broker has it
 
 
-def record_of(site: str, entry: LoggedEntry) -> Record:
+DEFAULT_OUTBOX_CAP = 400  # a board's outbox capacity until its birth tells (the firmware's)
+
+
+class NothingToCompare(ValueError):
+    """`replay --check` without a stored projection: there is nothing to check the log against."""
+
+
+def record_of(site: str, entry: LoggedEntry | Entry) -> Record:
     """A logged entry as the core's record; the message is validated again on the way back."""
     topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
     _, message = contract.decode_uplink(topic, entry.message.encode())
     return Record(entry.received, entry.line, entry.station, message, entry.at)
+
+
+def replay_entry(plant: Plant, site: str, entry: LoggedEntry) -> None:
+    """Apply a logged entry again; a gap record is the gateway's, not the core's."""
+    if entry.leaf != "gateway":
+        plant.apply(record_of(site, entry))
+
+
+def gap_alert(site: str, entry: LoggedEntry | Entry) -> Alert:
+    """The alert a gap record raises: a board's events the gateway declared lost."""
+    gap = json.loads(entry.message)
+    first, last = gap["first"], gap["last"]
+    count = last - first + 1
+    where = f"{entry.line}/{entry.station}"
+    text = f"board {gap['board']} at {where}: {count} event(s) lost (seq {first}..{last})"
+    extra = {"board": gap["board"], "first": first, "last": last}
+    return Alert(site, GAP, text, entry.at, entry.line, entry.station, extra=extra)
 
 
 def rebuild(
@@ -103,7 +143,7 @@ def rebuild(
     pos = projection.pos if projection else 0
     replayed = 0
     for entry in store.log(after=pos):
-        plant.apply(record_of(config.site, entry))
+        replay_entry(plant, config.site, entry)
         pos = entry.pos
         replayed += 1
     plant.advance(store.clock())
@@ -111,15 +151,19 @@ def rebuild(
 
 
 def replay_check(config: PlantConfig, store: Store) -> list[str]:
-    """Rebuild from the whole log up to the stored projection and compare: the differences."""
+    """Rebuild from the whole log up to the stored projection and compare: the differences.
+    Raises NothingToCompare when no projection is stored: an empty comparison proves nothing."""
     projection = store.projection()
     if projection is None:
-        return []  # nothing projected yet: nothing to disagree with
+        raise NothingToCompare(
+            "no projection is stored yet (a gateway saves one when it stops, and every"
+            f" {SNAPSHOT_EVERY} log entries): there is nothing to compare the log with"
+        )
     plant = Plant(config)
     for entry in store.log():
         if entry.pos > projection.pos:
             break
-        plant.apply(record_of(config.site, entry))
+        replay_entry(plant, config.site, entry)
     plant.advance(projection.clock)
     rebuilt, stored = plant.snapshot(), projection.snapshot
     return [
@@ -190,15 +234,33 @@ def format_entry(entry: LoggedEntry) -> str:
     )
 
 
+def format_rejections(found: dict) -> list[str]:
+    """`andon rejections`: a count per reason, then the recent ones, oldest first."""
+    by_reason = found["by_reason"]
+    if not by_reason:
+        return ["no rejections"]
+    lines = [f"{r:<16} {c['count']:>8}  last {_when(c['last'])}" for r, c in by_reason.items()]
+    lines += [
+        f"{_when(r['received'])}  {r['reason']:<14} {r['topic'][:80]}  {r['size']} B"
+        f"  {r['detail'][:120]}"
+        for r in found["recent"]
+    ]
+    return lines
+
+
 def entry_of(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
+    at, redated = contract.dating(
+        getattr(message, "ts", None), getattr(message, "age", None), received
+    )
     common = dict(
         received=received,
         line=line,
         station=station,
         board=message.board,
         boot=message.boot,
-        at=date_event(message, received),
+        at=at,
         message=message.model_dump_json(),
+        flags=FLAG_REDATED if redated else 0,
     )
     if isinstance(message, contract.Birth | contract.Will):
         kind = "birth" if message.online else "will"
@@ -257,6 +319,62 @@ class _Sent:
     mid: int
 
 
+@dataclass(frozen=True)
+class _Retained:
+    """A retained downlink the broker held when the gateway subscribed: its or a stranger's."""
+
+    topic: str
+
+
+class _Poisoned(Exception):
+    """One input failed past validation (storing or applying it): the batch is rolled back and
+    done again without it. `key` names a held event (board, seq), else it is the message's."""
+
+    def __init__(self, reason: str, exc: BaseException, key: tuple[str, int] | None = None):
+        super().__init__(f"{reason}: {type(exc).__name__}: {exc}")
+        self.rejected = contract.Rejected(reason, f"{type(exc).__name__}: {exc}")
+        self.key = key
+        self.entry: Entry | None = None
+        self.index = -1
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    try:
+        return msg.topic
+    except UnicodeDecodeError:  # brokers refuse such topics; should one pass, it is rejected
+        return repr(msg._topic)
+
+
+class RejectionLog:
+    """A flood of rejections writes one line per reason per interval: the first rejection of a
+    reason is logged at once with its detail, the rest are counted and summed up in one line."""
+
+    def __init__(self, interval_s: float, clock=time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._open: dict[str, list] = {}  # reason -> [window start, rejections not logged]
+
+    def note(self, reason: str, topic: str, detail: str) -> None:
+        self.flush()
+        window = self._open.get(reason)
+        if window is None:
+            log.warning("rejected %s on %.200s: %.300s", reason, topic, detail)
+            self._open[reason] = [self._clock(), 0]
+        else:
+            window[1] += 1
+
+    def flush(self) -> None:
+        """Sum up the windows that are over."""
+        now = self._clock()
+        for reason, (start, count) in list(self._open.items()):
+            if now - start >= self.interval_s:
+                if count:
+                    log.warning(
+                        "rejected %d more %s message(s) in %.0f s", count, reason, now - start
+                    )
+                del self._open[reason]
+
+
 class Gateway:
     """One gateway: `start()`, then `stop()`; `running` turns False if it fails."""
 
@@ -270,22 +388,32 @@ class Gateway:
         webhook_backoff_s: float = 1.0,
     ) -> None:
         self.config = config
-        self.store = store or SqliteStore(config.gateway.database)
+        settings = config.gateway
+        self.store = store or SqliteStore(
+            settings.database, settings.dead_letters_max, settings.dead_letters_max_age_s * 1000
+        )
         self.batch_max = batch_max
         self.snapshot_every = snapshot_every
         self.rejected: dict[str, int] = self.store.rejections()
+        self._rejection_log = RejectionLog(settings.rejections_log_interval_s)
+        self._gap_timeout_ms = settings.gap_timeout_s * 1000
         # per board, looked up for every message (config.station_of_board is slower)
         self._places = {s.board: (line.id, s.id) for line, s in config.stations()}
         self._ack_topics = {
             board: contract.Station(config.site, *where).topic("ack")
             for board, where in self._places.items()
         }
+        self._outbox_caps: dict[str, int] = {}  # from each board's birth
+        self._poisoned: set[tuple[str, int]] = set()  # events that failed to apply
+        self._jumps_told: dict[str, int] = {}  # board -> the progress a seq_jump alert named
         self.failed: BaseException | None = None
         self._state = threading.Lock()  # the worker changes the plant under it; view() reads
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._outbox_in_flight = 0  # how many of them: read by the network thread (_on_publish)
+        self._worked = time.monotonic()  # when the worker last finished a batch (health)
+        self._birth = b""  # the gateway birth last published: its echo ends the retained scan
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
@@ -311,9 +439,9 @@ class Gateway:
             time.perf_counter() - started,
         )
         self._since_snapshot = replayed  # the next projection bounds the replay again
-        for row in self.store.pending_webhooks():  # before _tick adds its own
+        for row in self.store.pending_webhooks():  # before the first tick adds its own
             self._webhooks.submit(Delivery(*row))
-        self._tick()  # timers that came due while the gateway was down
+        self._process([])  # timers that came due while the gateway was down
         self._webhooks.start()
         broker = self.config.broker
         self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
@@ -349,9 +477,22 @@ class Gateway:
             return self.plant.view()
 
     def health(self) -> dict:
+        """`ok`, or the `reasons` it is not: the worker stopped (a store that failed stops
+        it), the broker is unreachable, or messages wait while the worker makes no progress."""
         with self._state:
             rejected = sum(self.rejected.values())
+        reasons = []
+        if not self.running:
+            failed = f": {self.failed!r}" if self.failed is not None else ""
+            reasons.append(f"the worker is not running{failed}")
+        if not self._client.is_connected():
+            reasons.append("the broker is unreachable")
+        waiting, idle = self._inbox.qsize(), time.monotonic() - self._worked
+        if waiting and self.running and idle > self.config.gateway.stall_s:
+            reasons.append(f"the worker has stalled: {waiting} waiting, none done in {idle:.0f} s")
         return {
+            "ok": not reasons,
+            "reasons": reasons,
             "running": self.running,
             "broker_connected": self._client.is_connected(),
             "log_position": self._pos,
@@ -378,19 +519,38 @@ class Gateway:
         client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_socket_open = no_delay  # a state or an ack goes out now, not with the next
-        client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
+        client.on_message = self._on_message
         client.on_publish = self._on_publish
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
+        """Subscribe, publish a fresh birth (boards resend at once on a new one) and read the
+        retained downlinks the broker holds, until the birth's own echo comes back."""
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
         client.subscribe([(topic, 1) for topic in contract.board_subscriptions()])
-        client.publish(
-            contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
-        )
+        client.subscribe([(topic, 0) for topic in self._owned_topics()])
+        self._birth = contract.gateway_birth(wall_ms())
+        client.publish(contract.GATEWAY_STATUS, self._birth, qos=1, retain=True)
         self._inbox.put(_Connected())
+
+    @staticmethod
+    def _owned_topics() -> list[str]:
+        return [*contract.downlink_subscriptions(), contract.GATEWAY_STATUS]
+
+    def _on_message(self, client: mqtt.Client, _userdata, msg: mqtt.MQTTMessage) -> None:
+        """Board messages go to the worker; of the gateway's own topics, only what the broker
+        held retained (the rest is its own echo)."""
+        topic = _topic_of(msg)
+        if topic == contract.GATEWAY_STATUS:
+            if not msg.retain and msg.payload == self._birth:  # every retained one came before
+                client.unsubscribe(self._owned_topics())
+        elif topic.endswith(("/state", "/ack")):
+            if msg.retain and msg.payload:
+                self._inbox.put(_Retained(topic))
+        else:
+            self._inbox.put(msg)
 
     def _on_publish(self, _client, _userdata, mid: int, _reason, _props) -> None:
         """Wake the worker only while a trigger or alert awaits its PUBACK (to mark it sent):
@@ -405,7 +565,7 @@ class Gateway:
     def _run(self) -> None:
         try:
             while self._serve_once():
-                pass
+                self._worked = time.monotonic()
         except BaseException as exc:  # the core and the store may disagree now: stop
             log.critical("the gateway stops: %r", exc, exc_info=True)
             self.failed = exc
@@ -413,14 +573,11 @@ class Gateway:
     def _serve_once(self) -> bool:
         """Take one batch (or wait for the next timer); False once told to stop."""
         item = self._next(self._timeout())
-        if item is None:
-            with self._state:
-                self._tick()
-            return True
-        batch = self._gather(item)
+        batch = [] if item is None else self._gather(item)
         with self._state:
             self._process(batch)
-        return not isinstance(batch[-1], _Stop)
+        self._rejection_log.flush()
+        return not (batch and isinstance(batch[-1], _Stop))
 
     def _gather(self, first: object) -> list:
         """`first` and what is waiting after it; when the worker is behind, also what arrives
@@ -451,73 +608,187 @@ class Gateway:
             return None
 
     def _timeout(self) -> float | None:
-        deadline = self.plant.next_deadline()
-        return None if deadline is None else max(0.0, (deadline - wall_ms()) / 1000)
+        """Until the next timer of the core, or the next gap's timeout."""
+        deadlines = [
+            d
+            for d in (
+                self.plant.next_deadline(),
+                self.store.next_gap_deadline(self._gap_timeout_ms),
+            )
+            if d is not None
+        ]
+        return max(0.0, (min(deadlines) - wall_ms()) / 1000) if deadlines else None
 
     def _now(self) -> int:
         self._clock = max(self._clock, wall_ms())
         return self._clock
 
-    def _tick(self) -> None:
-        now = self._now()
-        with self.store.transaction() as tx:
-            outgoing, deliveries = self._persist_effects(tx, self.plant.advance(now), now)
-            tx.set_clock(now)
-        self._publish(outgoing)
-        self._submit(deliveries)
-
     def _process(self, batch: list) -> None:
+        """Commit one batch (an empty one: the timers), then acknowledge and publish.
+
+        A message that fails past validation (its storing or applying raised) is poison: the
+        whole transaction rolls back, the core is rebuilt from the store, and the batch is done
+        again with that message dead-lettered. The core is never left half-changed, and the
+        normal path pays nothing for it."""
         messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
         acked = (self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent))
         sent = [outbox_id for outbox_id in acked if outbox_id is not None]
         self._outbox_in_flight -= len(sent)
         outcomes = [m for m in batch if isinstance(m, Outcome)]
-        now = self._now()
-        effects = self.plant.advance(now)  # timers due before this batch come first
-        if messages or sent or outcomes or effects:
-            with self.store.transaction() as tx:
-                effects += [e for m in messages for e in self._accept(tx, m, now)]
-                outgoing, deliveries = self._persist_effects(tx, effects, now)
-                tx.mark_sent(sent, now)
-                self._record_outcomes(tx, outcomes, now)
-                tx.set_clock(now)
-                if self._since_snapshot >= self.snapshot_every:
-                    self._save_projection(tx)
+        poison: dict[int, contract.Rejected] = {}  # message index -> why
+        letters: list[tuple[str, bytes, contract.Rejected]] = []  # held events that failed
+        while True:
+            try:
+                done = self._commit(batch, messages, sent, outcomes, poison, letters)
+                break
+            except _Poisoned as p:
+                log.error("poison message dead-lettered, batch done again: %s", p)
+                self._isolate(p, poison, letters)
+                self.plant, self._pos, _ = rebuild(self.config, self.store)
+        if done is not None:
+            outgoing, deliveries, touched, rejected = done
             for m in messages:
                 self._client.ack(m.mid, m.qos)
-            self._publish(outgoing + self._acks(tx.touched))
+            self._publish(outgoing + self._acks(touched))
             self._submit(deliveries)
+            for reason, topic, detail in rejected:
+                self.rejected[reason] = self.rejected.get(reason, 0) + 1
+                self._rejection_log.note(reason, topic, detail)
+        for item in batch:
+            if isinstance(item, _Retained):
+                self._clear_if_stranger(item.topic)
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
 
-    def _record_outcomes(self, tx: Transaction, outcomes: list[Outcome], now: int) -> None:
+    def _isolate(self, p: _Poisoned, poison: dict, letters: list) -> None:
+        """What the next try leaves out: the held event (released as lost, dead-lettered), or
+        the message."""
+        if p.key is None:
+            poison[p.index] = p.rejected
+            return
+        self._poisoned.add(p.key)
+        entry = p.entry
+        topic = contract.Station(self.config.site, entry.line, entry.station).topic(entry.leaf)
+        letters.append((topic, entry.message.encode(), p.rejected))
+
+    def _commit(
+        self,
+        batch: list,
+        messages: list[mqtt.MQTTMessage],
+        sent: list[int],
+        outcomes: list[Outcome],
+        poison: dict[int, contract.Rejected],
+        letters: list[tuple[str, bytes, contract.Rejected]],
+    ):
+        """One try at the batch: None when there was nothing to do."""
+        now = self._now()
+        effects = self.plant.advance(now)  # timers due before this batch come first
+        gap_due = self.store.next_gap_deadline(self._gap_timeout_ms)
+        expire = gap_due is not None and gap_due <= now
+        if not (messages or sent or outcomes or effects or expire or not batch):
+            return None
+        self._batch_rejected: list[tuple[str, str, str]] = []
+        with self.store.transaction() as tx:
+            tx.poisoned = self._poisoned
+            for topic, payload, why in letters:
+                self._reject(tx, topic, payload, now, why)
+            for index, m in enumerate(messages):
+                if index in poison:
+                    self._reject(tx, _topic_of(m), m.payload, now, poison[index])
+                    continue
+                try:
+                    effects += self._accept(tx, m, now)
+                except _Poisoned as p:
+                    p.index = index
+                    raise
+            if expire:
+                effects += self._apply_logged(tx.expire(now, self._gap_timeout_ms), None, None)
+            outgoing, deliveries = self._persist_effects(tx, effects, now)
+            tx.mark_sent(sent, now)
+            given_up = self._record_outcomes(tx, outcomes, now)
+            tx.set_clock(now)
+            if self._since_snapshot >= self.snapshot_every:
+                self._save_projection(tx)
+        self.webhooks_given_up += given_up
+        return outgoing, deliveries, tx.touched, self._batch_rejected
+
+    def _record_outcomes(self, tx: Transaction, outcomes: list[Outcome], now: int) -> int:
+        """Store the webhooks' outcomes; how many were given up."""
         for o in outcomes:
             delivered, gave_up = (now if o.delivered else None), (now if o.gave_up else None)
             tx.webhook_tried(o.delivery.id, o.delivery.attempts, delivered, gave_up)
-            self.webhooks_given_up += o.gave_up
+        return sum(o.gave_up for o in outcomes)
 
     def _submit(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             self._webhooks.submit(delivery)
 
     def _accept(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int) -> list[Effect]:
-        """Validate one message; log it and apply it when it is new. Its effects."""
+        """Validate one message, store it, and apply what it makes applicable (in seq order).
+        Its effects. A failure past validation raises _Poisoned."""
+        topic = _topic_of(msg)
         try:
-            station, message = contract.decode_uplink(msg.topic, msg.payload)
+            station, message = contract.decode_uplink(topic, msg.payload)
             line, station_id = self._where(station, message.board)
         except contract.Rejected as exc:
-            self._reject(tx, msg, now, exc)
+            self._reject(tx, topic, msg.payload, now, exc)
             return []
-        if isinstance(message, contract.Telemetry):
-            tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
+        except Exception as exc:  # a validator's bug: nothing was changed yet
+            self._reject(tx, topic, msg.payload, now, _Poisoned("decode_error", exc).rejected)
             return []
-        entry = entry_of(now, line, station_id, message)
-        pos = tx.append(entry)
-        if pos is None:  # a re-delivery, an outbox replay or a repeated birth
+        try:
+            if isinstance(message, contract.Telemetry):
+                tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
+                return []
+            entry = entry_of(now, line, station_id, message)
+            logged = tx.append(entry, self._outbox_caps.get(message.board, DEFAULT_OUTBOX_CAP))
+        except SeqJump as exc:
+            self._reject(tx, topic, msg.payload, now, contract.Rejected("seq_jump", str(exc)))
+            return self._jump_alert(line, station_id, message.board, tx, now)
+        except Exception as exc:
+            raise _Poisoned("store_error", exc) from exc
+        if isinstance(message, contract.Birth):
+            self._outbox_caps[message.board] = message.outbox_cap
+        return self._apply_logged(logged, entry, message)
+
+    def _apply_logged(
+        self, logged: list[tuple[int, Entry]], own: Entry | None, message: object
+    ) -> list[Effect]:
+        """Apply the entries just logged, in order: the message's own (already decoded), held
+        events it released, and the alerts of gap records."""
+        effects: list[Effect] = []
+        for pos, entry in logged:
+            self._pos = pos
+            self._since_snapshot += 1
+            if entry.kind == GAP:
+                effects.append(gap_alert(self.config.site, entry))
+                continue
+            try:
+                if entry is own:
+                    record = Record(entry.received, entry.line, entry.station, message, entry.at)
+                else:
+                    record = record_of(self.config.site, entry)
+                effects += self.plant.apply(record)
+            except Exception as exc:
+                key = (entry.board, entry.seq) if entry.seq is not None else None
+                poisoned = _Poisoned("apply_error", exc, key)
+                poisoned.entry = entry
+                raise poisoned from exc
+        return effects
+
+    def _jump_alert(
+        self, line: str, station: str, board: str, tx: Transaction, now: int
+    ) -> list[Effect]:
+        """Tell people once per episode that a board's numbering ran past its outbox."""
+        progress = tx.touched.get(board) or self.store.progress().get(board) or Progress(0, 0)
+        if self._jumps_told.get(board) == progress.seq:
             return []
-        self._pos = pos
-        self._since_snapshot += 1
-        return self.plant.apply(Record(now, line, station_id, message, entry.at))
+        self._jumps_told[board] = progress.seq
+        text = (
+            f"board {board} at {line}/{station} sent events numbered beyond its outbox after"
+            f" seq {progress.seq}: they are rejected (events lost, or a forged sender)"
+        )
+        return [Alert(self.config.site, GAP, text, now, line, station, extra={"board": board})]
 
     def _where(self, station: contract.Station, board: str) -> tuple[str, str]:
         """The board's (line, station) from the configuration; a stranger or a spoof is rejected."""
@@ -530,16 +801,18 @@ class Gateway:
             )
         return where
 
-    def _reject(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int, exc: contract.Rejected):
-        log.warning("rejected %s on %s: %s", exc.reason, msg.topic, exc.detail)
-        tx.dead_letter(now, msg.topic, msg.payload, exc.reason, exc.detail)
-        self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+    def _reject(
+        self, tx: Transaction, topic: str, payload: bytes, now: int, exc: contract.Rejected
+    ):
+        """Dead-letter it; counted and logged once the batch is committed."""
+        tx.dead_letter(now, topic, payload, exc.reason, exc.detail)
+        self._batch_rejected.append((exc.reason, topic, exc.detail))
 
     def _persist_effects(
         self, tx: Transaction, effects: Iterable[Effect], now: int
     ) -> tuple[list[Outgoing], list[Delivery]]:
         """Records and outbox rows, in the caller's transaction; what to publish and what to
-        POST after it."""
+        POST after it. Every alert is also logged, one line: the log reaches whoever reads it."""
         latest: dict[tuple, StationChanged | LineChanged] = {}  # retained: the last one counts
         records: dict[tuple[str, str], CallRecord | OrderRecord] = {}  # so does a record's
         outbox: list[Outgoing] = []
@@ -557,9 +830,11 @@ class Gateway:
                 out = outgoing_of(self.config.site, effect)
                 outbox_id = tx.outbox(out.topic, out.payload, now)
                 outbox.append(Outgoing(out.topic, out.payload, outbox_id=outbox_id))
-                if isinstance(effect, Alert) and effect.webhook:
-                    hook_id = tx.outbox(effect.webhook, out.payload, now, channel="webhook")
-                    deliveries.append(Delivery(hook_id, effect.webhook, out.payload))
+                if isinstance(effect, Alert):
+                    log.warning("alert %s: %s", effect.kind, effect.text)
+                    if effect.webhook:
+                        hook_id = tx.outbox(effect.webhook, out.payload, now, channel="webhook")
+                        deliveries.append(Delivery(hook_id, effect.webhook, out.payload))
         for (kind, key), record in records.items():
             tx.record(kind, key, dump(record))
         retained = [outgoing_of(self.config.site, e) for e in latest.values()]
@@ -574,6 +849,28 @@ class Gateway:
             Outgoing(self._ack_topics[board], contract.ack(board, p.boot, p.seq), retain=True)
             for board, p in progress.items()
         ]
+
+    def _clear_if_stranger(self, topic: str) -> None:
+        """A retained downlink the gateway does not publish itself (a station or line not in
+        the plant, or the ack of a board it has no progress for) is cleared; its own it
+        publishes again (`_republish`), over whatever another client left there."""
+        if not self._owns(topic):
+            log.warning("cleared the retained message a stranger left on %s", topic)
+            self._client.publish(topic, b"", qos=1, retain=True)
+
+    def _owns(self, topic: str) -> bool:
+        parts = topic.split("/")
+        if not topic.startswith(f"{contract.ROOT}/{self.config.site}/"):
+            return False
+        if len(parts) == 5:  # a line's state
+            return any(line.id == parts[3] for line in self.config.lines)
+        place = (parts[3], parts[4])
+        if parts[5] == "ack":
+            return any(
+                where == place and board in self.store.progress()
+                for board, where in self._places.items()
+            )
+        return place in self._places.values()
 
     def _republish(self) -> None:
         """After a (re)connect: the state, progress, and triggers/alerts not yet sent."""
