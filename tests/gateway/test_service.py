@@ -422,3 +422,21 @@ def test_a_batch_gathers_what_arrives_soon_only_while_the_worker_is_behind(
         gateway.store.close()
     assert batch[:waiting] == list(range(waiting))
     assert ("late" in batch) is joins
+
+
+@pytest.mark.parametrize("stage", ["decode", "store", "apply"])
+def test_a_poison_message_at_any_stage_is_dead_lettered_and_the_gateway_goes_on(
+    running, monkeypatch, stage
+):
+    from tests.gateway.test_intake import FAULTS
+
+    fault, reason = FAULTS[["decode", "store", "apply"].index(stage)]
+    fault(monkeypatch)  # each fails on S01's seq 2
+    w = running.watcher
+    w.publish(topic("S01"), evt(1, "cord_pulled"))
+    w.publish(topic("S01"), evt(2, "cord_reset"))
+    w.publish(topic("S02"), evt(1, "cord_pulled", board=BOARDS["S02"]))  # the next valid one
+    w.wait_for(lambda t, b: t == topic("S02", "state") and b["state"] == "called")
+    wait_for("the poison dead-lettered", lambda: running.gateway.rejected.get(reason) == 1)
+    assert running.gateway.running and running.gateway.failed is None
+    assert running.gateway.view()["lines"][0]["stations"][0]["state"] == "called"
