@@ -440,3 +440,62 @@ def test_a_poison_message_at_any_stage_is_dead_lettered_and_the_gateway_goes_on(
     wait_for("the poison dead-lettered", lambda: running.gateway.rejected.get(reason) == 1)
     assert running.gateway.running and running.gateway.failed is None
     assert running.gateway.view()["lines"][0]["stations"][0]["state"] == "called"
+
+
+def retained_now(broker) -> dict[str, bytes]:
+    """Every retained message under andon/v1 now: what a board subscribing now would get."""
+    got: queue.Queue = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-reader")
+    client.on_message = lambda _c, _u, m: got.put((m.topic, m.payload, m.retain))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.subscribe("andon/v1/#", qos=1)[1]
+        found: dict[str, bytes] = {}
+        marker = b"end of the retained messages"
+        client.publish("andon/v1/test/marker", marker, qos=1).wait_for_publish(5)
+        while True:  # the broker sends what it holds before what is published after
+            t, payload, retain = got.get(timeout=10)
+            if payload == marker:
+                return found
+            if retain:
+                found[t] = payload
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_gateway_clears_strangers_retained_downlinks_and_overwrites_its_own(tmp_path, broker):
+    from andon.runtime.service import Gateway
+
+    config = plant_config(tmp_path, broker)
+    garbage = {
+        f"andon/v1/{SITE}/L9/S99/state": b'{"state": "stopped"}',  # no such station
+        f"andon/v1/{SITE}/L9/state": b"junk",  # no such line
+        f"andon/v1/{SITE}/L1/S01/ack": json.dumps(  # a forged ack: the board has no progress
+            {"board": BOARDS["S01"], "boot": 1, "seq": 10**6}
+        ).encode(),
+        topic("S02", "state"): b'{"state": "offline"}',
+        "andon/v1/gateway/status": b'{"online": false}',
+    }
+    watcher = Watcher(broker)
+    for t, payload in garbage.items():
+        watcher.client.publish(t, payload, qos=1, retain=True).wait_for_publish(5)
+    gateway = Gateway(config)
+    try:
+        gateway.start()
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        wait_for(
+            "the strangers' retained messages cleared",
+            lambda: (
+                not {t for t in garbage if "/L9/" in t or t.endswith("S01/ack")}
+                & retained_now(broker).keys()
+            ),
+        )
+        held = retained_now(broker)
+    finally:
+        gateway.stop()
+        watcher.close()
+    assert json.loads(held[topic("S02", "state")])["state"] == "running"
+    assert held[topic("S01", "state")]
+    assert json.loads(held["andon/v1/gateway/status"])["online"] is True
