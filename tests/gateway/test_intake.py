@@ -328,3 +328,30 @@ def test_replay_check_refuses_to_pass_without_a_projection(tmp_path):
             service.replay_check(config, store)
     finally:
         store.close()
+
+
+def test_the_cli_replay_check_exits_2_without_a_projection_and_lists_rejections(tmp_path):
+    from typer.testing import CliRunner
+
+    from andon.cli import app
+
+    plant = tmp_path / "plant.toml"
+    plant.write_text(
+        'site = "PLANT1"\n[gateway]\ndatabase = "andon.db"\n'
+        '[[lines]]\nid = "L1"\nname = "L1"\n[[lines.stations]]\nid = "S01"\nname = "S01"\n'
+        'board = "B0000000001"\nprofile = "esp32-devkitc"\n'
+    )
+    w = Worker(plant_config(tmp_path))  # the same database
+    try:
+        w.feed((topic("S01"), b"not json"), (topic("S01"), b"{}"), (topic("S01"), b"[]"))
+    finally:
+        w.close()
+    runner = CliRunner()
+    check = runner.invoke(app, ["replay", "--config", str(plant), "--check"])
+    assert check.exit_code == 2
+    assert "no projection is stored yet" in check.output
+    listed = runner.invoke(app, ["rejections", "--config", str(plant), "--since", "1h"])
+    assert listed.exit_code == 0, listed.output
+    counts = [line.split()[:2] for line in listed.output.splitlines()[:2]]
+    assert counts == [["json", "1"], ["schema", "2"]]
+    assert listed.output.count(topic("S01")) == 3
