@@ -654,9 +654,9 @@ class Gateway:
             for reason, topic, detail in rejected:
                 self.rejected[reason] = self.rejected.get(reason, 0) + 1
                 self._rejection_log.note(reason, topic, detail)
-        for item in batch:
-            if isinstance(item, _Retained):
-                self._clear_if_stranger(item.topic)
+        retained = [item.topic for item in batch if isinstance(item, _Retained)]
+        if retained:
+            self._clear_strangers(retained)
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
 
@@ -850,27 +850,26 @@ class Gateway:
             for board, p in progress.items()
         ]
 
-    def _clear_if_stranger(self, topic: str) -> None:
+    def _clear_strangers(self, topics: list[str]) -> None:
         """A retained downlink the gateway does not publish itself (a station or line not in
         the plant, or the ack of a board it has no progress for) is cleared; its own it
         publishes again (`_republish`), over whatever another client left there."""
-        if not self._owns(topic):
-            log.warning("cleared the retained message a stranger left on %s", topic)
-            self._client.publish(topic, b"", qos=1, retain=True)
-
-    def _owns(self, topic: str) -> bool:
-        parts = topic.split("/")
-        if not topic.startswith(f"{contract.ROOT}/{self.config.site}/"):
-            return False
-        if len(parts) == 5:  # a line's state
-            return any(line.id == parts[3] for line in self.config.lines)
-        place = (parts[3], parts[4])
-        if parts[5] == "ack":
-            return any(
-                where == place and board in self.store.progress()
-                for board, where in self._places.items()
-            )
-        return place in self._places.values()
+        boards_at = {where: board for board, where in self._places.items()}
+        progress = self.store.progress()
+        lines = {line.id for line in self.config.lines}
+        prefix = f"{contract.ROOT}/{self.config.site}/"
+        for topic in topics:
+            parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
+            if len(parts) == 2:  # a line's state
+                owned = parts[0] in lines
+            elif len(parts) == 3:  # a station's state or ack
+                board = boards_at.get((parts[0], parts[1]))
+                owned = board is not None and (parts[2] == "state" or board in progress)
+            else:
+                owned = False
+            if not owned:
+                log.warning("cleared the retained message a stranger left on %.200s", topic)
+                self._client.publish(topic, b"", qos=1, retain=True)
 
     def _republish(self) -> None:
         """After a (re)connect: the state, progress, and triggers/alerts not yet sent."""
