@@ -211,6 +211,14 @@ def test_the_ack_carries_the_highest_contiguous_seq(running):
     assert [b["seq"] for t, b in w.seen if t == topic("S01", "ack")] == [1]
     w.publish(topic("S01"), evt(2, "cord_reset", base=1))
     w.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 3)
+    # applied in seq order: pull, reset, pull again; in arrival order the second pull would
+    # have been a repeat of the first call, and the reset would have ended it
+    store = SqliteStore(running.config.gateway.database)
+    try:
+        calls = [(c["station"], c["resolution"], c["repeats"]) for c in store.records("call")]
+    finally:
+        store.close()
+    assert calls == [("S01", "cord_reset", 0), ("S02", None, 0), ("S01", None, 0)]
 
 
 class FailingStore(SqliteStore):
