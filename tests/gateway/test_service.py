@@ -507,3 +507,23 @@ def test_the_gateway_clears_strangers_retained_downlinks_and_overwrites_its_own(
     assert json.loads(held[topic("S02", "state")])["state"] == "running"
     assert held[topic("S01", "state")]
     assert json.loads(held["andon/v1/gateway/status"])["online"] is True
+
+
+def test_health_is_503_while_the_broker_is_down_and_a_fresh_birth_follows_its_return(
+    running, broker
+):
+    from fastapi.testclient import TestClient
+
+    from andon.runtime.api import make_app
+
+    api = TestClient(make_app(running.config, running.gateway))
+    assert api.get("/api/v1/health").status_code == 200
+    online = lambda t, b: t == "andon/v1/gateway/status" and b.get("online")  # noqa: E731
+    first = running.watcher.wait_for(online)["since"]
+    broker.kill()
+    wait_for("health names the broker", lambda: api.get("/api/v1/health").status_code == 503)
+    assert "the broker is unreachable" in api.get("/api/v1/health").json()["reasons"]
+    broker.start()
+    wait_for("health is back", lambda: api.get("/api/v1/health").status_code == 200, timeout=30)
+    # each (re)connect publishes a fresh birth: boards resend what is unacknowledged at once
+    running.watcher.wait_for(lambda t, b: online(t, b) and b["since"] > first, timeout=30)

@@ -412,7 +412,7 @@ class Gateway:
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._outbox_in_flight = 0  # how many of them: read by the network thread (_on_publish)
-        self._worked = time.monotonic()  # when the worker last finished a batch (health)
+        self._worked = time.monotonic()  # when the worker last took or finished work (health)
         self._birth = b""  # the gateway birth last published: its echo ends the retained scan
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
@@ -573,6 +573,7 @@ class Gateway:
     def _serve_once(self) -> bool:
         """Take one batch (or wait for the next timer); False once told to stop."""
         item = self._next(self._timeout())
+        self._worked = time.monotonic()  # it took work: a stall counts from here
         batch = [] if item is None else self._gather(item)
         with self._state:
             self._process(batch)
