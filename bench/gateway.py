@@ -46,7 +46,7 @@ import tomli_w
 from andon import contract
 from andon.config import PlantConfig, load_plant
 from andon.core import Plant, Record
-from andon.runtime.service import DEFAULT_OUTBOX_CAP, SNAPSHOT_EVERY, entry_of, no_delay
+from andon.runtime.service import SNAPSHOT_EVERY, entry_of, no_delay
 from andon.runtime.store import Projection, SqliteStore, connect
 from andon.sim.mosquitto import start_broker
 
@@ -351,7 +351,7 @@ def fill(
             _, msg = contract.decode_uplink(t, p)
             line, st = config.station_of_board(msg.board)
             entry = entry_of(now, line, st, msg)
-            [(pos, _)] = tx.append(entry, DEFAULT_OUTBOX_CAP)  # in order: applied at once
+            [(pos, _)] = tx.append(entry)  # in order: logged at once
             plant.apply(Record(now, line, st, msg, entry.at))
         tx.set_clock(now)
         if project:

@@ -1,6 +1,8 @@
 # The virtual board's hardware: the same names as firmware/lib/hal.py, backed by
 # state that a test or the simulator sets and reads through `bench`.
 # This is the only fake-hardware implementation: unit tests and `andon sim` both load it.
+import asyncio
+import errno
 import gc
 import machine
 import time
@@ -126,6 +128,25 @@ def wifi_start(ssid, password):
 
 def wifi_up():
     return bench.wifi_started and bench.wifi_link
+
+
+_open_connection = asyncio.open_connection
+
+
+async def _open_by_radio(*args, **kwargs):
+    # Every TCP connection the firmware opens goes through the radio: none while Wi-Fi is
+    # down, and each one ends with the next drop (bench.set_wifi).
+    if not wifi_up():
+        raise OSError(errno.EHOSTUNREACH)
+    stream, writer = await _open_connection(*args, **kwargs)
+    if not wifi_up():  # dropped while connecting
+        stream.s.close()
+        raise OSError(errno.EHOSTUNREACH)
+    bench.connected(stream.s)
+    return stream, writer
+
+
+asyncio.open_connection = _open_by_radio
 
 
 def rssi():

@@ -115,7 +115,7 @@ class Control:
             self.chips[m["reader"]].remove(uid)
 
     async def op_wifi(self, m):
-        bench.wifi_link = m["up"]
+        bench.set_wifi(m["up"])
 
     async def op_lamps(self, m):
         tower = self.station.tower if self.station else self.app.error_tower

@@ -18,6 +18,7 @@ class Bench:
         self.reset_cause = 1
         self.wifi_started = False
         self.wifi_link = True
+        self.connections = []  # sockets of the TCP connections opened through the radio
         self.rssi = -58
         self.clock_set = True
         self.clock_offset = 0  # ms the virtual RTC is ahead of the host clock
@@ -33,6 +34,19 @@ class Bench:
 
     def set_adc(self, pin, value):
         self.adc[pin] = value
+
+    def set_wifi(self, up):
+        # A drop ends every connection as a real one does: their sockets fail, and the peer
+        # (the broker) sees the connection end. hal refuses new ones until Wi-Fi is back.
+        self.wifi_link = up
+        if not up:
+            for s in self.connections:
+                s.close()
+            self.connections = []
+
+    def connected(self, sock):
+        self.connections = [s for s in self.connections if _is_open(s)]
+        self.connections.append(sock)
 
     def attach(self, cs_pin, device):
         self.spi_devices[cs_pin] = device
@@ -69,6 +83,13 @@ class Bench:
         a = gc.mem_alloc()
         if a > self.heap_peak:
             self.heap_peak = a
+
+
+def _is_open(sock):
+    try:
+        return sock.fileno() >= 0  # -1 once closed
+    except (AttributeError, OSError):  # a TLS socket may not say: keep it, closing is idempotent
+        return True
 
 
 bench = Bench()

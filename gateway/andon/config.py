@@ -16,9 +16,9 @@ from __future__ import annotations
 import hmac
 import tomllib
 from collections.abc import Iterator
-from datetime import time
+from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -101,8 +101,13 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]  # checked as a URL, kept as
 
 
 class Tier(_Section):
-    after_s: Seconds  # unacknowledged this long since the call was opened
+    """One escalation step: alert `to` once a call has been unacknowledged (or, with
+    `on = "unresolved"`, open) for `after_s` since it was opened."""
+
+    after_s: Seconds
     to: Annotated[str, Field(min_length=1)]  # the role (or person) alerted
+    on: Literal["unacknowledged", "unresolved"] = "unacknowledged"
+    causes: list[Name] | None = None  # only calls of these causes (default: every cause)
 
 
 class EscalationPolicy(_Section):
@@ -110,17 +115,127 @@ class EscalationPolicy(_Section):
         Tier(after_s=60, to="team_leader"),
         Tier(after_s=180, to="supervisor"),
         Tier(after_s=600, to="manager"),
+        Tier(after_s=900, to="manager", on="unresolved"),
     ]
-    webhook: HttpUrl | None = None
-    webhook_retries: Annotated[int, Field(ge=0)] = 3
+    webhook: HttpUrl | None = None  # shorthand: a destination that escalation alerts go to
+    webhook_retries: Annotated[int, Field(ge=0)] = 3  # for every webhook destination
 
     @field_validator("tiers")
     @classmethod
     def _tiers_ascend(cls, tiers: list[Tier]) -> list[Tier]:
-        afters = [t.after_s for t in tiers]
-        if afters != sorted(set(afters)):
-            raise ValueError("tiers must have strictly increasing after_s")
+        for on in ("unacknowledged", "unresolved"):
+            afters = [t.after_s for t in tiers if t.on == on]
+            if afters != sorted(set(afters)):
+                raise ValueError(f'"{on}" tiers must have strictly increasing after_s')
         return tiers
+
+
+BUILTIN_CAUSES = ("cord", "quality", "maintenance", "material")
+_LEADERS = ["team_leader", "supervisor", "manager"]
+
+
+class StopAfter(_Section):
+    after_s: Annotated[int, Field(ge=0)]  # 0: the call stops the line at once
+
+
+class Cause(_Section):
+    """What a call of this cause does (docs/rules.md).
+
+    `stop`: "fixed_position" stops the line at the line's fixed position (the end of the takt
+    cycle, or the line's `stop.seconds`) if the call is still open then; `{ after_s = N }` N s
+    after it was opened; "never": it only calls (and escalates). `severity` orders concurrent
+    calls (the most severe is shown). `acknowledge` and `resolve` list the badge roles allowed
+    to do so ("*": any badge); a cord call is resolved only by resetting every cord."""
+
+    stop: Literal["fixed_position", "never"] | StopAfter = "fixed_position"
+    severity: Annotated[int, Field(ge=1, le=1000)] = 50
+    acknowledge: list[str] = _LEADERS
+    resolve: list[str] = _LEADERS
+
+    def may(self, step: str, role: str) -> bool:
+        roles = self.acknowledge if step == "acknowledge" else self.resolve
+        return "*" in roles or role in roles
+
+
+DEFAULT_CAUSES = {
+    "cord": Cause(
+        severity=100,
+        acknowledge=[*_LEADERS, "maintenance", "quality", "logistics"],
+        resolve=[],
+    ),
+    "quality": Cause(
+        severity=80, acknowledge=[*_LEADERS, "quality"], resolve=[*_LEADERS, "quality"]
+    ),
+    "maintenance": Cause(
+        stop="never",
+        severity=60,
+        acknowledge=[*_LEADERS, "maintenance"],
+        resolve=[*_LEADERS, "maintenance"],
+    ),
+    "material": Cause(
+        stop="never",
+        severity=40,
+        acknowledge=[*_LEADERS, "logistics"],
+        resolve=[*_LEADERS, "logistics"],
+    ),
+}
+
+
+def merged_causes(given: dict[str, Cause]) -> dict[str, Cause]:
+    """The built-in causes with what the plant file sets for them, and the causes it adds."""
+    causes = dict(DEFAULT_CAUSES)
+    for name, cause in given.items():
+        base = causes.get(name, Cause())
+        causes[name] = base.model_copy(
+            update={f: getattr(cause, f) for f in cause.model_fields_set}
+        )
+    return causes
+
+
+class Destination(_Section):
+    """Where alerts are sent besides MQTT: a webhook POSTed with retries."""
+
+    webhook: HttpUrl
+
+
+ALERT_KINDS = (
+    "escalation",
+    "station_offline",
+    "station_online",
+    "input_fault",
+    "unknown_tag",
+    "badge_denied",
+    "overdue_card",
+    "lost_card",
+    "outbox_near_full",
+    "events_lost",
+)
+
+
+class AlertSettings(_Section):
+    """Every alert is published on MQTT, kept open in the plant (status, API, board) until
+    its condition clears, and POSTed to the destinations its kind is routed to."""
+
+    destinations: dict[Name, Destination] = {}
+    routes: dict[str, list[Name]] = {}  # alert kind -> destination names
+    notices: list[Name] = []  # call opened / acknowledged / resolved notices go here
+    keep_open_s: Seconds = 3600  # alerts with no condition to clear (unknown tag...) close then
+
+    @field_validator("routes")
+    @classmethod
+    def _known_kinds(cls, routes: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(routes) - set(ALERT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown alert kind(s) {unknown}; kinds are {list(ALERT_KINDS)}")
+        return routes
+
+    @model_validator(mode="after")
+    def _known_destinations(self) -> AlertSettings:
+        named = [d for ds in self.routes.values() for d in ds] + self.notices
+        unknown = sorted(set(named) - set(self.destinations))
+        if unknown:
+            raise ValueError(f"unknown destination(s) {unknown}: add [alerts.destinations.NAME]")
+        return self
 
 
 class KanbanPolicy(_Section):
@@ -148,34 +263,85 @@ class StopAtTaktEnd(_Section):
 StopPolicy = Annotated[StopAfterSeconds | StopAtTaktEnd, Field(discriminator="mode")]
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)  # in date.weekday() order
+
+
+class Break(_Section):
+    """A break inside a shift, in local wall-clock time: not working time (docs/calendar.md)."""
+
+    start: time
+    end: time
+
+
+class Demand(_Section):
+    """Units the line must make per shift, per day or per (Monday-to-Sunday) week."""
+
+    units: Annotated[int, Field(ge=1)]
+    per: Literal["shift", "day", "week"]
+
+
 class Shift(_Section):
+    """A shift, run on its `days` (Monday to Friday unless given) except on holidays.
+
+    An occurrence belongs to the local date it starts on; working time is its length on the
+    clock (DST-aware) minus its breaks. `demand` is units per occurrence, unless the line gives
+    its demand per day or week instead (docs/calendar.md)."""
+
     name: Name
     start: time  # local wall-clock time (the site's timezone); end before start crosses midnight
     end: time
-    available_s: Seconds  # planned production time in the shift (breaks excluded)
-    demand: Annotated[int, Field(ge=1)]  # units the shift must make
-
-    @property
-    def takt_ms(self) -> int:
-        """Takt time: available time divided by demand."""
-        return self.available_s * 1000 // self.demand
+    days: Annotated[list[Weekday], Field(min_length=1)] = list(WEEKDAYS[:5])
+    breaks: list[Break] = []
+    demand: Annotated[int, Field(ge=1)] | None = None
 
     @property
     def length_s(self) -> int:
         """From start to end on the clock; equal times mean a 24-hour shift."""
-        length = (_clock_s(self.end) - _clock_s(self.start)) % _DAY_S
+        length = (clock_s(self.end) - clock_s(self.start)) % _DAY_S
         return length or _DAY_S
 
+    @property
+    def break_offsets(self) -> list[tuple[int, int]]:
+        """Each break as (start, end) clock seconds after the shift's start, in config order."""
+        offsets = []
+        for pause in self.breaks:
+            begin = (clock_s(pause.start) - clock_s(self.start)) % _DAY_S
+            offsets.append((begin, begin + (clock_s(pause.end) - clock_s(pause.start)) % _DAY_S))
+        return offsets
+
+    @property
+    def working_s(self) -> int:
+        """Working time on a day without a clock change: the length minus the breaks."""
+        return self.length_s - sum(end - begin for begin, end in self.break_offsets)
+
+    @field_validator("days")
+    @classmethod
+    def _days_once(cls, days: list[Weekday]) -> list[Weekday]:
+        if len(set(days)) != len(days):
+            raise ValueError("a day is listed twice")
+        return days
+
     @model_validator(mode="after")
-    def _fits(self) -> Shift:
-        if self.available_s > self.length_s:
-            raise ValueError(
-                f"available_s {self.available_s} exceeds the shift's {self.length_s} s"
-            )
+    def _breaks_fit(self) -> Shift:
+        offsets = self.break_offsets
+        for i, (pause, (begin, end)) in enumerate(zip(self.breaks, offsets, strict=True)):
+            if end == begin or end > self.length_s:
+                raise ValueError(
+                    f"breaks[{i}] {pause.start:%H:%M}-{pause.end:%H:%M} is not inside the shift "
+                    f"{self.start:%H:%M}-{self.end:%H:%M}"
+                )
+            for j, (other_begin, other_end) in enumerate(offsets[:i]):
+                if begin < other_end and other_begin < end:
+                    raise ValueError(f"breaks[{i}] overlaps breaks[{j}]")
+        if self.working_s == 0:
+            raise ValueError("the breaks leave no working time")
+        if self.demand is not None and self.demand > self.working_s:
+            raise ValueError(f"demand {self.demand} leaves a takt under 1 s of {self.working_s} s")
         return self
 
 
-def _clock_s(t: time) -> int:
+def clock_s(t: time) -> int:
     return t.hour * 3600 + t.minute * 60 + t.second
 
 
@@ -192,13 +358,44 @@ class LineConfig(_Section):
     name: Annotated[str, Field(min_length=1)]
     stop: StopPolicy = StopAfterSeconds(mode="seconds")
     shifts: list[Shift] = []
+    demand: Demand | None = None  # for every shift, instead of each shift's own `demand`
+    holidays: list[date] = []  # no shift of the line starts on these dates (plus the plant's)
     stations: Annotated[list[StationConfig], Field(min_length=1)]
+
+    _plant_holidays: frozenset[date] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
     def _takt_needs_shifts(self) -> LineConfig:
         if self.stop.mode == "takt" and not self.shifts:
             raise ValueError('stop mode "takt" needs at least one [[lines.shifts]]')
         return self
+
+    @model_validator(mode="after")
+    def _one_demand_per_shift(self) -> LineConfig:
+        for i, shift in enumerate(self.shifts):
+            if shift.demand is not None and self.demand is not None:
+                raise ValueError(f"shifts[{i}].demand: the line's demand already covers it")
+            if shift.demand is None and self.demand is None:
+                raise ValueError(f"shifts[{i}] has no demand: set shifts[{i}].demand or demand")
+        if self.demand is not None and not self.shifts:
+            raise ValueError("demand needs at least one [[lines.shifts]]")
+        if self.demand is not None and self.demand.units > self._shortest_period_s(self.demand):
+            raise ValueError(f"demand.units {self.demand.units} leaves a takt under 1 s")
+        return self
+
+    def _shortest_period_s(self, demand: Demand) -> int:
+        """Working time of the shortest demand period on days without a clock change."""
+        if demand.per == "week":
+            return sum(shift.working_s * len(shift.days) for shift in self.shifts)
+        if demand.per == "day":
+            daily = [sum(s.working_s for s in self.shifts if day in s.days) for day in WEEKDAYS]
+            return min(seconds for seconds in daily if seconds)
+        return min(shift.working_s for shift in self.shifts)
+
+    @property
+    def days_off(self) -> frozenset[date]:
+        """The line's holidays and the plant's (set when the plant is validated)."""
+        return self._plant_holidays.union(self.holidays)
 
     def station(self, station_id: str) -> StationConfig | None:
         return next((s for s in self.stations if s.id == station_id), None)
@@ -232,6 +429,15 @@ class KanbanLoop(_Section):
     lead_time_s: Seconds
     post: StationRef  # where an empty bin's card is posted (a reader with role "post")
     receive: StationRef  # where the full bin is received (a reader with role "receive")
+    # Card sizing (docs/rules.md): from the measured demand, or from this planned one.
+    demand: Literal["measured", "planned"] = "measured"
+    planned_bins_per_day: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _planned_needs_figure(self) -> KanbanLoop:
+        if self.demand == "planned" and self.planned_bins_per_day is None:
+            raise ValueError('demand = "planned" needs planned_bins_per_day')
+        return self
 
 
 class Badge(_Section):
@@ -248,9 +454,13 @@ class ApiToken(_Section):
 class PlantConfig(_Section):
     site: Name
     timezone: str = "UTC"  # IANA name; shift times are wall-clock times there
+    holidays: list[date] = []  # no shift of any line starts on these dates
     gateway: GatewaySettings = GatewaySettings()
     broker: BrokerSettings = BrokerSettings()
     escalation: EscalationPolicy = EscalationPolicy()
+    causes: dict[Name, Cause] = {}  # merged over DEFAULT_CAUSES: see `cause()`
+    reason_codes: dict[Name, str] = {}  # code -> label, for the console's call annotations
+    alerts: AlertSettings = AlertSettings()
     kanban_policy: KanbanPolicy = KanbanPolicy()
     lines: Annotated[list[LineConfig], Field(min_length=1)]
     kanban: list[KanbanLoop] = []
@@ -261,6 +471,7 @@ class PlantConfig(_Section):
     _by_card: dict[str, KanbanLoop] = PrivateAttr(default_factory=dict)
     _by_badge: dict[str, Badge] = PrivateAttr(default_factory=dict)
     _by_line: dict[str, LineConfig] = PrivateAttr(default_factory=dict)
+    _causes: dict[str, Cause] = PrivateAttr(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -280,9 +491,12 @@ class PlantConfig(_Section):
 
     def model_post_init(self, _context: object) -> None:
         self._by_line = {line.id: line for line in self.lines}
+        for line in self.lines:
+            line._plant_holidays = frozenset(self.holidays)
         self._by_board = {s.board: (line.id, s.id) for line, s in self.stations()}
         self._by_card = {uid: loop for loop in self.kanban for uid in loop.cards}
         self._by_badge = {b.uid: b for b in self.badges}
+        self._causes = merged_causes(self.causes)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -309,6 +523,26 @@ class PlantConfig(_Section):
 
     def badge(self, uid: str) -> Badge | None:
         return self._by_badge.get(uid)
+
+    def cause(self, name: str) -> Cause | None:
+        """A call cause: the built-in ones (DEFAULT_CAUSES) as the plant file amends them."""
+        return self._causes.get(name)
+
+    @property
+    def cause_names(self) -> list[str]:
+        return list(self._causes)
+
+    def webhooks_for(self, kind: str) -> tuple[str, ...]:
+        """The webhook URLs an alert of this kind is POSTed to."""
+        names = list(self.alerts.routes.get(kind, []))
+        urls = [self.alerts.destinations[n].webhook for n in names]
+        if kind == "escalation" and self.escalation.webhook:
+            urls.append(self.escalation.webhook)
+        return tuple(dict.fromkeys(urls))
+
+    @property
+    def notice_webhooks(self) -> tuple[str, ...]:
+        return tuple(self.alerts.destinations[n].webhook for n in self.alerts.notices)
 
     def token_name(self, token: str) -> str | None:
         """The API token's name, or None when no token matches (compared in constant time)."""
@@ -355,6 +589,13 @@ def _cross_problems(plant: PlantConfig) -> list[tuple[str, str]]:
     ]
     if plant.gateway.http is not None and not plant.api_tokens:
         problems.append(("gateway.http", "the HTTP API needs at least one [[api_tokens]] entry"))
+    causes = merged_causes(plant.causes)
+    if causes["cord"].resolve:
+        problems.append(("causes.cord.resolve", "a cord call is resolved only by its reset"))
+    for i, tier in enumerate(plant.escalation.tiers):
+        unknown = sorted(set(tier.causes or []) - set(causes))
+        if unknown:
+            problems.append((f"escalation.tiers[{i}].causes", f"unknown cause(s) {unknown}"))
     lines = {line.id: line for line in plant.lines}
     for i, loop in enumerate(plant.kanban):
         for role in ("post", "receive"):

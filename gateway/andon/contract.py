@@ -32,10 +32,11 @@ Signed = Annotated[int, Field(gt=-EXACT, lt=EXACT, strict=True)]
 TS_AHEAD_MS = 5 * 60_000  # clocks of boards and gateway disagree by seconds, not minutes
 TS_BEHIND_MS = 7 * 86_400_000  # an outbox holds events while its board is cut off: a week
 OUTBOX_CAP_MAX = 100_000  # a board's declared outbox capacity (the firmware allows 10..100000)
-CallReason = Literal["maintenance", "quality", "material"]
+# A call button's reason: quality, maintenance, material, or a cause the plant file adds
+CallReason = Name
 StationStateName = Literal["running", "called", "acknowledged", "stopped", "offline"]
 LineStateName = Literal["running", "called", "stopped"]
-CallCause = Literal["cord", "maintenance", "quality", "material"]
+CallCause = Name  # cord, or a call button's reason
 
 _TOPIC_RE = re.compile(
     r"^andon/v1/(?P<site>[A-Za-z0-9_-]{1,32})/(?P<line>[A-Za-z0-9_-]{1,32})/"
@@ -189,6 +190,18 @@ def parse_topic(topic: str) -> tuple[Station, str]:
     if not m:
         raise Rejected("topic", f"not a board topic: {topic!r}")
     return Station(m["site"], m["line"], m["station"]), m["leaf"]
+
+
+class Operator(_Strict):
+    """A person's action from the console, logged (leaf "operator") and applied like a board's
+    event, so a replay reproduces it. `by` names who (the API token's name or a person)."""
+
+    action: Literal["acknowledge", "resolve", "annotate", "card_lost", "card_found"]
+    by: Annotated[str, Field(min_length=1, max_length=64)]
+    call: Annotated[str, Field(pattern=r"^C-[0-9]{6,12}$")] | None = None
+    card: Uid | None = None
+    reason: Name | None = None  # a reason code of the plant file
+    comment: Annotated[str, Field(max_length=500)] | None = None
 
 
 def _validate(adapter: TypeAdapter, payload: bytes):

@@ -63,3 +63,13 @@ def test_a_cut_or_shorted_supervised_cord_is_a_wiring_fault_and_never_stops_the_
         lambda: not (v := plant_view(rig.plant)["lines"][0])["stations"][0]["faults"] and v,
     )
     assert line["state"] == "running"
+
+
+def test_a_cord_pull_during_a_quality_call_holds_the_line_until_the_cord_is_reset(rig: Rig):
+    rig.runner().run(load_scenario(SCENARIOS / "e2e-concurrent.toml"))
+    calls = {c["cause"]: c for c in records(rig.database, "call")}
+    assert set(calls) == {"quality", "cord"}
+    quality, cord = calls["quality"], calls["cord"]
+    assert (quality["resolution"], quality["resolved_by"]) == ("badge", "Maria Keller")
+    assert cord["resolution"] == "cord_reset"
+    assert cord["resolved"] > quality["resolved"]  # the line ran again only with the cord

@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID
 from andon.sim.mosquitto import free_port, start_broker
 from andon.sim.vm import vm_command, vm_env
 from tests.firmware.paho_watch import Watcher, json_on
+from tests.firmware.test_station import CORD_UP, STATION, station_config, vboard
 
 STATUS = "andon/v1/P1/L1/S1/status"
 STATE = "andon/v1/P1/L1/S1/state"
@@ -199,6 +200,31 @@ run(main())
     for attempt, delay in data["delays"]:
         base = min(500 * 2**attempt, 30000)
         assert 0.75 * base <= delay <= 1.25 * base
+
+
+def test_wifi_down_on_a_virtual_board_drops_its_connection_until_wifi_is_back(tmp_path, broker):
+    status_topic, evt = STATION + "/status", STATION + "/evt"
+    board = vboard(tmp_path / "flash", station_config(broker.port))
+    with Watcher(broker, status_topic, evt, client_id="watch") as watch:
+        try:
+            board.start(inputs=CORD_UP)
+            watch.wait(json_on(status_topic, online=True))
+            boot = board.status()["boot"]
+            board.call("wifi", up=False)
+            # The broker saw the connection end: it published the board's Will.
+            watch.wait(json_on(status_topic, online=False, boot=boot))
+            dropped = board.status()
+            board.pull_cord()  # on flash; nothing can carry it out now
+            board.call("wifi", up=True)
+            watch.wait(json_on(status_topic, online=True))  # a new session: its birth
+            sent_while_down = [m for m in watch.seen if json_on(evt, kind="cord_pulled")(m)]
+            watch.wait(json_on(evt, kind="cord_pulled"))  # sent once Wi-Fi is back
+            back = board.status()
+        finally:
+            board.stop()
+    assert dropped["link"] == "no_wifi"
+    assert sent_while_down == []
+    assert back["link"] == "up" and back["reconnects"] == 1
 
 
 def test_retrying_a_dead_port_never_blocks_the_loop(mpy):

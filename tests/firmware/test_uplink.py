@@ -1,4 +1,16 @@
-"""The uplink sends the outbox in order until the gateway acks it (in the VM, fake link)."""
+"""The uplink sends the outbox in order until the gateway acks it (in the VM, fake link), and
+sends it again on a new gateway birth, also on a real board against Mosquitto."""
+
+from tests.firmware.paho_watch import Watcher
+from tests.firmware.standin import AckStandIn
+from tests.firmware.test_station import (
+    BOARD,
+    CORD_UP,
+    GATEWAY_STATUS,
+    booted,
+    station_config,
+    vboard,
+)
 
 SCRIPT = """
 import asyncio, json, time
@@ -90,3 +102,118 @@ def test_uplink_sends_in_order_resends_until_acked_and_respects_the_window(mpy):
     assert data["burst_max"] == data["window_limit"]
     assert data["after_rewind_first"] == data["base_now"]
     assert data["final_depth"] == 0
+
+
+# The first lines of SCRIPT (up to main): the outbox, the uplink and the fake link.
+PRELUDE = SCRIPT.split("async def main():")[0]
+
+
+def test_a_busy_station_gets_its_resend_a_timeout_after_the_last_progress(mpy):
+    # Events keep coming and acks keep arriving that move nothing: neither may push the resend
+    # back, or a gap the gateway waits on stays open as long as the station is busy.
+    data = mpy.run(
+        PRELUDE
+        + """
+async def main():
+    box = Outbox(capacity=1000).open()
+    link = FakeLink()
+    up = Uplink(box, link, "andon/v1/P/L/S/evt", "B1", 1, resend_ms=400)
+    task = asyncio.create_task(up.run())
+    box.append(1, "cord_pulled", {"input": "cord"}, None, time.ticks_ms())
+    up.kick()
+    wakes = 0
+    while up.resends == 0 and wakes < 200:  # 200 wakes, 30 ms apart: 6 s, 15 timeouts
+        await asyncio.sleep_ms(30)
+        box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
+        up.kick()
+        up.on_ack(0)  # the gateway acks again what it had: no progress
+        wakes += 1
+    await asyncio.sleep_ms(0)
+    task.cancel()
+    return {"resends": up.resends, "wakes": wakes, "seqs": seqs(link), "base": box.base}
+
+vtest.run(main())
+"""
+    ).data
+    assert data["resends"] == 1, f"no resend in {data['wakes']} wakes"
+    assert data["base"] == 1
+    seqs = data["seqs"]
+    assert seqs.count(1) == 2  # the oldest went again...
+    again = seqs.index(1, 1)
+    assert seqs[again:] == list(range(1, len(seqs) - again + 1))  # ...followed by the rest, in order
+    assert max(seqs) <= 16  # never beyond the window
+
+
+def test_a_new_gateway_birth_resends_everything_pending_at_once(mpy):
+    # The timeout is a minute: whatever goes again here went because of a gateway status.
+    data = mpy.run(
+        PRELUDE
+        + """
+async def main():
+    out = {}
+    box = Outbox(capacity=100).open()
+    link = FakeLink()
+    up = Uplink(box, link, "andon/v1/P/L/S/evt", "B1", 1, resend_ms=60000)
+    task = asyncio.create_task(up.run())
+
+    async def after(label, *statuses):
+        # Apply gateway statuses, then one new event: what went out up to that event shows
+        # whether the statuses made the uplink send everything again.
+        n = len(link.sent)
+        for online, since, retained in statuses:
+            up.on_gateway(online, since, retained)
+            await asyncio.sleep_ms(0)
+        seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
+        up.kick()
+        for _ in range(500):
+            if seq in seqs(link, n):
+                break
+            await asyncio.sleep_ms(10)
+        out[label] = seqs(link, n)
+
+    await after("first")
+    await after("retained birth seen at subscribe", (True, 100, True))
+    await after("the same birth again", (True, 100, False))
+    await after("a new birth", (True, 200, False))
+    await after("the Will", (False, None, False))
+    await after("back online", (True, 200, False))
+    await after("a new birth, retained at a reconnect", (True, 300, True))
+    task.cancel()
+    out["resends"] = up.resends
+    return out
+
+vtest.run(main())
+"""
+    ).data
+    assert data.pop("resends") == 0  # no timeout ever fired
+    assert data == {
+        "first": [1],
+        "retained birth seen at subscribe": [2],  # the (re)connect sent everything already
+        "the same birth again": [3],
+        "a new birth": [1, 2, 3, 4],  # at once, from the oldest, then the new event
+        "the Will": [5],
+        "back online": [1, 2, 3, 4, 5, 6],
+        "a new birth, retained at a reconnect": [7],
+    }
+
+
+def test_a_board_resends_at_once_when_a_new_gateway_birth_reaches_it(tmp_path, broker):
+    # The board's 5 s timeout never fires here: the resend comes from the birth.
+    board = vboard(tmp_path / "flash", station_config(broker.port))
+    with AckStandIn(broker, acking=False) as standin, Watcher(broker, client_id="gw") as gateway:
+        gateway.publish(GATEWAY_STATUS, b'{"online": true, "since": 1}', retain=True)
+        try:
+            board.start(inputs=CORD_UP)
+            booted(board)
+            log = standin.log(BOARD)
+            standin.wait(lambda: 1 in log.by_seq, what="the boot report")
+            sends = [e["seq"] for e in log.deliveries].count(1)
+            gateway.publish(GATEWAY_STATUS, b'{"online": true, "since": 2}', retain=True)
+            standin.wait(
+                lambda: [e["seq"] for e in log.deliveries].count(1) > sends, what="a resend"
+            )
+            status = board.status()
+        finally:
+            board.stop()
+    assert status["outbox"] == 1  # never acked: still pending
+    assert status["resends"] == 0  # not the timeout: the birth

@@ -8,9 +8,9 @@ from andon.core import Plant, Record
 from andon.core.effects import Effect
 
 SHIFT_START = 1_772_431_200_000  # 2026-03-02 06:00 UTC: the start of L2's "day" shift
-TAKT_MS = 60_000  # L2: 27000 s available / 450 units
+TAKT_MS = 60_000  # L2: 27000 s of working time (8 h minus two 15 min breaks) / 450 units
 CARD1, CARD2 = "04000000000001", "04000000000002"
-MARIA, JONAS = "AABBCCDD", "11223344"
+MARIA, JONAS, VISITOR = "AABBCCDD", "11223344", "99887766"
 WEBHOOK = "http://hooks.example/andon"
 
 _BOARDS = {("L1", "S1"): "B11", ("L1", "S2"): "B12", ("L1", "S3"): "B13"}
@@ -22,62 +22,66 @@ def _station(line: str, sid: str, readers: list[str]) -> dict:
     return {"id": sid, "name": sid, "board": board, "profile": "esp32-devkitc", "readers": readers}
 
 
-def plant_config(offline_stops_line: bool = False, stop_s: int = 60) -> PlantConfig:
-    """L1 stops `stop_s` after an unresolved call; L2 at the end of the takt cycle (60 s takt)."""
-    shift = {"name": "day", "start": "06:00", "end": "14:00", "available_s": 27000, "demand": 450}
-    return PlantConfig.model_validate(
-        {
-            "site": "P1",
-            "gateway": {"offline_stops_line": offline_stops_line},
-            "escalation": {
-                "tiers": [
-                    {"after_s": 30, "to": "team_leader"},
-                    {"after_s": 120, "to": "supervisor"},
+def plant_config(
+    offline_stops_line: bool = False, stop_s: int = 60, **sections: object
+) -> PlantConfig:
+    """L1 stops `stop_s` after an unresolved call; L2 at the end of the takt cycle (60 s takt).
+    `sections` replace (or add) top-level sections of the plant file."""
+    breaks = [{"start": "09:00", "end": "09:15"}, {"start": "12:00", "end": "12:15"}]
+    shift = {"name": "day", "start": "06:00", "end": "14:00", "breaks": breaks, "demand": 450}
+    plant = {
+        "site": "P1",
+        "gateway": {"offline_stops_line": offline_stops_line},
+        "escalation": {
+            "tiers": [
+                {"after_s": 30, "to": "team_leader"},
+                {"after_s": 120, "to": "supervisor"},
+            ],
+            "webhook": WEBHOOK,
+        },
+        "kanban_policy": {
+            "overdue_factor": 2.0,
+            "lost_after_s": 86_400,
+            "safety_factor": 0.5,
+            "demand_window_s": 86_400,
+        },
+        "lines": [
+            {
+                "id": "L1",
+                "name": "Assembly",
+                "stop": {"mode": "seconds", "seconds": stop_s},
+                "stations": [
+                    _station("L1", "S1", ["post", "badge"]),
+                    _station("L1", "S2", ["badge"]),
+                    _station("L1", "S3", ["receive"]),
                 ],
-                "webhook": WEBHOOK,
             },
-            "kanban_policy": {
-                "overdue_factor": 2.0,
-                "lost_after_s": 86_400,
-                "safety_factor": 0.5,
-                "demand_window_s": 86_400,
+            {
+                "id": "L2",
+                "name": "Takt line",
+                "stop": {"mode": "takt"},
+                "shifts": [shift],
+                "stations": [_station("L2", "S1", []), _station("L2", "S2", [])],
             },
-            "lines": [
-                {
-                    "id": "L1",
-                    "name": "Assembly",
-                    "stop": {"mode": "seconds", "seconds": stop_s},
-                    "stations": [
-                        _station("L1", "S1", ["post", "badge"]),
-                        _station("L1", "S2", ["badge"]),
-                        _station("L1", "S3", ["receive"]),
-                    ],
-                },
-                {
-                    "id": "L2",
-                    "name": "Takt line",
-                    "stop": {"mode": "takt"},
-                    "shifts": [shift],
-                    "stations": [_station("L2", "S1", []), _station("L2", "S2", [])],
-                },
-            ],
-            "kanban": [
-                {
-                    "part": "P-1",
-                    "bin_qty": 10,
-                    "cards": [CARD1, CARD2],
-                    "supplier": "ACME",
-                    "lead_time_s": 3600,
-                    "post": "L1/S1",
-                    "receive": "L1/S3",
-                }
-            ],
-            "badges": [
-                {"uid": MARIA, "person": "Maria", "role": "team_leader"},
-                {"uid": JONAS, "person": "Jonas", "role": "maintenance"},
-            ],
-        }
-    )
+        ],
+        "kanban": [
+            {
+                "part": "P-1",
+                "bin_qty": 10,
+                "cards": [CARD1, CARD2],
+                "supplier": "ACME",
+                "lead_time_s": 3600,
+                "post": "L1/S1",
+                "receive": "L1/S3",
+            }
+        ],
+        "badges": [
+            {"uid": MARIA, "person": "Maria", "role": "team_leader"},
+            {"uid": JONAS, "person": "Jonas", "role": "maintenance"},
+            {"uid": VISITOR, "person": "Vera", "role": "visitor"},
+        ],
+    }
+    return PlantConfig.model_validate({**plant, **sections})
 
 
 class Feed:

@@ -60,7 +60,7 @@ def test_takt_time_and_stop_policy_per_line():
     plant = load_plant(EXAMPLE)
     l1, l2 = plant.lines
     assert l1.stop.mode == "takt"
-    assert l1.shifts[0].takt_ms == 27000 * 1000 // 450
+    assert (l1.shifts[0].working_s, l1.shifts[0].demand) == (8 * 3600, 480)  # takt 60 s
     assert (l2.stop.mode, l2.stop.seconds) == ("seconds", 90)
 
 
@@ -80,7 +80,14 @@ def test_defaults_fill_what_a_minimal_plant_leaves_out(tmp_path):
     plant = load_plant(path)
     assert plant.gateway.offline_stops_line is False
     assert plant.lines[0].stop.mode == "seconds" and plant.lines[0].stop.seconds == 60
-    assert [t.to for t in plant.escalation.tiers] == ["team_leader", "supervisor", "manager"]
+    tiers = [(t.to, t.on) for t in plant.escalation.tiers]
+    assert tiers == [
+        ("team_leader", "unacknowledged"),
+        ("supervisor", "unacknowledged"),
+        ("manager", "unacknowledged"),
+        ("manager", "unresolved"),
+    ]
+    assert plant.cause("cord").stop == "fixed_position" and plant.cause("material").stop == "never"
     assert plant.kanban_policy.overdue_factor == 1.5
     assert plant.broker.port == 1883
 
@@ -90,16 +97,20 @@ def test_defaults_fill_what_a_minimal_plant_leaves_out(tmp_path):
     [
         ('site = "PLANT1"', 'site = "PLANT 1"', "site: String should match pattern"),
         ('board = "246F28A1B2D4"', 'board = "246F/28A1B2D4"', "lines[0].stations[1].board"),
-        ("demand = 240", "demand = 0", "lines[1].shifts[0].demand"),
+        ("demand = 480", "demand = 0", "lines[0].shifts[0].demand"),
         ('stop = { mode = "takt" }', 'stop = { mode = "never" }', "lines[0].stop"),
         ("lead_time_s = 86400", "lead_time_s = -5", "kanban[1].lead_time_s"),
         ('"04C1D2E3F40502"]', '"04c1d2e3f40502"]', "kanban[2].cards[1]"),
         ('post = "L1/S06"', 'post = "L1-S06"', "kanban[2].post"),
         ("port = 1883", "port = 70000", "broker.port"),
-        ('webhook = "http', 'webhook = "ftp', "escalation.webhook"),
-        ("{ after_s = 180,", "{ after_s = 30,", "escalation.tiers: tiers must have"),
+        ('webhook = "http', 'webhook = "ftp', "alerts.destinations.pager.webhook"),
+        (
+            "{ after_s = 180,",
+            "{ after_s = 30,",
+            'escalation.tiers: "unacknowledged" tiers must have',
+        ),
         ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "unknown timezone"),
-        ("available_s = 28800", "available_s = 36000", "exceeds the shift's 30600 s"),
+        ('end = "09:45"', 'end = "12:05"', "lines[1].shifts[0]: breaks[1] overlaps breaks[0]"),
         ('role = "quality"', 'role = "quality"\ncolour = "red"', "badges[2].colour: Extra inputs"),
         ('token = "mes-7f3a9c2e51d84b06"', 'token = "short"', "api_tokens[0].token"),
     ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from andon.core.effects import Alert, OrderRecord, Replenish, StationChanged
-from andon.core.plant import recommended_cards
+from andon.core.kanban import recommended_cards
 from tests.gateway.corekit import (
     CARD1,
     CARD2,
@@ -105,15 +105,17 @@ def test_loop_figures_and_recommended_cards():
     assert loop["cards"] == {"total": 2, "in_use": 2, "ordered": 0, "overdue": 0, "lost": 0}
     assert loop["orders_per_day"] == 4 * 24 / 23  # over the 23 h since the clock started
     assert loop["lead_time_ms"]["received"] == 4 and loop["lead_time_ms"]["mean"] == HOUR // 2
-    # 4 bins a day x 1/48 day x 1.5 = 0.125 bins in the pipeline -> at least one card
-    assert loop["recommended_cards"] == 1
+    # 4 bins a day x 1/48 day x 1.5 = 0.125 bins in the pipeline -> one card, + the bin in use
+    assert loop["recommended_cards"] == 2
 
 
 def test_recommended_cards_formula():
     day = 24 * HOUR
-    assert recommended_cards(10.0, day, 0.2) == 12  # 10 bins/day over a 1-day lead time, +20 %
-    assert recommended_cards(10.0, day, 0.0) == 10
-    assert recommended_cards(10.0, day // 2, 0.2) == 6
+    # 10 bins/day over a 1-day lead time, +20 %, + the bin in use
+    assert recommended_cards(10.0, day, 0.2) == 13
+    assert recommended_cards(10.0, day, 0.0) == 11
+    assert recommended_cards(10.0, day // 2, 0.2) == 7
+    assert recommended_cards(3.0, day, 0.0) == 4  # 3.0000000000000004 bins are 3
     assert recommended_cards(0.0, day, 0.2) == 1
 
 
@@ -128,6 +130,6 @@ def test_takt_plan_versus_actual_counts_the_last_station_with_cycles():
     assert takt["takt_ms"] == TAKT_MS
     (shift,) = takt["shifts"]
     assert (shift["shift"], shift["current"], shift["actual"]) == ("day", True, 5)
-    assert shift["plan"] == 450 * 10 * TAKT_MS // (8 * HOUR)  # demand spread over the shift
+    assert shift["plan"] == 10  # one unit per takt of working time
     feed.cycle(SHIFT_START - HOUR + 24 * HOUR, where="L2/S2")  # next morning, before the shift
     assert feed.plant.view()["lines"][1]["takt"]["off_shift_cycles"] == 1

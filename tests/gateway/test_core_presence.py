@@ -39,6 +39,7 @@ def test_a_will_older_than_the_current_birth_is_ignored():
 
 def test_offline_stops_the_line_when_configured():
     feed = Feed(plant_config(offline_stops_line=True))
+    feed.birth(T - 1, boot=1)
     gone = feed.will(T, boot=1)
     assert [(e.state, e.stopped) for e in of(gone, LineChanged)] == [("stopped", ("S2",))]
     back = feed.birth(T + 90_000, boot=1)
@@ -48,6 +49,7 @@ def test_offline_stops_the_line_when_configured():
 
 def test_open_call_keeps_its_timers_while_the_board_is_offline():
     feed = Feed()
+    feed.birth(T - 1, boot=1)
     feed.pull(T, where="L1/S2")
     feed.will(T + 5_000, boot=1)
     stop = feed.plant.advance(T + 61_000)

@@ -100,8 +100,7 @@ class Station:
             self.uplink.on_ack(m["seq"])
             self.announce()
         elif kind == "gateway":
-            if m["online"] and self.remote["gateway"] is False:
-                self.uplink.rewind()  # it may have lost what it had not stored
+            self.uplink.on_gateway(m["online"], m["since"], retained)
             self.remote["gateway"] = m["online"]
         else:
             self.remote[kind] = m

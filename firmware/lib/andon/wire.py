@@ -91,5 +91,6 @@ def decode(topics, board, topic, payload):
     if topic == GATEWAY_STATUS:
         if not isinstance(m.get("online"), bool):
             return None
-        return {"kind": "gateway", "online": m["online"]}
+        since = m.get("since")  # tells one gateway birth from the next
+        return {"kind": "gateway", "online": m["online"], "since": since if _int(since) else None}
     return None

@@ -20,8 +20,8 @@ advanced, so the log alone rebuilds the same state.
 A batch is whatever was queued when the worker came for it: under a burst it grows (one fsync
 for thousands of events) and only the last state of each retained topic and the last version of
 each record is written and published; at a trickle it is one event, committed at once.
-Escalation alerts that name a webhook are also POSTed, by `andon.runtime.webhook` from its own
-thread; its outcomes come back through the same queue, so the worker alone writes the store.
+Alerts routed to webhooks (`[alerts.routes]`) are also POSTed, by `andon.runtime.webhook` from its
+own thread; its outcomes come back through the same queue, so the worker alone writes the store.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import paho.mqtt.client as mqtt
 from rich.table import Table
@@ -45,17 +45,18 @@ from andon import contract
 from andon.config import PlantConfig
 from andon.core import Plant, Record
 from andon.core.effects import (
+    RECORDS,
     Alert,
-    CallRecord,
     Effect,
     LineChanged,
-    OrderRecord,
+    RecordEffect,
     Replenish,
     StationChanged,
 )
 from andon.core.state import dump
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.store import (
+    DEFAULT_OUTBOX_CAP,
     FLAG_REDATED,
     GAP,
     Entry,
@@ -98,9 +99,6 @@ class Outgoing:
     outbox_id: int | None = None  # set: mark it sent once the broker has it
 
 
-DEFAULT_OUTBOX_CAP = 400  # a board's outbox capacity until its birth tells (the firmware's)
-
-
 class NothingToCompare(ValueError):
     """`replay --check` without a stored projection: there is nothing to check the log against."""
 
@@ -139,7 +137,11 @@ def rebuild(
     Effects of the replay were committed with their records, so they are dropped here.
     """
     projection = None if from_scratch else store.projection()
-    plant = Plant.restore(config, projection.snapshot) if projection else Plant(config)
+    try:
+        plant = Plant.restore(config, projection.snapshot) if projection else Plant(config)
+    except ValueError as exc:  # another version or configuration: the log is the truth
+        log.info("rebuilding from the whole log: %s", exc)
+        projection, plant = None, Plant(config)
     pos = projection.pos if projection else 0
     replayed = 0
     for entry in store.log(after=pos):
@@ -268,7 +270,9 @@ def entry_of(received: int, line: str, station: str, message: contract.UplinkMes
     return Entry(leaf="evt", kind=message.kind, seq=message.seq, base=message.base, **common)
 
 
-def outgoing_of(site: str, effect: StationChanged | LineChanged | Replenish | Alert) -> Outgoing:
+def outgoing_of(
+    site: str, effect: StationChanged | LineChanged | Replenish | Alert, zone: tzinfo = UTC
+) -> Outgoing:
     """The message an effect becomes (retained state, or a trigger/alert for the outbox)."""
     if isinstance(effect, StationChanged):
         topic = contract.Station(site, effect.line, effect.station).topic("state")
@@ -283,18 +287,29 @@ def outgoing_of(site: str, effect: StationChanged | LineChanged | Replenish | Al
         fields = asdict(effect)
         del fields["site"]
         return Outgoing(contract.replenish_topic(site, effect.part), contract.encode(fields))
-    return Outgoing(contract.alert_topic(site), contract.encode(alert_payload(effect)))
+    payload = alert_payload(effect, zone)
+    return Outgoing(contract.alert_topic(site), contract.encode(payload))
 
 
-def alert_payload(alert: Alert) -> dict:
+def alert_payload(alert: Alert, zone: tzinfo) -> dict:
+    """What an alert says on MQTT and to a webhook: enough for a pager to open and close a
+    ticket (the alert's and the call's ids) and for a person to read (plant-local time)."""
+    local = datetime.fromtimestamp(alert.ts / 1000, zone).isoformat(timespec="seconds")
     return {
+        "id": alert.id,
         "kind": alert.kind,
-        "tier": alert.tier,
-        "to": alert.to,
+        "site": alert.site,
         "line": alert.line,
         "station": alert.station,
+        "call": alert.call,
+        "cause": alert.cause,
+        "tier": alert.tier,
+        "to": alert.to,
+        "opened": alert.opened,
+        "acknowledged": alert.acknowledged,
         "text": alert.text,
         "ts": alert.ts,
+        "local_time": local,
         **alert.extra,
     }
 
@@ -388,6 +403,7 @@ class Gateway:
         webhook_backoff_s: float = 1.0,
     ) -> None:
         self.config = config
+        self._zone = config.zone
         settings = config.gateway
         self.store = store or SqliteStore(
             settings.database, settings.dead_letters_max, settings.dead_letters_max_age_s * 1000
@@ -815,7 +831,7 @@ class Gateway:
         """Records and outbox rows, in the caller's transaction; what to publish and what to
         POST after it. Every alert is also logged, one line: the log reaches whoever reads it."""
         latest: dict[tuple, StationChanged | LineChanged] = {}  # retained: the last one counts
-        records: dict[tuple[str, str], CallRecord | OrderRecord] = {}  # so does a record's
+        records: dict[tuple[str, str], RecordEffect] = {}  # so does a record's
         outbox: list[Outgoing] = []
         deliveries: list[Delivery] = []
         for effect in effects:
@@ -823,19 +839,17 @@ class Gateway:
                 latest[effect.line, effect.station] = effect
             elif isinstance(effect, LineChanged):
                 latest[effect.line,] = effect
-            elif isinstance(effect, CallRecord):
-                records["call", effect.id] = effect
-            elif isinstance(effect, OrderRecord):
-                records["order", effect.id] = effect
+            elif isinstance(effect, RECORDS):
+                records[effect.kind, effect.id] = effect
             else:
-                out = outgoing_of(self.config.site, effect)
+                out = outgoing_of(self.config.site, effect, self._zone)
                 outbox_id = tx.outbox(out.topic, out.payload, now)
                 outbox.append(Outgoing(out.topic, out.payload, outbox_id=outbox_id))
                 if isinstance(effect, Alert):
                     log.warning("alert %s: %s", effect.kind, effect.text)
-                    if effect.webhook:
-                        hook_id = tx.outbox(effect.webhook, out.payload, now, channel="webhook")
-                        deliveries.append(Delivery(hook_id, effect.webhook, out.payload))
+                for url in effect.webhooks if isinstance(effect, Alert) else ():
+                    hook_id = tx.outbox(url, out.payload, now, channel="webhook")
+                    deliveries.append(Delivery(hook_id, url, out.payload))
         for (kind, key), record in records.items():
             tx.record(kind, key, dump(record))
         retained = [outgoing_of(self.config.site, e) for e in latest.values()]

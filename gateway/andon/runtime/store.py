@@ -104,6 +104,7 @@ MIGRATIONS: list[str] = [
 ]
 FLAG_REDATED = 1  # log.flags: the board's ts (or age) was outside the window, see contract.dating
 DEAD_LETTER_KEEP = 1024  # bytes of a rejected payload kept; its size and sha256 say the rest
+DEFAULT_OUTBOX_CAP = 400  # a board's outbox capacity until its birth tells (the firmware's)
 GAP = "events_lost"  # the kind of a gap record: a board's events declared lost (leaf "gateway")
 
 
@@ -161,7 +162,7 @@ class SeqJump(ValueError):
 
 
 class Transaction(Protocol):
-    def append(self, entry: Entry, jump_limit: int) -> list[tuple[int, Entry]]:
+    def append(self, entry: Entry, jump_limit: int = DEFAULT_OUTBOX_CAP) -> list[tuple[int, Entry]]:
         """Take one event or presence message. What it makes applicable, logged now in the order
         to apply it: itself, events held behind a gap it filled, gap records; [] for a
         duplicate, a replay or an event held behind a gap. Raises SeqJump for an event more
@@ -323,7 +324,7 @@ class _SqliteTransaction:
 
     # --- the log, in order ------------------------------------------------------------------
 
-    def append(self, entry: Entry, jump_limit: int) -> list[tuple[int, Entry]]:
+    def append(self, entry: Entry, jump_limit: int = DEFAULT_OUTBOX_CAP) -> list[tuple[int, Entry]]:
         if entry.seq is None:
             return [(self._log(entry), entry)] if self._presence_changed(entry) else []
         board = entry.board

@@ -234,6 +234,8 @@ class VirtualLine:
         sb.board.start(inputs=sb.power_up_levels())
 
     def _wifi_down(self, sb: SimBoard) -> None:
+        """The board's radio drops: its connections end (the broker publishes its Will) and
+        none opens again until `wifi-up`."""
         sb.board.call("wifi", up=False)
 
     def _wifi_up(self, sb: SimBoard) -> None:

@@ -17,7 +17,8 @@ within_ms = 500
 Expectations: `lamps`, `line_lamps` (line), `station_state` / `line_state` (`state`, from the
 gateway's retained topics), `replenish` (`part`, exactly `count` triggers on its topic since the
 run began), `order` (`part`, the latest order's `received`), `call` (station, the latest call's
-`acknowledged` / `stopped` / `resolved`), `alert` (`kind`, at `station` if given).
+`acknowledged` / `stopped` / `resolved`, of the call of `cause` if given), `alert` (`kind`, at
+`station` if given).
 
 Steps run in order, each not before its `at_ms` after the start (nor before `after_ms` after
 the previous step); an expectation is polled until
@@ -99,6 +100,7 @@ class Step(BaseModel):
     count: Annotated[int, Field(ge=0)] = 1
     received: bool | None = None
     kind: str | None = None
+    cause: Name | None = None
     acknowledged: bool | None = None
     stopped: bool | None = None
     resolved: bool | None = None
@@ -291,7 +293,11 @@ class Runner:
 
     def _expect_call(self, step: Step) -> tuple[bool, str]:
         at = step.where
-        calls = [c for c in records(self.database, "call") if (c["line"], c["station"]) == at]
+        calls = [
+            c
+            for c in records(self.database, "call")
+            if (c["line"], c["station"]) == at and step.cause in (None, c["cause"])
+        ]
         last = calls[-1] if calls else None
         wanted = {"acknowledged": step.acknowledged, "stopped": step.stopped}
         wanted["resolved"] = step.resolved

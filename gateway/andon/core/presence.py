@@ -1,0 +1,64 @@
+"""Presence and wiring: births, Wills and input faults.
+
+A birth marks the station online (a station_online notice if it was offline) unless its boot is
+older than the newest birth's; the boot of the newest birth is the board's current session. A
+Will counts only for that session (or, before any birth is known, for whatever boot it names): a
+Will of any other boot (a late one, or a forged one) changes nothing, and a Will never moves the
+session, so the next real birth always brings the station back. An offline station raises
+station_offline, open until the next birth; with `offline_stops_line` it stops its line (cause
+"offline"). Open calls keep their timers while the board is offline. A birth that says the
+outbox is near full raises outbox_near_full, open until a birth says otherwise. A supervised
+input's wiring fault raises input_fault, open until the board reports it clear.
+
+State used: `_stations`; alerts.
+"""
+
+from __future__ import annotations
+
+from andon import contract
+from andon.core.state import Station
+
+
+class PresenceRules:
+    def _on_birth(self, station: Station, birth: contract.Birth, at: int) -> None:
+        if birth.boot < station.boot:
+            return  # an older birth, delivered late
+        station.boot = birth.boot
+        where = f"{station.line}/{station.id}"
+        if birth.outbox_near_full:
+            text = f"board {birth.board} at {where}: outbox near full"
+            self._raise_alert("outbox_near_full", f"outbox:{where}", text, at, *_at(station))
+        else:
+            self._clear_alert(f"outbox:{where}", at)
+        if not station.online:
+            station.online = True
+            self._clear_alert(f"offline:{where}", at)
+            text = f"board {birth.board} at {where} is back online"
+            self._send("station_online", text, at, *_at(station))
+            self._refresh(station, at)
+
+    def _on_will(self, station: Station, will: contract.Will, at: int) -> None:
+        if station.boot not in (0, will.boot) or not station.online:
+            return  # not the current session's Will, or a repeat
+        station.online = False
+        where = f"{station.line}/{station.id}"
+        text = f"board {will.board} at {where} went offline"
+        self._raise_alert("station_offline", f"offline:{where}", text, at, *_at(station))
+        self._refresh(station, at)
+
+    def _on_input_fault(self, station: Station, event: contract.InputFault, at: int) -> None:
+        where = f"{station.line}/{station.id}"
+        subject = f"input:{where}/{event.input}"
+        if event.fault == "clear":
+            if event.input in station.faults:
+                station.faults.remove(event.input)
+            self._clear_alert(subject, at)
+            return
+        if event.input not in station.faults:
+            station.faults.append(event.input)
+            text = f"input {event.input} at {where}: wiring {event.fault}"
+            self._raise_alert("input_fault", subject, text, at, *_at(station))
+
+
+def _at(station: Station) -> tuple[str, str]:
+    return station.line, station.id
