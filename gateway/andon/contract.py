@@ -192,6 +192,20 @@ def parse_topic(topic: str) -> tuple[Station, str]:
     return Station(m["site"], m["line"], m["station"]), m["leaf"]
 
 
+class EventsLost(_Strict):
+    """The gateway's own log record (leaf "gateway"): a board's events it declared lost, seq
+    `first`..`last` (docs/protocol.md, Order). Applied like an event, so a replay raises the
+    same alert."""
+
+    board: Name
+    first: Count
+    last: Count
+
+
+def gateway_record(payload: str) -> EventsLost:
+    return EventsLost.model_validate_json(payload)
+
+
 class Operator(_Strict):
     """A person's action from the console, logged (leaf "operator") and applied like a board's
     event, so a replay reproduces it. `by` names who (the API token's name or a person)."""

@@ -208,6 +208,10 @@ def test_a_gap_times_out_into_an_events_lost_alert_and_the_waiting_events_apply(
         assert [a["seq"] for a in w.published("S01/ack")][-1] == 3
         kinds = [json.loads(e.message).get("kind", e.leaf) for e in w.gateway.store.log()]
         assert kinds == ["cord_pulled", "gateway", "cord_reset"]  # the gap record, in its place
+        open_alerts = [(a["kind"], a["station"]) for a in w.gateway.view()["alerts"]]
+        assert open_alerts == [("events_lost", "S01")]  # the plant holds it: status, API
+        replayed = service.rebuild(w.config, w.gateway.store, from_scratch=True)[0]
+        assert replayed.snapshot() == w.gateway.plant.snapshot()  # the same order, the same alert
     finally:
         w.close()
 

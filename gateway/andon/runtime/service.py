@@ -27,7 +27,6 @@ own thread; its outcomes come back through the same queue, so the worker alone w
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import re
@@ -104,27 +103,14 @@ class NothingToCompare(ValueError):
 
 
 def record_of(site: str, entry: LoggedEntry | Entry) -> Record:
-    """A logged entry as the core's record; the message is validated again on the way back."""
-    topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
-    _, message = contract.decode_uplink(topic, entry.message.encode())
+    """A logged entry as the core's record; the message is validated again on the way back
+    (a board's by the wire contract, a gap record of the gateway's by its own)."""
+    if entry.leaf == "gateway":
+        message = contract.gateway_record(entry.message)
+    else:
+        topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
+        _, message = contract.decode_uplink(topic, entry.message.encode())
     return Record(entry.received, entry.line, entry.station, message, entry.at)
-
-
-def replay_entry(plant: Plant, site: str, entry: LoggedEntry) -> None:
-    """Apply a logged entry again; a gap record is the gateway's, not the core's."""
-    if entry.leaf != "gateway":
-        plant.apply(record_of(site, entry))
-
-
-def gap_alert(site: str, entry: LoggedEntry | Entry) -> Alert:
-    """The alert a gap record raises: a board's events the gateway declared lost."""
-    gap = json.loads(entry.message)
-    first, last = gap["first"], gap["last"]
-    count = last - first + 1
-    where = f"{entry.line}/{entry.station}"
-    text = f"board {gap['board']} at {where}: {count} event(s) lost (seq {first}..{last})"
-    extra = {"board": gap["board"], "first": first, "last": last}
-    return Alert(site, GAP, text, entry.at, entry.line, entry.station, extra=extra)
 
 
 def rebuild(
@@ -145,7 +131,7 @@ def rebuild(
     pos = projection.pos if projection else 0
     replayed = 0
     for entry in store.log(after=pos):
-        replay_entry(plant, config.site, entry)
+        plant.apply(record_of(config.site, entry))
         pos = entry.pos
         replayed += 1
     plant.advance(store.clock())
@@ -165,7 +151,7 @@ def replay_check(config: PlantConfig, store: Store) -> list[str]:
     for entry in store.log():
         if entry.pos > projection.pos:
             break
-        replay_entry(plant, config.site, entry)
+        plant.apply(record_of(config.site, entry))
     plant.advance(projection.clock)
     rebuilt, stored = plant.snapshot(), projection.snapshot
     return [
@@ -772,14 +758,11 @@ class Gateway:
         self, logged: list[tuple[int, Entry]], own: Entry | None, message: object
     ) -> list[Effect]:
         """Apply the entries just logged, in order: the message's own (already decoded), held
-        events it released, and the alerts of gap records."""
+        events it released, and gap records (each raises an events_lost alert)."""
         effects: list[Effect] = []
         for pos, entry in logged:
             self._pos = pos
             self._since_snapshot += 1
-            if entry.kind == GAP:
-                effects.append(gap_alert(self.config.site, entry))
-                continue
             try:
                 if entry is own:
                     record = Record(entry.received, entry.line, entry.station, message, entry.at)
