@@ -665,10 +665,15 @@ class Gateway:
 
     def _isolate(self, p: _Poisoned, poison: dict, letters: list) -> None:
         """What the next try leaves out: the held event (released as lost, dead-lettered), or
-        the message."""
+        the message. A failure no message or event can be blamed for (a gap record that fails
+        to apply) stops the worker rather than retrying for ever."""
         if p.key is None:
+            if p.index < 0 or p.index in poison:
+                raise p.__cause__ or p
             poison[p.index] = p.rejected
             return
+        if p.key in self._poisoned:
+            raise p.__cause__ or p
         self._poisoned.add(p.key)
         entry = p.entry
         topic = contract.Station(self.config.site, entry.line, entry.station).topic(entry.leaf)
