@@ -246,6 +246,8 @@ def test_nothing_is_acknowledged_to_the_broker_before_it_is_committed(tmp_path, 
             "the commit failed", lambda: failing.failed is not None
         )  # the commit failed: no ack was sent
         assert str(failing.failed) == "disk I/O error"
+        reasons = failing.health()["reasons"]
+        assert "the worker is not running: RuntimeError('disk I/O error')" in reasons
     finally:
         failing.stop()
     # the broker kept the message for the gateway's session and delivers it again
