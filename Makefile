@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: test demo lint mpy deps broker clean flash
+.PHONY: test demo lint mpy deps runtime broker clean flash
 
 test: deps broker mpy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: deps broker
+# The demo needs only the runtime dependencies (not pytest, ruff...); pip shows its progress.
+demo: runtime broker
 	$(BIN)/andon demo
 
 lint: deps
@@ -32,13 +34,20 @@ mpy: deps
 	done; echo "mpy: firmware compiles for MicroPython"
 
 deps: $(STAMP)
+runtime: $(RUNTIME_STAMP)
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+$(STAMP): pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@touch $@ $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml $(VENV)/bin/python
+	@echo "Installing andon and its runtime dependencies into $(VENV) (a minute the first time)"
+	$(BIN)/pip install --progress-bar on -e .
 	@touch $@
 
 # Mosquitto comes from the system's packages: install it when we may, else say what to do.

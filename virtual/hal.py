@@ -22,6 +22,9 @@ class Pin(machine.PinBase):
         self.init(mode, pull, value)
 
     def init(self, mode=-1, pull=-1, value=None):
+        why = bench.refuses(self.id, mode in (Pin.OUT, Pin.OPEN_DRAIN))
+        if why:
+            raise ValueError(why)
         if mode != -1:
             bench.modes[self.id] = mode
         if pull != -1:
@@ -61,6 +64,8 @@ class ADC:
 
 class SPI:
     def __init__(self, id=1, baudrate=1000000, polarity=0, phase=0, sck=None, mosi=None, miso=None):
+        if id not in (1, 2):  # as the ESP32 port: SPI(0) is the flash's
+            raise ValueError("SPI(%s) doesn't exist" % id)
         self.id = id
 
     def write_readinto(self, out, into):
@@ -81,11 +86,22 @@ class SPI:
 
 
 class WDT:
+    # Once started it cannot be stopped: not fed for `timeout` ms, it resets the board. It
+    # checks from a task of the loop that created it, which is the loop a stall starves.
     def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
         self.feed()
+        asyncio.create_task(self._bite())
 
     def feed(self):
         bench.wdt_feeds += 1
+        self.fed = time.ticks_ms()
+
+    async def _bite(self):
+        while time.ticks_diff(time.ticks_ms(), self.fed) < self.timeout:
+            await asyncio.sleep_ms(100)
+        print("WDT: not fed for %d ms: reset" % self.timeout)
+        _reset(bench.WDT_RESET)
 
 
 class NeoPixel:
@@ -108,6 +124,10 @@ class NeoPixel:
 
     def write(self):
         bench.pixels[self.pin] = list(self.buf)
+
+
+def chip():
+    return bench.chip
 
 
 def unique_id():
@@ -162,9 +182,14 @@ def wall_ms():
     return time.time_ns() // 1000000 + bench.clock_offset if bench.clock_set else None
 
 
-def reset():
+def _reset(cause):
     # A reset of a virtual board ends its process; whoever runs it boots it again.
+    bench.reset(cause)
     raise SystemExit(bench.RESET_EXIT)
+
+
+def reset():
+    _reset(bench.HARD_RESET)
 
 
 gc.collect()

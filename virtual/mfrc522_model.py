@@ -153,6 +153,7 @@ class MFRC522:
         self.garbage = None  # None, "random", "crc" (bad CRC_A on SAK) or "bcc" (bad BCC)
         self.frames = 0  # frames the chip has sent to the field
         self.removals = []  # [tag, frames left]
+        self.stuck_miso = None  # a byte MISO reads whatever the chip says (a bus fault)
         random.seed(seed)  # garbage is the same at every run
         self.regs = bytearray(64)
         self.selected = False
@@ -206,6 +207,8 @@ class MFRC522:
                 self.addr = b | 0x80
             else:
                 self.write(self.addr >> 1 & 0x3F, b)
+        if self.stuck_miso is not None:  # the chip still hears MOSI; nobody hears it
+            return bytes((self.stuck_miso,)) * len(out)
         return bytes(rx)
 
     def read(self, reg):

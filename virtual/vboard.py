@@ -36,6 +36,7 @@ class Control:
         self.placed = {}  # reader name -> the uid lying on it
         self.levels = {}  # input name -> the level last driven (True = active)
         rfid = cfg.get("rfid")
+        self.cfg_readers = rfid["readers"] if rfid else []
         if rfid:
             from mfrc522_model import MFRC522
 
@@ -114,8 +115,35 @@ class Control:
         if uid is not None:
             self.chips[m["reader"]].remove(uid)
 
+    async def op_pin(self, m):
+        # An output's level and how often it changed, with the light task's refresh count.
+        pin = m["pin"]
+        return {"level": bench.output(pin), "toggles": bench.toggles.get(pin, 0),
+                "refreshes": self.station.refreshes if self.station else None}
+
+    async def op_reader(self, m):
+        # A reader's hardware fails: "unplug" (the bus floats high), "stuck" (MISO stuck at
+        # 10h), or "mend": plugged back in, it starts from its reset state.
+        name, fault = m["name"], m["fault"]
+        chip = self.chips[name]
+        cs = [r["cs"] for r in self.cfg_readers if r["name"] == name][0]
+        if fault == "unplug":
+            del bench.spi_devices[cs]
+        elif fault == "stuck":
+            chip.stuck_miso = 0x10
+        elif fault == "mend":
+            chip.stuck_miso = None
+            chip.soft_reset()
+            bench.attach(cs, chip)
+        else:
+            raise ValueError("fault is unplug, stuck or mend, not %r" % fault)
+
     async def op_wifi(self, m):
         bench.set_wifi(m["up"])
+
+    async def op_reset_button(self, m):
+        # the board's EN button: machine.reset() as the firmware's own fault handler does
+        hal.reset()
 
     async def op_lamps(self, m):
         tower = self.station.tower if self.station else self.app.error_tower
@@ -178,4 +206,6 @@ async def main():
         await station.run(hal.WDT(timeout=8000))
 
 
-asyncio.run(main())
+from andon import fault  # noqa: E402  (as main.py: whatever the boot raises ends there)
+
+fault.guard(lambda: asyncio.run(main()))

@@ -21,6 +21,15 @@ def unique_id():
     return machine.unique_id()
 
 
+def chip():
+    # "esp32" or "esp32s3" (os.uname().machine ends "with ESP32"), else None: the config check
+    # then leaves the chip's own pin rules out.
+    import os
+
+    name = os.uname().machine.rsplit(" ", 1)[-1].lower()
+    return name if name in ("esp32", "esp32s3") else None
+
+
 def reset_cause():
     return machine.reset_cause()
 

@@ -2,37 +2,77 @@
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from andon.clitools import plant_or_exit
+from andon.clitools import JsonOption, database_or_exit, emit, fail, open_store, plant_or_exit
 from andon.sim.cli import sim_app
 
-app = typer.Typer(no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False, rich_markup_mode=None
+)
 app.add_typer(sim_app, name="sim")
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def main() -> None:
+    """The console script: a usage error is one line naming what is valid, not a box."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's errors: a bad option, value or command
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx else "andon"
+        commands = getattr(ctx.command, "list_commands", None) if ctx else None
+        valid = f"; one of: {', '.join(commands(ctx))}" if commands else f"; see {where} --help"
+        typer.echo(f"{where}: {exc.format_message()}{valid}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from andon import __version__
+
+        typer.echo(f"andon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """The options before any command."""
 
 
 @app.command()
 def demo(
     duration: Annotated[
         float | None,
-        typer.Option("--duration", help="Stop after this many seconds (default: at Ctrl-C)."),
+        typer.Option(
+            "--duration",
+            help="Stop after this many seconds [default: when the scenario has played].",
+        ),
     ] = None,
 ) -> None:
     """A whole virtual line: Mosquitto, the gateway, the example plant's boards, a scenario."""
     from andon.sim.demo import run_demo
 
     raise typer.Exit(run_demo(duration))
-
-
-@app.command()
-def version() -> None:
-    """Print the gateway's version."""
-    from andon import __version__
-
-    typer.echo(__version__)
 
 
 @app.command()
@@ -57,20 +97,23 @@ def provision(
         str | None,
         typer.Option(help="Boards' Wi-Fi; its password is read from $ANDON_WIFI_PASSWORD."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into a non-empty directory all the same.")
+    ] = False,
 ) -> None:
     """Write every board's config.json, broker password file and ACL (secrets never printed)."""
     import os
 
     from andon.config import ConfigError, load_plant
-    from andon.maint.provision import Network, ProvisionError
+    from andon.maint.provision import Network, ProvisionError, check_out_dir
     from andon.maint.provision import provision as run
 
     network = Network(broker_host, wifi_ssid, os.environ.get("ANDON_WIFI_PASSWORD", ""), ntp)
     try:
+        check_out_dir(out, force)
         done = run(load_plant(config), out, rotate=rotate, network=network)
     except (ConfigError, ProvisionError) as exc:
-        typer.echo(f"andon provision: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail("provision", str(exc)) from None
     typer.echo(done.summary())
 
 
@@ -96,16 +139,13 @@ def flash(
     from andon.maint.flash import FlashError, flash_board
 
     if len(port) > 1 and not all_ports:
-        typer.echo("andon flash: several --port need --all", err=True)
-        raise typer.Exit(2)
+        raise fail("flash", "several --port need --all")
     if all_ports == (board is not None):
-        typer.echo("andon flash: give --board for one port, or --all", err=True)
-        raise typer.Exit(2)
+        raise fail("flash", "give --board for one port, or --all")
     try:
         plant = load_plant(config)
     except ConfigError as exc:
-        typer.echo(f"andon flash: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail("flash", str(exc)) from None
     failed = 0
     for each in port:
         try:
@@ -121,15 +161,22 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="The plant configur
 
 
 @app.command()
-def gateway(config: ConfigOption) -> None:
+def gateway(
+    config: ConfigOption,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", help="json: one JSON object a line, for a log collector."),
+    ] = LogFormat.text,
+) -> None:
     """Run the gateway until SIGTERM or Ctrl-C (then it stops cleanly, status offline)."""
     import logging
     import signal
     import threading
 
+    from andon.runtime.logs import configure_logging
     from andon.runtime.service import Gateway
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(log_format.value)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -145,8 +192,7 @@ def gateway(config: ConfigOption) -> None:
             try:
                 api.start()
             except RuntimeError as exc:
-                typer.echo(f"andon gateway: {exc}", err=True)
-                raise typer.Exit(2) from None
+                raise fail("gateway", str(exc)) from None
             logging.info("HTTP API on %s", api.url)
         while gw.running and not stop.is_set():
             stop.wait(0.5)
@@ -159,15 +205,26 @@ def gateway(config: ConfigOption) -> None:
 
 
 @app.command()
-def status(config: ConfigOption) -> None:
-    """The plant now, from the gateway's database: lines, stations, open calls, kanban."""
-    from rich.console import Console
+def status(config: ConfigOption, as_json: JsonOption = False) -> None:
+    """The plant now, from the gateway's database: lines, stations, open calls and alerts,
+    kanban; times in the plant's timezone."""
+    from andon.runtime.service import plant_view
 
-    from andon.runtime.service import plant_view, status_tables
+    plant = plant_or_exit(config)
+    database_or_exit(plant, config)
+    view = plant_view(plant)
 
-    console = Console()
-    for table in status_tables(plant_view(plant_or_exit(config))):
-        console.print(table)
+    def tables() -> None:
+        from rich.console import Console
+
+        from andon.status import WIDTH, status_tables
+
+        console = Console()
+        console.width = min(console.width, WIDTH)  # a wider terminal gets the same tables
+        for table in status_tables(view, plant.zone):
+            console.print(table)
+
+    emit(as_json, view, tables)
 
 
 @app.command()
@@ -176,23 +233,57 @@ def events(
     since: Annotated[
         str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
     ] = "1h",
+    as_json: JsonOption = False,
 ) -> None:
-    """List the event log (events, births and Wills) since a time."""
-    from andon.runtime.service import format_entry, parse_since
-    from andon.runtime.store import SqliteStore
+    """List the event log (events, births and Wills) since a time, in the plant's timezone."""
+    from andon.runtime.service import parse_since
+    from andon.status import entry_json, entry_line
 
     plant = plant_or_exit(config)
     try:
         start = parse_since(since)
     except ValueError as exc:
-        typer.echo(f"andon events: {exc}", err=True)
-        raise typer.Exit(2) from None
-    store = SqliteStore(plant.gateway.database)
+        raise fail("events", str(exc)) from None
+    store = open_store(plant, config)
     try:
-        for entry in store.log(since=start):
-            typer.echo(format_entry(entry))
+        entries = list(store.log(since=start))
     finally:
         store.close()
+
+    def lines() -> None:
+        for entry in entries:
+            typer.echo(entry_line(entry, plant.zone))
+
+    emit(as_json, [entry_json(e, plant.zone) for e in entries], lines)
+
+
+@app.command()
+def doctor(
+    config: ConfigOption,
+    provisioned: Annotated[
+        Path | None,
+        typer.Option(
+            "--provisioned", help="What `andon provision --out` wrote: try a board's login."
+        ),
+    ] = None,
+    ntp: Annotated[
+        str | None, typer.Option("--ntp", help="HOST[:PORT]: compare this machine's clock with it.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a deployment: broker, logins, database, clock, boards, firmware; exit 1 on a FAIL."""
+    from andon.maint.doctor import run_checks
+
+    checks = run_checks(plant_or_exit(config), provisioned, ntp)
+
+    def report() -> None:
+        for check in checks:
+            for line in check.lines():
+                typer.echo(line)
+
+    emit(as_json, [c.as_dict() for c in checks], report)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -205,10 +296,9 @@ def replay(
     """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees, 2 if
     there is no projection to compare with."""
     from andon.runtime.service import NothingToCompare, replay_check
-    from andon.runtime.store import SqliteStore
 
     plant = plant_or_exit(config)
-    store = SqliteStore(plant.gateway.database)
+    store = open_store(plant, config)
     try:
         differences = replay_check(plant, store)
     except NothingToCompare as exc:
@@ -231,16 +321,30 @@ def rejections(
         str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
     ] = "1d",
     limit: Annotated[int, typer.Option("--limit", help="The last N rejections listed.")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
     """Rejected messages (dead letters) since a time: counts by reason, then the last ones."""
-    from andon.runtime.service import format_rejections, parse_since
-    from andon.runtime.store import rejections as recent
+    from andon.runtime.service import parse_since
+    from andon.status import iso
 
     plant = plant_or_exit(config)
     try:
         start = parse_since(since)
     except ValueError as exc:
-        typer.echo(f"andon rejections: {exc}", err=True)
-        raise typer.Exit(2) from None
-    for line in format_rejections(recent(plant.gateway.database, start, limit)):
-        typer.echo(line)
+        raise fail("rejections", str(exc)) from None
+    store = open_store(plant, config)
+    try:
+        found = store.recent_rejections(start, limit)
+    finally:
+        store.close()
+
+    def lines() -> None:
+        for reason, seen in found["by_reason"].items():
+            typer.echo(f"{reason:<16} {seen['count']:>8}  last {iso(seen['last'], plant.zone)}")
+        for r in found["recent"]:
+            typer.echo(
+                f"{iso(r['received'], plant.zone)}  {r['reason']:<14} {r['topic'][:80]}"
+                f"  {r['size']} B  {r['detail'][:120]}"
+            )
+
+    emit(as_json, found, lines)

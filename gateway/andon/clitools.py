@@ -1,12 +1,30 @@
-"""What the `andon` command and its `sim` subcommands share: loading the plant for a command."""
+"""What the `andon` command and its `sim` subcommands share: loading the plant and opening its
+database for a command, and `--json` output. Imports stay lazy: a command starts fast."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from andon.config import PlantConfig
+if TYPE_CHECKING:
+    from andon.config import PlantConfig
+    from andon.runtime.store import SqliteStore
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")
+]
+
+
+def fail(command: str, text: str, code: int = 2) -> typer.Exit:
+    """Print `andon COMMAND: text` as one line on stderr; raise what this returns."""
+    typer.echo(f"andon {command}: {text}", err=True)
+    return typer.Exit(code)
 
 
 def plant_or_exit(config: Path) -> PlantConfig:
@@ -18,3 +36,41 @@ def plant_or_exit(config: Path) -> PlantConfig:
     except ConfigError as exc:
         typer.echo(f"andon: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def database_or_exit(plant: PlantConfig, config: Path) -> Path:
+    """The plant's database, which must exist: a reader never creates an empty one (it would
+    show a healthy plant that never ran)."""
+    database = plant.gateway.database
+    if not database.exists():
+        typer.echo(
+            f"andon: no database at {database}: the gateway has not run with this plant yet"
+            f" (andon gateway --config {config}), or gateway.database points elsewhere",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return database
+
+
+def open_store(plant: PlantConfig, config: Path) -> SqliteStore:
+    from andon.runtime.store import SqliteStore
+
+    return SqliteStore(database_or_exit(plant, config))
+
+
+def emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    """`data` as JSON for a script, else what `human` prints."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        human()
+
+
+def andon_to_type() -> str:
+    """How to run this `andon` from another terminal: `andon` when it is the one on PATH, else
+    its path (`.venv/bin/andon` in a checkout)."""
+    beside = Path(sys.executable).with_name("andon")
+    on_path = shutil.which("andon")
+    if on_path and Path(on_path).resolve() == beside.resolve():
+        return "andon"
+    return str(beside.relative_to(Path.cwd()) if beside.is_relative_to(Path.cwd()) else beside)

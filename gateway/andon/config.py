@@ -209,6 +209,7 @@ ALERT_KINDS = (
     "lost_card",
     "outbox_near_full",
     "events_lost",
+    "board_fault",
 )
 
 

@@ -143,8 +143,8 @@ class Scan(_EventBase):
 
 class InputFault(_EventBase):
     kind: Literal["input_fault"]
-    input: Name
-    fault: Literal["open", "short", "clear"]
+    input: Name  # a supervised input's name, or an RFID reader's
+    fault: Literal["open", "short", "reader", "clear"]  # reader: it does not answer sanely
 
 
 Event = Annotated[
@@ -163,6 +163,8 @@ class Birth(_Strict):
     outbox: Small
     outbox_cap: Annotated[int, Field(ge=1, le=OUTBOX_CAP_MAX, strict=True)]
     outbox_near_full: bool
+    # why the previous boot ended, when it ended in a firmware fault (firmware/lib/andon/fault.py)
+    last_error: Annotated[str, Field(max_length=160)] | None = None
 
 
 class Will(_Strict):

@@ -11,10 +11,31 @@ import shutil
 import subprocess
 import sys
 import threading
+from importlib.resources import files
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-FIRMWARE = REPO / "firmware"
+from andon import __version__
+
+
+def _sources() -> Path:
+    """The firmware tree, virtual board, hardware profiles, example plant and scenarios: the
+    wheel carries them under `andon/_data` (see setup.py); a checkout has them at its root."""
+    packaged = Path(str(files("andon") / "_data"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2]
+
+
+def _build_root(sources: Path) -> Path:
+    """Where compiled firmware goes: `build/` in a checkout; an installed package may not
+    write beside itself, so the user's cache there."""
+    if (sources / "pyproject.toml").exists():
+        return sources / "build"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "andon" / __version__
+
+
+SOURCES = _sources()
+BUILD = _build_root(SOURCES)
+FIRMWARE = SOURCES / "firmware"
 
 
 def tool(name: str, package: str) -> str:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from andon.firmware_build import REPO
+from andon.firmware_build import SOURCES
 from andon.sim.rig import Rig
 
 PLANT = Path(__file__).with_name("plant.toml")
-SCENARIOS = REPO / "scenarios"
+SCENARIOS = SOURCES / "scenarios"
 
 
 @pytest.fixture

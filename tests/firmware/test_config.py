@@ -78,6 +78,7 @@ def test_the_documented_example_is_valid_and_gets_its_defaults(mpy):
 def test_a_minimal_config_is_filled_with_defaults(mpy):
     tls = copy.deepcopy(MINIMAL)
     tls["broker"]["tls"] = True
+    tls["ntp"] = "10.20.0.1"  # a TLS board needs the time
     got = load_all(mpy, {"min.json": json.dumps(MINIMAL), "tls.json": json.dumps(tls)})
     cfg = got["min.json"]
     # No board id given: the hex of the (virtual) chip's unique id.
@@ -198,6 +199,12 @@ BAD = {
     "inputs_not_list": (_set("inputs", {}), "inputs: must be a list"),
     "broker_not_object": (_set("broker", "10.20.0.5"), "broker: must be an object"),
     "tls_not_bool": (_set("broker.tls", "yes"), "broker.tls: must be true or false"),
+    "tls_without_ntp": (
+        lambda c: (c["broker"].update(tls=True), c.pop("ntp")),
+        "ntp: missing: a TLS broker's certificate is checked against the clock",
+    ),
+    # MicroPython's ESP32 ports raise on machine.SPI(0): the flash's bus
+    "spi_id_0": (_set("rfid.spi.id", 0), "rfid.spi.id: must be from 1 to 2"),
     "unknown_segment": (
         _set("light.segments.yellow", {"pin": 12}),
         "light.segments.yellow: unknown segment (one of red, amber, green, blue, white)",
@@ -252,3 +259,64 @@ emit([config.light_only("config.json"), config.light_only("nolight.json"),
     assert light["segments"]["amber"] == {"pin": 26, "active": 1}
     assert bad is None
     assert absent is None
+
+
+# (change, chip, error or None): what the chip itself refuses, when the firmware knows its chip
+CHIP_RULES = {
+    "example_on_esp32": (None, "esp32", None),
+    "no_such_gpio": (_set("inputs[4].pin", 20), "esp32", "inputs[4].pin: GPIO20 does not exist"),
+    "flash_bus": (_set("inputs[4].pin", 7), "esp32", "inputs[4].pin: GPIO7 is wired to the"),
+    "output_on_input_only": (
+        _set("light.segments.red.pin", 34),
+        "esp32",
+        "light.segments.red.pin: GPIO34 is input-only: it cannot drive an output",
+    ),
+    "chip_select_on_input_only": (
+        _set("rfid.readers[0].cs", 39),
+        "esp32",
+        "rfid.readers[0].cs: GPIO39 is input-only",
+    ),
+    "pull_on_input_only": (
+        _set("inputs[4].pin", 35),
+        "esp32",
+        "inputs[4].pull: GPIO35 has no internal pull resistor",
+    ),
+    "button_on_input_only_with_external_pull": (
+        lambda c: c["inputs"][4].update(pin=35, pull="none"),
+        "esp32",
+        None,
+    ),
+    "esp32_pins_on_an_s3": (None, "esp32s3", "inputs[4].pin: GPIO22 does not exist on the"),
+    "s3_flash_bus": (
+        lambda c: (c.clear(), c.update(copy.deepcopy(MINIMAL), status_led=29)),
+        "esp32s3",
+        "status_led: GPIO29 is wired to the module's flash",
+    ),
+    "s3_minimal": (lambda c: (c.clear(), c.update(copy.deepcopy(MINIMAL))), "esp32s3", None),
+    "unknown_chip_checks_nothing": (_set("light.segments.red.pin", 34), None, None),
+}
+
+
+def test_pins_the_chip_refuses_are_refused_before_anything_runs(mpy):
+    for name, (change, _, _) in CHIP_RULES.items():
+        (mpy.flash / f"{name}.json").write_text(with_change(change or (lambda c: None)))
+    chips = {name: chip for name, (_, chip, _) in CHIP_RULES.items()}
+    got = mpy.run(
+        f"""
+from andon import config
+from vtest import emit
+out = {{}}
+for name, chip in {chips!r}.items():
+    try:
+        config.load(name + ".json", chip=chip)
+        out[name] = None
+    except config.ConfigError as e:
+        out[name] = str(e)
+emit(out)
+"""
+    ).data
+    for name, (_, _, message) in CHIP_RULES.items():
+        if message is None:
+            assert got[name] is None, (name, got[name])
+        else:
+            assert got[name] and got[name].startswith(message), (name, got[name])

@@ -28,6 +28,11 @@ PRECEDENCE = [
         {**RUNNING, "config_error": True, "cord": True, "link": "no_wifi"},
         dict.fromkeys(SEGMENTS, "slow"),
     ),
+    (
+        "a board fault hides everything, faster than a config error",
+        {**RUNNING, "board_fault": True, "cord": True},
+        dict.fromkeys(SEGMENTS, "fast"),
+    ),
     ("local cord pull before the gateway knows", {**RUNNING, "cord": True}, {"amber": "on"}),
     (
         "local call before the gateway knows",
@@ -84,6 +89,12 @@ PRECEDENCE = [
     ("station reported offline", {**RUNNING, "station": station("offline")}, {}),
     ("no Wi-Fi", {**RUNNING, "link": "no_wifi"}, {"green": "on", "white": "fast"}),
     ("no broker", {**RUNNING, "link": "no_broker"}, {"green": "on", "white": "slow"}),
+    ("a TLS board waiting for the time", {"link": "no_time"}, {"green": "slow", "white": "slow"}),
+    (
+        "waiting for the time with a cord pulled",
+        {"link": "no_time", "cord": True},
+        {"amber": "on", "green": "slow", "white": "slow"},
+    ),
     (
         "gateway offline",
         {**RUNNING, "link": "gateway_offline"},

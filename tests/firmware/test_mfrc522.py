@@ -349,3 +349,34 @@ run(main())
     assert data["fired"][0] is None and data["silent"][0] is None
     assert data["silent"][2] > data["fired"][2] + 10  # it did poll many more times
     assert data["silent"][1] == data["fired"][1]
+
+
+def test_check_tells_a_reset_chip_from_one_that_does_not_answer_sanely(mpy):
+    data = run_bench(
+        mpy,
+        """
+async def main():
+    out = {"init": await chip.init(), "fresh": chip.check()}
+    model.soft_reset()             # an RST glitch or a brown-out: the settings are gone
+    out["after_reset"] = chip.check()
+    out["reinit"] = await chip.init()
+    out["again"] = chip.check()
+    model.stuck_miso = 0x10        # MISO stuck: every register reads the same byte
+    out["stuck"] = chip.check()
+    out["init_stuck"] = await chip.init()
+    model.stuck_miso = None
+    bench.spi_devices.clear()      # unplugged: the bus floats high
+    out["unplugged"] = chip.check()
+    return out
+""",
+    )
+    assert data == {
+        "init": True,
+        "fresh": "ok",
+        "after_reset": "reset",
+        "reinit": True,
+        "again": "ok",
+        "stuck": "gone",
+        "init_stuck": False,  # a byte read back for every register is no chip
+        "unplugged": "gone",
+    }

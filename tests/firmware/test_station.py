@@ -5,6 +5,7 @@ event the board accepted is ever lost, across power cuts and a broker crash."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from andon.contract import Birth
 from andon.sim.mosquitto import Broker
 from andon.sim.board import VirtualBoard
 from andon.sim.observe import wait_for
@@ -32,6 +34,7 @@ CORD_UP = {"cord": False}  # power up with the cord not pulled (a closed NC loop
 # once loaded, asyncio 4K and the virtual bench 20K (bench/firmware.py prints each).
 SCENARIO_HEAP = "144K"
 ROOMY_HEAP = "256K"  # for the behaviour tests: heap is the last test's subject
+SEGMENTS = ("red", "amber", "green", "blue", "white")
 
 
 def vboard(flash: Path, config: dict[str, Any], heap: str = ROOMY_HEAP) -> VirtualBoard:
@@ -333,3 +336,182 @@ def test_the_board_says_when_its_outbox_nears_its_bound_and_when_it_recovers(
             watch.wait(json_on(STATION + "/status", outbox=0, outbox_near_full=False))
         finally:
             board.stop()
+
+
+def test_a_call_button_lights_amber_at_once_until_the_gateway_has_it(board, standin):
+    # docs/stack-light.md: a call shows amber locally, before any round trip. No gateway state
+    # arrives here, so amber can only be the board's own.
+    board.start(inputs=CORD_UP)
+    booted(board)
+    assert board.lamps()["amber"] == "off"
+    board.press("qual")
+    lamps = board.lamps()  # the press returned once the debounce took it: no waiting here
+    assert lamps["amber"] == "on" and lamps["green"] == "off"
+    standin.ack_now()  # the gateway applied it: its station state shows the call from now on
+    until("local amber ends with the ack", lambda: board.lamps()["amber"] == "off")
+
+
+def test_the_status_led_blinks_while_unconnected_and_is_steady_once_connected(tmp_path, broker):
+    led = 2
+    board = vboard(tmp_path / "flash", station_config(broker.port) | {"status_led": led})
+    try:
+        board.start(wifi=False, inputs=CORD_UP)
+        until("blinking without Wi-Fi", lambda: board.pin(led)["toggles"] >= 4)
+        board.call("wifi", up=True)
+        link_up(board)
+        until("steady on", lambda: board.pin(led)["level"] == 1)
+        steady = board.pin(led)
+        later = until("a second of refreshes", lambda: (p := board.pin(led))["refreshes"]
+                      >= steady["refreshes"] + 4 and p)
+    finally:
+        board.stop()
+    assert later["toggles"] == steady["toggles"] and later["level"] == 1
+
+
+FAULTY_BOOT = """
+from vdevices import bench
+from vtest import emit
+from andon import crash, fault, persist
+from andon import startup
+
+crash.FIRST_BACKOFF_MS = 100
+bench.refused[15] = "invalid pin"  # the badge reader's chip select: the chip refuses it
+try:
+    fault.guard(startup.main)
+    emit({"exit": None})
+except SystemExit as e:
+    with open("fault.txt") as f:
+        kept = f.read()
+    emit({"exit": e.args[0], "reset": bench.reset_requested, "kept": kept,
+          "faults": persist.read_ints("fault.count", 1)[0],
+          "modes": crash.tower.modes if crash.tower else None})
+"""
+
+
+def test_an_exception_while_the_station_is_built_shows_the_fault_resets_and_is_reported(
+    tmp_path, broker
+):
+    # A pin the validator accepts but the chip refuses (here: injected on the virtual chip).
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    cfg = station_config(broker.port)
+    (flash / "config.json").write_text(json.dumps(cfg))
+    first = run_script(FAULTY_BOOT, flash)
+    second = run_script(FAULTY_BOOT, flash)
+
+    for result in (first, second):
+        assert result.data["exit"] == 75  # a reset, not the REPL
+        assert result.data["reset"] == 2  # machine.reset(): HARD_RESET on the ESP32 port
+        assert result.data["modes"] == {s: "fast" for s in SEGMENTS} | {"buzzer": "off"}
+        assert result.data["kept"].endswith("ValueError: invalid pin")
+        assert result.data["kept"].startswith("andon/app.py, line ")
+        assert ", in _readers | " in result.data["kept"]
+    # The back-off grows with each fault in a row: no crash loop hammering the flash.
+    assert (first.data["faults"], second.data["faults"]) == (1, 2)
+    assert "fault 1 in a row: reset in 100 ms" in first.stdout
+    assert "fault 2 in a row: reset in 200 ms" in second.stdout
+
+    board = vboard(flash, cfg)  # mended: the next boot runs, and its birth says why it reset
+    with Watcher(broker, STATION + "/status", client_id="status-watch") as watch:
+        try:
+            board.start(inputs=CORD_UP)
+            payload = watch.wait(json_on(STATION + "/status", online=True, boot=3))[1]
+            until("error forgotten once reported", lambda: not (flash / "fault.txt").exists())
+        finally:
+            board.stop()
+    birth = json.loads(payload)
+    assert birth["reset_cause"] == 2
+    assert birth["last_error"] == first.data["kept"]
+    assert Birth.model_validate(birth).last_error == birth["last_error"]
+
+
+STALLED_RUN = """
+import asyncio, json
+import hal
+from vdevices import bench
+from vtest import emit
+from andon import app, config
+from andon.health import Health
+
+app.Health = lambda wdt, probes: Health(wdt, probes, period_ms=100, window=3)
+with open("config.json") as f:
+    station = app.start(config.validate(json.load(f)))
+
+async def stalled():  # the scan task hangs: alive as a task, but no pass ever ends
+    await asyncio.sleep_ms(1000000)
+
+station.inputs.run = stalled
+
+async def main():
+    asyncio.create_task(station.run(hal.WDT(timeout=1000)))
+    await asyncio.sleep_ms(15000)  # a WDT that never fires: the test fails, not hangs
+
+try:
+    asyncio.run(main())
+    emit({"exit": None})
+except SystemExit as e:
+    emit({"exit": e.args[0], "reset": bench.reset_requested, "starved": station.health.starved})
+"""
+
+
+def test_the_watchdog_resets_the_board_when_a_watched_task_stalls(tmp_path, broker):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "config.json").write_text(json.dumps(station_config(broker.port)))
+    result = run_script(STALLED_RUN, flash)
+    assert result.data == {"exit": 75, "reset": 3, "starved": "inputs"}  # machine.WDT_RESET
+    assert "watchdog: task inputs stopped; feeding ends" in result.stdout
+    assert "WDT: not fed for 1000 ms: reset" in result.stdout
+    # The next boot knows why it started: its births say so.
+    again = run_script("import hal\nfrom vtest import emit\nemit(hal.reset_cause())\n", flash)
+    assert again.data == 3
+
+
+@pytest.mark.parametrize("fault", ["unplug", "stuck"])
+def test_a_reader_that_stops_answering_is_reported_and_shown_until_mended(board, standin, fault):
+    board.start(inputs=CORD_UP)
+    booted(board)
+    log = standin.log(BOARD)
+    board.call("reader", name="badge", fault=fault)
+    until("reader fault sent", lambda: any(e["kind"] == "input_fault" for e in log.events()))
+    assert board.lamps()["amber"] == "fast"  # as a wiring fault: cards here are not read
+    board.call("reader", name="badge", fault="mend")
+    until("fault cleared", lambda: len([e for e in log.events() if e["kind"] == "input_fault"]) == 2)
+    board.place_tag("badge", BADGE_UID)  # and it reads again
+    until("scan", lambda: any(e["kind"] == "scan" for e in log.events()))
+    faults = [(e["input"], e["fault"]) for e in log.events() if e["kind"] == "input_fault"]
+    assert faults == [("badge", "reader"), ("badge", "clear")]
+    until("amber off", lambda: board.lamps()["amber"] == "off")
+
+
+SETTLING_RUN = """
+import asyncio, json, os
+import hal
+from vtest import emit
+from andon import app, config, crash, fault
+
+error = ValueError("invalid pin")
+counts = [crash.keep(error), crash.keep(error)]  # two faults in a row...
+app.TELEMETRY_MS, app.SETTLED_MS = 20, 200
+with open("config.json") as f:
+    station = app.start(config.validate(json.load(f)))
+
+async def main():
+    task = asyncio.create_task(station.run(hal.WDT(timeout=8000)))
+    while not station.settled:  # ...then a boot that runs long enough
+        await asyncio.sleep_ms(20)
+    task.cancel()
+
+asyncio.run(main())
+counts.append(crash.keep(error))
+emit({"counts": counts, "backoffs": [crash.backoff_ms(n) for n in (1, 2, 3, 30)]})
+"""
+
+
+def test_a_board_that_ran_a_while_starts_its_fault_back_off_afresh(tmp_path, broker):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "config.json").write_text(json.dumps(station_config(broker.port)))
+    data = run_script(SETTLING_RUN, flash).data
+    assert data["counts"] == [1, 2, 1]
+    assert data["backoffs"] == [5000, 10000, 20000, 600000]  # doubling, at most 10 min

@@ -128,11 +128,18 @@ class Feed:
     def cycle(self, t: int, where: str = "L2/S2") -> list[Effect]:
         return self.event(t, where, "cycle", input="cycle")
 
-    def birth(self, t: int, boot: int, where: str = "L1/S2", near_full: bool = False):
+    def birth(
+        self,
+        t: int,
+        boot: int,
+        where: str = "L1/S2",
+        near_full: bool = False,
+        last_error: str | None = None,
+    ) -> list[Effect]:
         board = _BOARDS[tuple(where.split("/"))]
         birth = contract.Birth(
             board=board, boot=boot, online=True, fw="0.1.0", reset_cause=1, outbox=0,
-            outbox_cap=400, outbox_near_full=near_full,
+            outbox_cap=400, outbox_near_full=near_full, last_error=last_error,
         )  # fmt: skip
         return self.send(t, where, birth)
 

@@ -229,6 +229,17 @@ def test_input_fault_alerts_once_until_cleared():
     assert feed.plant.view()["lines"][0]["stations"][0]["faults"] == []
 
 
+def test_an_rfid_reader_that_stops_answering_alerts_until_it_recovers():
+    feed = Feed()
+    first = feed.event(T, "L1/S1", "input_fault", input="post", fault="reader")
+    alerts = of(first, Alert)
+    assert [(a.kind, a.station) for a in alerts] == [("input_fault", "S1")]
+    assert alerts[0].text == "input post at L1/S1: not answering"
+    assert feed.plant.view()["lines"][0]["stations"][0]["faults"] == ["post"]
+    feed.event(T + 1, "L1/S1", "input_fault", input="post", fault="clear")
+    assert feed.plant.view()["lines"][0]["stations"][0]["faults"] == []
+
+
 @pytest.mark.parametrize(
     ("ts", "age", "expected"),
     [(5_000, None, 5_000), (None, 700, 9_300), (None, None, 10_000), (12_000, None, 10_000)],

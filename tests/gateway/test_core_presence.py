@@ -62,3 +62,13 @@ def test_open_call_keeps_its_timers_while_the_board_is_offline():
 def test_outbox_near_full_birth_raises_an_alert():
     feed = Feed()
     assert _kinds(feed.birth(T, boot=1, near_full=True)) == ["outbox_near_full"]
+
+
+def test_a_birth_after_a_firmware_fault_raises_a_board_fault_alert():
+    feed = Feed()
+    assert _kinds(feed.birth(T, boot=4)) == []
+    error = "andon/app.py, line 59, in _readers | ValueError: invalid pin"
+    effects = feed.birth(T + 9_000, boot=5, last_error=error)
+    alerts = of(effects, Alert)
+    assert [(a.kind, a.station) for a in alerts] == [("board_fault", "S2")]
+    assert alerts[0].text.endswith("reset after a firmware fault: " + error)

@@ -1,10 +1,14 @@
 """Hardware profiles: the shipped ones pass, and every chip rule is refused with pin and rule."""
 
 import copy
+import importlib.util
+import json
+from pathlib import Path
 
 import pytest
 
 from andon.maint.hardware import (
+    CHIPS,
     PROFILES_DIR,
     PinRuleError,
     Profile,
@@ -59,12 +63,33 @@ def test_a_profile_extends_another_and_replaces_only_the_keys_it_sets():
     )
 
 
-def test_outputs_on_strapping_pins_pass_with_a_note_of_the_boot_level():
+def test_outputs_on_strapping_pins_pass_only_with_the_reason_written_in_the_profile():
     notes = load_profile(ESP32).check()
     assert any(
-        n.startswith("GPIO5 (rfid.readers[0].cs): strapping pin, must be high") for n in notes
+        n.startswith("GPIO5 (rfid.readers[0].cs): strapping pin, must be high")
+        and n.endswith(
+            "safe here: MFRC522 NSS (chip select) is a high-impedance input: "
+            "the ESP32's own pull-up holds it high"
+        )
+        for n in notes
     )
     assert any(n.startswith("GPIO2 (status_led): strapping pin") for n in notes)
+    # A reason written for one pin covers that pin only.
+    with pytest.raises(PinRuleError) as refused:
+        _variant(ESP32, {"light.segments.red.pin": 12}).check()
+    assert refused.value.violations == [
+        "GPIO12 (light.red): strapping pin, must be low at reset (high selects 1.8 V flash: the "
+        "module does not boot): what it drives (a relay board's input, an active-low channel) "
+        "can pull it the other way at reset and stop the boot; use another pin, or say in the "
+        'profile\'s [strapping] table why it is safe (12 = "...")'
+    ]
+
+
+def test_a_module_that_does_not_match_the_chip_or_psram_is_refused():
+    with pytest.raises(ValueError, match="module esp32-wrover-e is an esp32 with psram 'quad'"):
+        _variant(ESP32, {"module": "esp32-wrover-e"})
+    with pytest.raises(ValueError, match="module esp32-wroom-32e is an esp32"):
+        _variant(S3, {"module": "esp32-wroom-32e"})
 
 
 REFUSED = [
@@ -86,7 +111,24 @@ REFUSED = [
     (ESP32, {"light.segments.blue.pin": 40}, "GPIO40 (light.blue): does not exist"),
     (ESP32, {"inputs.cycle.pin": 21}, "GPIO21: used twice, by inputs.ack and inputs.cycle"),
     (ESP32, {"status_led": 27}, "GPIO27: used twice, by rfid.readers[0].rst and"),
-    (ESP32, {"psram": "quad"}, "GPIO16 (inputs.call_maintenance): reserved, used by the PSRAM"),
+    (
+        ESP32,
+        {"module": "esp32-wrover-e", "psram": "quad"},
+        "GPIO16 (inputs.call_maintenance): reserved, used by the PSRAM",
+    ),
+    # modules and development boards
+    (ESP32, {"light.segments.red.pin": 37}, "GPIO37 (light.red): reserved, not broken out"),
+    (ESP32, {"inputs.call_material.pin": 38}, "GPIO38 (inputs.call_material): reserved, not"),
+    (S3, {"inputs.ack.pin": 38}, "GPIO38 (inputs.ack): reserved, the DevKitC-1's own RGB LED"),
+    (S3, {"inputs.ack.pin": 48}, "GPIO48 (inputs.ack): reserved, the DevKitC-1's own RGB LED"),
+    (S3, {"inputs.ack.pin": 33}, "GPIO33 (inputs.ack): reserved, not broken out by the module"),
+    # outputs on strapping pins, without a written reason
+    (ESP32, {"strapping": {}}, "GPIO5 (rfid.readers[0].cs): strapping pin, must be high at"),
+    (ESP32, {"light.segments.red.pin": 12}, "GPIO12 (light.red): strapping pin, must be low"),
+    (ESP32, {"light.buzzer.pin": 0}, "GPIO0 (light.buzzer): strapping pin, must be high"),
+    (S3, {"light.segments.red.pin": 45}, "GPIO45 (light.red): strapping pin, must be low"),
+    (S3, {"light.segments.red.pin": 46}, "GPIO46 (light.red): strapping pin"),
+    (ESP32, {"strapping": {"2": "  "}}, "GPIO2 (status_led): strapping pin"),
     # ESP32-S3
     (S3, {"inputs.ack.pin": 30}, "GPIO30 (inputs.ack): reserved, wired to the module's SPI"),
     (S3, {"light.segments.red.pin": 35}, "GPIO35 (light.red): reserved, used by the octal"),
@@ -124,7 +166,14 @@ def test_a_refusal_says_which_adc_pins_to_use_instead():
     ("name", "changes", "taken_by", "pin"),
     [
         # GPIO35 is free on an N8 module, the octal PSRAM's on an N8R8.
-        (S3, {"light.segments.red.pin": 35, "psram": "none"}, {"psram": "octal"}, 35),
+        (
+            S3,
+            {"light.segments.red.pin": 35, "psram": "none", "module": "esp32-s3-wroom-1-n8"},
+            {"psram": "octal", "module": "esp32-s3-wroom-1-n8r8"},
+            35,
+        ),
+        # GPIO37 is the ESP32 chip's, but the WROOM-32E module does not break it out.
+        (ESP32, {"inputs.call_material.pin": 39}, {"inputs.call_material.pin": 37}, 37),
         # GPIO19 is free with the console on the UART port, USB D- with the native USB console.
         (S3, {"inputs.cycle.pin": 19, "usb_console": False}, {"usb_console": True}, 19),
         # An input-only pin serves a button with an external pull, not with an internal one.
@@ -191,3 +240,48 @@ def test_the_wiring_guide_pin_table_is_the_profiles():
     assert set(table) == {ESP32, S3, S3WS}
     for name, pins in table.items():
         assert pins == {use.what: use.pin for use in load_profile(name).pin_uses()}, name
+
+
+def test_the_board_config_example_uses_its_profiles_pins():
+    # docs/board-config.md's example names its profile: each pin it shares with the profile is
+    # the profile's (the wiring guide's table is checked against the profiles above).
+    text = (PROFILES_DIR.parent.parent / "docs" / "board-config.md").read_text()
+    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    profile = load_profile(example["profile"])
+    light = example["light"]
+    assert {seg: out["pin"] for seg, out in light["segments"].items()} == {
+        seg: out.pin for seg, out in profile.light.segments.items()
+    }
+    assert light["buzzer"]["pin"] == profile.light.buzzer.pin
+    assert example["status_led"] == profile.status_led
+    spi = example["rfid"]["spi"]
+    assert (spi["id"], spi["sck"], spi["mosi"], spi["miso"]) == (
+        profile.rfid.spi.id,
+        profile.rfid.spi.sck,
+        profile.rfid.spi.mosi,
+        profile.rfid.spi.miso,
+    )
+    assert [(r["cs"], r["rst"]) for r in example["rfid"]["readers"]] == [
+        (slot.cs, slot.rst) for slot in profile.rfid.readers
+    ]
+
+
+def _module(path: Path):
+    """A firmware or virtual-board module, loaded in CPython (both are plain Python)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_firmware_and_the_virtual_chip_know_each_chips_pins_as_the_profiles_do():
+    # Three tables of one fact: the board's own check, the virtual chip, and the profiles'.
+    repo = PROFILES_DIR.parent.parent
+    firmware = _module(repo / "firmware" / "lib" / "andon" / "config.py").CHIPS
+    virtual = _module(repo / "virtual" / "vdevices.py").CHIP_PINS
+    assert set(firmware) == set(virtual) == set(CHIPS)
+    for name, chip in CHIPS.items():
+        gpios, input_only, flash = firmware[name]
+        assert (gpios, input_only) == (set(chip.gpios), set(chip.input_only)), name
+        assert virtual[name] == (gpios, input_only), name
+        assert flash == {pin for pin, why in chip.reserved.items() if "SPI flash" in why}, name

@@ -293,7 +293,7 @@ def test_a_flood_of_rejections_logs_one_line_per_reason_per_interval(worker, cap
 
 
 def test_every_alert_is_logged_in_one_line(worker, caplog):
-    with caplog.at_level(logging.WARNING, logger="andon.gateway"):
+    with caplog.at_level(logging.WARNING):
         worker.feed(presence("S01", 3, True))
         worker.feed(presence("S01", 3, False))
     alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert ")]

@@ -129,10 +129,21 @@ def test_boards_get_addresses_never_names(plant_file, tmp_path):
         1883,
     )
     assert _config(out, "AAAA00000001")["ntp"] == "127.0.0.1:1123"
-    refused = _provision(plant_file, tmp_path / "v6", "--broker-host", "::1")
+    refused = _provision(plant_file, tmp_path / "v6", "--broker-host", "::1", "--ntp", "10.0.0.1")
     assert refused.exit_code == 2
     assert "broker host '::1' does not resolve to an IPv4 address" in refused.output
     assert not (tmp_path / "v6" / "boards").exists()
+
+
+def test_tls_without_ntp_is_refused(plant_file, tmp_path):
+    # A fresh board's clock reads 2000-01-01: it could never check a certificate's dates.
+    plant_file.write_text(PLANT.replace("port = 1883", "port = 8883\ntls = true"))
+    refused = _provision(plant_file, tmp_path / "out")
+    assert refused.exit_code == 2
+    assert "broker.tls needs ntp" in refused.output
+    assert not (tmp_path / "out" / "boards").exists()
+    assert _provision(plant_file, tmp_path / "ok", "--ntp", "10.0.0.1").exit_code == 0
+    assert _config(tmp_path / "ok", "AAAA00000001")["broker"]["tls"] is True
 
 
 def test_files_are_0600_in_0700_directories(plant_file, tmp_path):

@@ -5,7 +5,7 @@ import gc
 import time
 
 import hal
-from andon import VERSION, light, persist, wire
+from andon import VERSION, fault, light, persist, wire
 from andon.health import Health
 from andon.inputs import Inputs
 from andon.link import Link
@@ -14,6 +14,8 @@ from andon.uplink import Uplink
 
 TELEMETRY_MS = 30000
 NTP_RETRY_MS = 10000
+WIFI_POLL_MS = 250
+SETTLED_MS = 600000  # a board up this long starts the next fault's back-off afresh
 NTP_RESYNC_MS = 6 * 3600 * 1000
 NON_CRITICAL = ("cycle",)  # may be refused when the outbox is full; nothing else is
 
@@ -32,6 +34,11 @@ class Station:
         self.unstored = 0  # events lost because the flash was full
         self.tower = light.Tower(cfg["light"]) if cfg.get("light") else None
         self.remote = {"station": None, "line": None, "gateway": None}
+        self.call_seq = None  # a call pressed here, lit amber until the gateway acks it
+        self.last_error = fault.last_error()  # why the last boot ended, for this boot's births
+        self.settled = False
+        led = cfg.get("status_led")
+        self.led = None if led is None else hal.Pin(led, hal.Pin.OUT, value=0)
         self.inputs = Inputs(cfg["inputs"], self.record)
         self.readers = self._readers(cfg.get("rfid"))
         self.link = Link(
@@ -72,6 +79,8 @@ class Station:
             seq = None
         if seq is not None:
             self.uplink.kick()
+        if kind == "call":
+            self.call_seq = -1 if seq is None else seq  # unstored: lit until the next ack
         self.refresh_light()  # local first: a pull shows before any round trip
         self.announce()
 
@@ -85,9 +94,11 @@ class Station:
     def _birth(self):
         o = self.outbox
         return wire.birth(self.board, self.boot, VERSION, hal.reset_cause(), o.depth,
-                          o.capacity, o.near_full)
+                          o.capacity, o.near_full, self.last_error)
 
     def on_up(self):
+        if self.last_error is not None:
+            fault.reported()  # the birth carrying it is with the broker: keep it in RAM only
         self.uplink.rewind()
         self.refresh_light()
 
@@ -98,6 +109,8 @@ class Station:
         kind = m["kind"]
         if kind == "ack":
             self.uplink.on_ack(m["seq"])
+            if self.call_seq is not None and m["seq"] >= self.call_seq:
+                self.call_seq = None  # applied: the station state shows the call from now on
             self.announce()
         elif kind == "gateway":
             self.uplink.on_gateway(m["online"], m["since"], retained)
@@ -111,7 +124,7 @@ class Station:
         s = self.link.state
         if s == "up" and self.remote["gateway"] is False:
             return "gateway_offline"
-        return {"up": "ok", "no_wifi": "no_wifi"}.get(s, "no_broker")
+        return {"up": "ok", "no_wifi": "no_wifi", "no_time": "no_time"}.get(s, "no_broker")
 
     def refresh_light(self):
         if self.tower is None:
@@ -121,7 +134,8 @@ class Station:
         self.tower.show(light.compose({
             "config_error": False,
             "cord": self.inputs.cord_pulled(),
-            "fault": self.inputs.fault(),
+            "local_call": self.call_seq is not None,
+            "fault": self.inputs.fault() or any(r.faulty for r in self.readers),
             "station": st,
             "line": ln["state"] if ln else None,
             "link": self.link_state(),
@@ -131,6 +145,9 @@ class Station:
     async def telemetry(self):
         while True:
             await asyncio.sleep_ms(TELEMETRY_MS)
+            if not self.settled and time.ticks_diff(time.ticks_ms(), self.started) > SETTLED_MS:
+                self.settled = True
+                fault.settled()
             gc.collect()
             await self.link.publish(self.topics.telemetry, wire.telemetry(
                 self.board, self.boot, time.ticks_diff(time.ticks_ms(), self.started) // 1000,
@@ -138,31 +155,35 @@ class Station:
 
     async def clock(self):
         # Until NTP answers, and without an NTP server, events carry ts: null and their
-        # age. The RTC drifts, so the clock is set again every few hours. "ntp" is
+        # age; a TLS link waits for it (andon.link). So the first query goes out as soon as
+        # Wi-Fi is up. The RTC drifts: the clock is set again every few hours. "ntp" is
         # "address" or "address:port".
         if self.ntp is None:
             return
         host, _, port = self.ntp.partition(":")
-        ms = hal.wall_ms()  # an RTC that kept its time through a reset waits for the resync
+        if hal.wall_ms() is not None:  # an RTC that kept its time through a reset
+            await asyncio.sleep_ms(NTP_RESYNC_MS)
         while True:
-            await asyncio.sleep_ms(NTP_RESYNC_MS if ms is not None else NTP_RETRY_MS)
-            if not hal.wifi_up():
-                ms = None
-                continue
+            while not hal.wifi_up():
+                await asyncio.sleep_ms(WIFI_POLL_MS)
             from andon import ntp  # imported when first needed: heap is scarce
 
             ms = await ntp.query(host, int(port or 123))
             if ms is not None:
                 hal.set_wall_ms(ms)
+            await asyncio.sleep_ms(NTP_RESYNC_MS if ms is not None else NTP_RETRY_MS)
 
     async def light_refresh(self):
         # Link and remote states change without an event: keep the tower current.
         while True:
             self.refresh_light()
             self.refreshes += 1
+            if self.led is not None:  # steady: connected; blinking: running, not connected
+                self.led.value(1 if self.link.state == "up" else self.refreshes & 1)
             await asyncio.sleep_ms(250)
 
     async def run(self, wdt):
+        fault.wdt = wdt  # a fault's back-off must keep feeding it
         self.health = Health(wdt, {
             "inputs": lambda: self.inputs.passes,
             "light": lambda: self.refreshes,

@@ -1,7 +1,9 @@
 # The board's config.json (docs/board-config.md), checked before anything runs.
 # Validation only: load() returns a plain dict with defaults filled, or raises
-# ConfigError naming the key and the fault. Nothing here touches pins; which pin
-# a chip allows is the gateway's hardware profiles' business.
+# ConfigError naming the key and the fault. Nothing here touches pins. What the chip
+# itself refuses (a GPIO it lacks, an output on an input-only pin, the flash bus) is
+# checked when the chip is known; what a module or a board takes (PSRAM, an on-board
+# LED) is the gateway's hardware profiles' business.
 # Needed only at boot: andon.startup drops this module before the runtime loads,
 # to give its RAM back.
 import json
@@ -229,9 +231,11 @@ _READER = _obj(
     )
 )
 
+# MicroPython's ESP32 and ESP32-S3 ports have hardware SPI(1) and SPI(2) only: SPI(0)
+# belongs to the flash, and machine.SPI(0) raises.
 _SPI = _obj(
     (
-        ("id", _int(0, 2), REQUIRED),
+        ("id", _int(1, 2), REQUIRED),
         ("sck", _PIN, REQUIRED),
         ("mosi", _PIN, REQUIRED),
         ("miso", _PIN, REQUIRED),
@@ -328,6 +332,40 @@ def _unique_pins(cfg):
         owner[pin] = path
 
 
+def _span(first, last):
+    return set(range(first, last + 1))
+
+
+# chip -> (its GPIOs, the input-only ones (no output, no pull resistor), the flash bus)
+CHIPS = {
+    "esp32": (_span(0, 19) | _span(21, 23) | _span(25, 27) | _span(32, 39), _span(34, 39),
+              _span(6, 11)),
+    "esp32s3": (_span(0, 21) | _span(26, 48), set(), _span(26, 32)),
+}
+
+
+def _is_output(path):
+    return path.startswith("light.") or path == "status_led" or path.rsplit(".", 1)[-1] in (
+        "cs", "rst", "sck", "mosi")
+
+
+def _chip_pins(cfg, chip):
+    gpios, input_only, flash = CHIPS[chip]
+    for path, pin in _pins(cfg):
+        if pin not in gpios:
+            _fail(path, "GPIO%d does not exist on the %s" % (pin, chip))
+        if pin in flash:
+            _fail(path, "GPIO%d is wired to the module's flash" % pin)
+        if pin not in input_only:
+            continue
+        if _is_output(path):
+            _fail(path, "GPIO%d is input-only: it cannot drive an output" % pin)
+    for i, inp in enumerate(cfg["inputs"]):
+        if inp["pin"] in input_only and inp["pull"] != "none":
+            _fail("inputs[%d].pull" % i,
+                  "GPIO%d has no internal pull resistor: set none and fit one" % inp["pin"])
+
+
 def _board_id():
     import binascii
 
@@ -336,10 +374,16 @@ def _board_id():
     return binascii.hexlify(hal.unique_id()).decode().upper()
 
 
-def validate(raw, default_board=None):
+def validate(raw, default_board=None, chip=None):
+    # chip: "esp32" or "esp32s3" (hal.chip()) adds the chip's own pin rules
     cfg = _CONFIG(raw, "")
     _unique_names(cfg)
     _unique_pins(cfg)
+    if chip in CHIPS:
+        _chip_pins(cfg, chip)
+    if cfg["broker"]["tls"] and cfg["ntp"] is None:
+        # The RTC reads 2000 after power-on: no certificate is valid until NTP sets it.
+        _fail("ntp", "missing: a TLS broker's certificate is checked against the clock")
     if cfg["board"] is None:
         cfg["board"] = default_board or _board_id()
     return cfg
@@ -357,8 +401,8 @@ def _read(path):
         raise ConfigError(path + ": not valid JSON (%s)" % e)
 
 
-def load(path="config.json", default_board=None):
-    return validate(_read(path), default_board)
+def load(path="config.json", default_board=None, chip=None):
+    return validate(_read(path), default_board, chip)
 
 
 def light_only(path="config.json"):

@@ -26,16 +26,17 @@ COLOURS = {
 _DARK = (0, 0, 0)
 
 # link (from the app) -> the white segment: each tells "your call has not reached anyone".
-_LINK = {"ok": OFF, "no_wifi": FAST, "no_broker": SLOW, "gateway_offline": ON}
+# no_time: a TLS board waiting for NTP before it may check the broker's certificate.
+_LINK = {"ok": OFF, "no_wifi": FAST, "no_broker": SLOW, "no_time": SLOW, "gateway_offline": ON}
 
 
 def compose(view):
-    # view: config_error, cord (a local cord pulled), local_call (a call pressed here that
-    # the gateway has not confirmed yet), fault (wiring), station ({state, call, material}
-    # from the gateway, or None), line (its state or None), link, outbox_near_full.
-    # Missing keys mean "nothing to report".
-    if view.get("config_error"):
-        out = {s: SLOW for s in SEGMENTS}
+    # view: config_error, board_fault (the firmware failed and resets soon), cord (a local
+    # cord pulled), local_call (a call pressed here that the gateway has not confirmed yet),
+    # fault (wiring, a reader), station ({state, call, material} from the gateway, or None),
+    # line (its state or None), link, outbox_near_full. Missing keys mean "nothing to report".
+    if view.get("config_error") or view.get("board_fault"):
+        out = dict.fromkeys(SEGMENTS, FAST if view.get("board_fault") else SLOW)
         out["buzzer"] = OFF
         return out
     station = view.get("station") or {}
@@ -65,7 +66,10 @@ def compose(view):
         out["blue"] = ON
 
     near_full = view.get("outbox_near_full")
-    white = _LINK.get(view.get("link") or "ok", FAST)  # an unknown link state is trouble
+    link = view.get("link") or "ok"
+    if link == "no_time" and out["green"] == OFF:
+        out["green"] = SLOW  # with white slow: "waiting for the time", not "no broker"
+    white = _LINK.get(link, FAST)  # an unknown link state is trouble
     out["white"] = ON if near_full and white == OFF else white
 
     if near_full:

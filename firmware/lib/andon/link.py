@@ -50,12 +50,17 @@ class Link:
         self._on_up = on_up
         self._ready = False
         self._connected_once = False
+        # A certificate's dates are checked against the RTC, which reads 2000 after power-on:
+        # a TLS link waits until NTP has set the clock (andon.app's clock task).
+        self._needs_time = bool(broker.get("tls"))
 
     @property
     def state(self):
-        # "no_wifi", "connecting" or "up" (connected, birth sent, subscribed), for the light.
+        # "no_wifi", "no_time", "connecting" or "up" (connected, birth sent, subscribed).
         if not hal.wifi_up():
             return "no_wifi"
+        if self._needs_time and hal.wall_ms() is None:
+            return "no_time"
         return "up" if self._ready and self.client.up else "connecting"
 
     async def publish(self, topic, payload, retain=False, qos=0):
@@ -71,7 +76,7 @@ class Link:
     async def run(self):
         attempt = 0
         while True:
-            while not hal.wifi_up():
+            while self.state in ("no_wifi", "no_time"):
                 await asyncio.sleep_ms(WIFI_POLL_MS)
             up_at = None
             try:

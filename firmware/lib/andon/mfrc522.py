@@ -56,6 +56,8 @@ class MFRC522:
         self.version = None
         self.errors = 0  # reads that failed after a tag answered: garbage, CRC/BCC, tag lost
         self.coll = 0  # collision position (1..32) in the last answer, 0 if none
+        self.rotation = 0  # its bits choose the branch at each collision: see _anticollision
+        self._colls = 0  # collisions resolved in the current read
         self._tx = bytearray(2)
         self._rx = bytearray(2)
         self._frame = bytearray(9)  # SEL, NVB, UID CLn (4 bytes), BCC, CRC_A (2 bytes)
@@ -120,8 +122,22 @@ class MFRC522:
         self._write(_TX_ASK, 0x40)  # 100 % ASK, as Type A wants
         self._write(_MODE, 0x3D)  # CRC preset 0x6363: CRC_A
         self._write(_COLL, self._read(_COLL) & 0x7F)  # bits after a collision read as 0
+        if not self._settings_kept():  # a stuck MISO line reads the same byte back for all
+            return False
         self.antenna(True)
         return True
+
+    def _settings_kept(self):
+        # The registers init() set still read back: a chip reset (RST glitch, brown-out)
+        # puts ModeReg back to 3Fh and the timer's prescaler to 0.
+        return self._read(_MODE) == 0x3D and self._read(_T_PRESCALER) == 0xA9
+
+    def check(self):
+        # "ok"; "reset": the chip answers but lost its settings (init() again); "gone": it
+        # does not answer sanely (unplugged: the bus reads FFh; a stuck MISO: one byte).
+        if self._read(_VERSION) != self.version:
+            return "gone"
+        return "ok" if self._settings_kept() else "reset"
 
     def antenna(self, on):
         # Off, every tag loses power and starts again from IDLE when the field returns.
@@ -206,7 +222,15 @@ class MFRC522:
             pos = whole * 8 + self.coll  # CollPos counts from the answer's first FIFO bit
             if pos <= known or pos > 32:
                 return False
-            f[2 + (pos - 1 >> 3)] |= 1 << (pos - 1 & 7)
+            # The (1)b branch, or the (0)b one when this read's bit of `rotation` says so:
+            # a reader that cannot read every tag in one poll changes `rotation` at each,
+            # so that no tag is always left last.
+            mask = 1 << (pos - 1 & 7)
+            if self.rotation >> self._colls & 1:
+                f[2 + (pos - 1 >> 3)] &= ~mask
+            else:
+                f[2 + (pos - 1 >> 3)] |= mask
+            self._colls += 1
             known = pos
 
     async def _select(self, level):
@@ -257,6 +281,7 @@ class MFRC522:
     async def read(self, wake=False):
         # One tag's UID, which is then halted; None if no tag answers or its answer is bad.
         before = self.errors
+        self._colls = 0
         atqa = await self.request(wake)
         if atqa is None and self.errors == before:
             return None  # nobody answered

@@ -5,6 +5,7 @@ from binascii import hexlify
 
 MAX_TAGS = 4  # tags read per poll; a kanban post holds one card, a stack a few
 INIT_RETRY_MS = 5000
+CHECK_EVERY = 20  # polls between checks of the chip's registers; at once after a failed read
 
 # Readers take turns: they share the SPI bus, and neighbouring antennas disturb each other.
 BUS = asyncio.Lock()
@@ -20,21 +21,52 @@ class Reader:
         self.lock = lock
         self.present = {}  # uid hex -> ticks_ms when last seen
         self.polls = 0  # advances every poll: a liveness probe for the watchdog
+        self.faulty = False  # the chip does not answer sanely: input_fault "reader" was sent
 
     async def poll(self, sink):
         # Power the field, read every tag in it, power it down: each poll finds all tags
-        # afresh (a halted tag wakes again only after the field drops).
+        # afresh (a halted tag wakes again only after the field drops). A faulty reader is
+        # only checked, every CHECK_EVERY polls, until it answers again.
         async with self.lock:
-            self.chip.antenna(True)
-            await asyncio.sleep_ms(5)  # ISO 14443-3: a tag is ready 5 ms after the field
-            for _ in range(MAX_TAGS):
-                uid = await self.chip.read()
-                if uid is None:
-                    break
-                self._seen(hexlify(uid).decode().upper(), time.ticks_ms(), sink)
-            self.chip.antenna(False)
+            failed = False
+            if not self.faulty:
+                errors = self.chip.errors
+                await self._read_tags(sink)
+                failed = self.chip.errors != errors
+            if failed or self.polls % CHECK_EVERY == 0:
+                await self._check(sink)
         self._forget(time.ticks_ms())
         self.polls += 1
+
+    async def _read_tags(self, sink):
+        self.chip.rotation = self.polls  # more tags than MAX_TAGS: others come first next time
+        self.chip.antenna(True)
+        await asyncio.sleep_ms(5)  # ISO 14443-3: a tag is ready 5 ms after the field
+        for _ in range(MAX_TAGS):
+            uid = await self.chip.read()
+            if uid is None:
+                break
+            self._seen(hexlify(uid).decode().upper(), time.ticks_ms(), sink)
+        self.chip.antenna(False)
+
+    async def _check(self, sink):
+        # A chip that lost its settings fails every SELECT while polls go on: init it again.
+        # One that does not answer sanely is a fault, reported once, cleared when it answers.
+        state = self.chip.check()
+        if state != "ok":
+            if state == "reset":
+                print("rfid %s: the chip lost its settings; init again" % self.name)
+            ok = await self.chip.init()
+            if ok:
+                self.chip.antenna(False)
+            state = "ok" if ok else "gone"
+        self._report(state != "ok", sink)
+
+    def _report(self, faulty, sink):
+        if faulty != self.faulty:
+            self.faulty = faulty
+            fault = "reader" if faulty else "clear"
+            sink("input_fault", {"input": self.name, "fault": fault}, time.ticks_ms())
 
     def _seen(self, uid, now, sink):
         # A tag absent for longer than the hold-off was lifted: seeing it again is a new
@@ -62,7 +94,9 @@ class Reader:
     async def run(self, sink):
         while not await self._init():
             print("rfid %s: no MFRC522 answers; retrying" % self.name)
+            self._report(True, sink)
             await asyncio.sleep_ms(INIT_RETRY_MS)
+        self._report(False, sink)
         while True:
             await self.poll(sink)
             await asyncio.sleep_ms(self.period_ms)

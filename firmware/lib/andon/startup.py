@@ -16,7 +16,8 @@ def load_config(path="config.json"):
     from andon import config
 
     try:
-        return config.load(path, default_board="".join("%02X" % b for b in hal.unique_id()))
+        return config.load(path, default_board="".join("%02X" % b for b in hal.unique_id()),
+                           chip=hal.chip())
     except config.ConfigError as e:
         print("CONFIG ERROR:", e)
         error_light = config.light_only(path)

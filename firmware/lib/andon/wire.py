@@ -40,11 +40,15 @@ def event_payload(rec):
     return json.dumps(out)
 
 
-def birth(board, boot, fw, reset_cause, depth, cap, near_full):
-    return json.dumps({
+def birth(board, boot, fw, reset_cause, depth, cap, near_full, last_error=None):
+    # last_error: why the previous boot ended (andon.fault), only when it ended in a fault
+    b = {
         "board": board, "boot": boot, "online": True, "fw": fw, "reset_cause": reset_cause,
         "outbox": depth, "outbox_cap": cap, "outbox_near_full": near_full,
-    })
+    }
+    if last_error is not None:
+        b["last_error"] = last_error
+    return json.dumps(b)
 
 
 def will(board, boot):

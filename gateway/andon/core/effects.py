@@ -53,7 +53,8 @@ class Alert:
 
     site: str
     kind: str  # escalation | station_offline | station_online | input_fault | unknown_tag |
-    # badge_denied | overdue_card | lost_card | outbox_near_full | events_lost; notices:
+    # badge_denied | overdue_card | lost_card | outbox_near_full | events_lost | board_fault;
+    # notices:
     # call_opened | call_acknowledged | call_resolved
     text: str
     ts: int

@@ -7,8 +7,10 @@ Will of any other boot (a late one, or a forged one) changes nothing, and a Will
 session, so the next real birth always brings the station back. An offline station raises
 station_offline, open until the next birth; with `offline_stops_line` it stops its line (cause
 "offline"). Open calls keep their timers while the board is offline. A birth that says the
-outbox is near full raises outbox_near_full, open until a birth says otherwise. A supervised
-input's wiring fault raises input_fault, open until the board reports it clear.
+outbox is near full raises outbox_near_full, open until a birth says otherwise. A birth whose
+last_error says the previous boot ended in a firmware fault raises board_fault, once (each of
+that boot's births carries it). A supervised input's wiring fault, or an RFID reader that does
+not answer, raises input_fault, open until the board reports it clear.
 
 State used: `_stations`; alerts.
 """
@@ -25,6 +27,12 @@ class PresenceRules:
             return  # an older birth, delivered late
         station.boot = birth.boot
         where = f"{station.line}/{station.id}"
+        if birth.last_error is not None:
+            text = (
+                f"board {birth.board} at {where} reset after a firmware fault: {birth.last_error}"
+            )
+            subject = f"board_fault:{where}/{birth.boot}"
+            self._raise_alert("board_fault", subject, text, at, *_at(station), one_shot=True)
         if birth.outbox_near_full:
             text = f"board {birth.board} at {where}: outbox near full"
             self._raise_alert("outbox_near_full", f"outbox:{where}", text, at, *_at(station))
@@ -56,7 +64,8 @@ class PresenceRules:
             return
         if event.input not in station.faults:
             station.faults.append(event.input)
-            text = f"input {event.input} at {where}: wiring {event.fault}"
+            what = "not answering" if event.fault == "reader" else f"wiring {event.fault}"
+            text = f"input {event.input} at {where}: {what}"
             self._raise_alert("input_fault", subject, text, at, *_at(station))
 
     def _on_events_lost(self, station: Station, gap: contract.EventsLost, at: int) -> None:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from andon.config import PlantConfig
-from andon.firmware_build import FIRMWARE, REPO, compile_tree, tool
+from andon.firmware_build import BUILD as BUILD_ROOT
+from andon.firmware_build import FIRMWARE, compile_tree, tool
 from andon.maint.hardware import load_profile
 
-BUILD = REPO / "build" / "flash"
+BUILD = BUILD_ROOT / "flash"
 # s: the probe takes a second or two. mpremote itself never gives up on a port that keeps
 # printing something other than a REPL (a boot loop, other firmware).
 PROBE_TIMEOUT = 15.0

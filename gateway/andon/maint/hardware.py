@@ -1,25 +1,28 @@
-"""Board hardware profiles (hardware/profiles/*.toml) and the chips' pin rules.
+"""Board hardware profiles (hardware/profiles/*.toml) and the pin rules of chip, module and board.
 
 A profile names the pin that serves each function on one kind of board. A profile and a
-board's config.json both reduce to a list of `PinUse`s, checked here against the chip's
-rules: every broken rule is refused with the pin and the rule, and outputs on strapping
-pins are allowed with a note of the level the chip needs there at reset.
+board's config.json both reduce to a list of `PinUse`s, checked here against the rules of the
+chip, of the module on the board (pins it does not break out or keeps for its PSRAM) and of the
+development board (an on-board LED): every broken rule is refused with the pin and the rule. An
+output on a strapping pin (a relay board's input, an active-low channel, a chip select) can pull
+it the wrong way at reset and stop the boot: it is refused unless the profile's `[strapping]`
+table gives the reason it is safe, and then noted with the level the chip needs there.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from andon.contract import Name
-from andon.firmware_build import REPO
+from andon.firmware_build import SOURCES
 
-PROFILES_DIR = REPO / "hardware" / "profiles"
+PROFILES_DIR = SOURCES / "hardware" / "profiles"
 
 Direction = Literal["in", "out", "adc"]
 Pull = Literal["up", "down", "none"]
@@ -105,6 +108,50 @@ CHIPS = {"esp32": ESP32, "esp32s3": ESP32S3}
 
 
 @dataclass(frozen=True)
+class Module:
+    """A module's pin facts beyond its chip's (the module's datasheet, "Pin Definitions")."""
+
+    title: str
+    chip: str  # a key of CHIPS
+    psram: Literal["none", "quad", "octal"]
+    absent: dict[int, str]  # chip GPIOs the module does not break out
+
+
+# The PSRAM's pins are the chip's facts (Chip.psram); a module says which PSRAM it has. ESP32-WROOM-
+# 32E/WROVER-E do not break out the ESP32's GPIO37/38; the WROVER-E's quad PSRAM takes GPIO16/17.
+# ESP32-S3-WROOM-1 does not break out GPIO33/34; on N8R8 (octal PSRAM) GPIO35-37 connect to the
+# PSRAM and are not available for other uses (ESP32-S3-DevKitC-1 user guide).
+_NOT_BROKEN_OUT = "not broken out by the module"
+MODULES = {
+    "esp32-wroom-32e": Module(
+        "ESP32-WROOM-32E", "esp32", "none", _reserve((37, 38), _NOT_BROKEN_OUT)
+    ),
+    "esp32-wrover-e": Module(
+        "ESP32-WROVER-E", "esp32", "quad", _reserve((37, 38), _NOT_BROKEN_OUT)
+    ),
+    "esp32-s3-wroom-1-n8": Module(
+        "ESP32-S3-WROOM-1-N8", "esp32s3", "none", _reserve((33, 34), _NOT_BROKEN_OUT)
+    ),
+    "esp32-s3-wroom-1-n8r8": Module(
+        "ESP32-S3-WROOM-1-N8R8", "esp32s3", "octal", _reserve((33, 34), _NOT_BROKEN_OUT)
+    ),
+}
+
+ModuleName = Literal[
+    "esp32-wroom-32e", "esp32-wrover-e", "esp32-s3-wroom-1-n8", "esp32-s3-wroom-1-n8r8"
+]
+DevkitName = Literal["esp32-devkitc-v4", "esp32-s3-devkitc-1"]
+
+# What a development board wires to a pin itself, which a station must leave alone.
+DEVKITS = {
+    "esp32-devkitc-v4": {},
+    "esp32-s3-devkitc-1": _reserve(
+        (38, 48), "the DevKitC-1's own RGB LED (GPIO38 on v1.1, GPIO48 on v1.0): not a station pin"
+    ),
+}
+
+
+@dataclass(frozen=True)
 class PinUse:
     """One function a pin serves. `shared` uses (a common RST line) may share a pin."""
 
@@ -122,9 +169,11 @@ class Board:
     chip: Chip
     psram: Literal["none", "quad", "octal"] = "none"
     usb_console: bool = False
+    taken: dict[int, str] = field(default_factory=dict)  # by the module and the dev board
+    strapping_ok: dict[int, str] = field(default_factory=dict)  # strapping pin -> why safe
 
     def reserved(self) -> dict[int, str]:
-        taken = dict(self.chip.reserved) | self.chip.psram.get(self.psram, {})
+        taken = dict(self.chip.reserved) | self.chip.psram.get(self.psram, {}) | self.taken
         return taken | (self.chip.usb if self.usb_console else {})
 
 
@@ -166,6 +215,17 @@ def _strapping_input(board: Board, use: PinUse) -> str | None:
     return None
 
 
+def _strapping_output(board: Board, use: PinUse) -> str | None:
+    level = board.chip.strapping.get(use.pin)
+    if level and use.direction == "out" and not board.strapping_ok.get(use.pin, "").strip():
+        return (
+            f"strapping pin, {level}: what it drives (a relay board's input, an active-low "
+            f"channel) can pull it the other way at reset and stop the boot; use another pin, "
+            f'or say in the profile\'s [strapping] table why it is safe ({use.pin} = "...")'
+        )
+    return None
+
+
 def _adc1_only(board: Board, use: PinUse) -> str | None:
     if use.direction != "adc" or use.pin in board.chip.adc1:
         return None
@@ -178,7 +238,14 @@ def _adc1_only(board: Board, use: PinUse) -> str | None:
     return f"not an ADC pin: supervised inputs go on ADC1 (GPIO{first}-{last})"
 
 
-RULES: tuple[Rule, ...] = (_reserved, _no_output, _no_internal_pull, _strapping_input, _adc1_only)
+RULES: tuple[Rule, ...] = (
+    _reserved,
+    _no_output,
+    _no_internal_pull,
+    _strapping_input,
+    _strapping_output,
+    _adc1_only,
+)
 
 
 def _violations_of(board: Board, use: PinUse) -> list[str]:
@@ -206,7 +273,7 @@ def check_pins(board: Board, uses: list[PinUse], source: str) -> list[str]:
         raise PinRuleError(source, broken)
     return [
         f"GPIO{u.pin} ({u.what}): strapping pin, {board.chip.strapping[u.pin]}; "
-        "keep what it drives from pulling it the other way"
+        f"safe here: {board.strapping_ok[u.pin]}"
         for u in uses
         if u.pin in board.chip.strapping
     ]
@@ -300,8 +367,11 @@ class Profile(Strict):
     name: Name
     title: str
     chip: Literal["esp32", "esp32s3"]
+    module: ModuleName
+    devkit: DevkitName | None = None
     psram: Literal["none", "quad", "octal"] = "none"
     usb_console: bool = False
+    strapping: dict[int, str] = Field(default_factory=dict)  # strapping output -> why it is safe
     inputs: dict[InputRole, DigitalInput]
     supervised_cord: SupervisedInput | None = None
     rfid: RfidPins | None = None
@@ -314,9 +384,20 @@ class Profile(Strict):
             require_fail_safe_cord(role, spec.pull, spec.active, f"inputs.{role}")
         return self
 
+    @model_validator(mode="after")
+    def _module_fits(self) -> Profile:
+        module = MODULES[self.module]
+        if (module.chip, module.psram) != (self.chip, self.psram):
+            raise ValueError(
+                f"module {self.module} is an {module.chip} with psram {module.psram!r}, "
+                f"not an {self.chip} with psram {self.psram!r}"
+            )
+        return self
+
     @property
     def board(self) -> Board:
-        return Board(CHIPS[self.chip], self.psram, self.usb_console)
+        taken = MODULES[self.module].absent | DEVKITS.get(self.devkit or "", {})
+        return Board(CHIPS[self.chip], self.psram, self.usb_console, taken, self.strapping)
 
     def pin_uses(self) -> list[PinUse]:
         """Every pin the profile assigns."""

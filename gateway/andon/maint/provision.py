@@ -128,6 +128,12 @@ class WifiEntry(Strict):
     password: str = ""
 
 
+TLS_NEEDS_NTP = (
+    "broker.tls needs ntp: a board checks the broker's certificate dates against its clock, "
+    "which only NTP sets (andon provision --ntp ADDRESS)"
+)
+
+
 class OutboxEntry(Strict):
     capacity: Annotated[int, Field(ge=10, le=100_000)] = 400
 
@@ -148,6 +154,14 @@ class BoardConfig(Strict):
     light: Light
     status_led: Gpio | None = None
     outbox: OutboxEntry | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_the_time(self) -> BoardConfig:
+        # A board's RTC reads 2000-01-01 after power-on: no certificate is valid then, so a TLS
+        # board connects only once NTP has set its clock (docs/board-config.md).
+        if self.broker.tls and self.ntp is None:
+            raise ValueError(TLS_NEEDS_NTP)
+        return self
 
     def pin_uses(self) -> list[PinUse]:
         uses = [entry.pin_use(i) for i, entry in enumerate(self.inputs)]
@@ -253,6 +267,8 @@ def build_board_config(
     password: str,
     network: Network,
 ) -> BoardConfig:
+    if plant.broker.tls and network.ntp is None:
+        raise ProvisionError(TLS_NEEDS_NTP)
     wifi = None
     if network.wifi_ssid:
         wifi = WifiEntry(ssid=network.wifi_ssid, password=network.wifi_password)
@@ -344,6 +360,25 @@ def mosquitto_conf(out: Path) -> str:
 
 
 # --- secrets and files --------------------------------------------------------------------
+
+
+PROVISION_MARKS = ("secrets.json", "boards", "mosquitto")
+
+
+def check_out_dir(out: Path, force: bool = False) -> None:
+    """`--out` must be a new or empty directory, or one `andon provision` wrote: it is made
+    private (0700), which must not happen to an unrelated directory by mistake."""
+    if out.exists() and not out.is_dir():
+        raise ProvisionError(f"--out {out}: a file, not a directory; give a directory")
+    if force or not out.exists():
+        return
+    found = sorted(p.name for p in out.iterdir())
+    if found and not any(name in PROVISION_MARKS for name in found):
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ProvisionError(
+            f"--out {out} holds other files ({shown}): give a new or empty directory,"
+            " one `andon provision` wrote, or --force"
+        )
 
 
 def _private_dir(path: Path) -> None:

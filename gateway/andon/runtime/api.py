@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from andon import __version__
 from andon.config import PlantConfig
+from andon.runtime.metrics import metrics_app
 from andon.runtime.store import records, rejections
 
 PREFIX = "/api/v1"
@@ -91,6 +92,7 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
         """Replenishment orders, oldest first: the last `limit`; `open=true`: not received."""
         return latest("order", "received", open_only, limit)
 
+    app.mount("/metrics", metrics_app(source))  # Prometheus, no token: like health
     return app
 
 

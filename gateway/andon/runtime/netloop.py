@@ -88,7 +88,8 @@ class NetworkLoop:
         try:
             self._client.reconnect()
         except OSError as exc:
-            log.warning("cannot reach the broker: %s", exc)
+            client = self._client
+            log.warning("cannot reach the broker at %s:%s: %s", client.host, client.port, exc)
             return False
         return True
 

@@ -33,12 +33,10 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 
 import paho.mqtt.client as mqtt
-from rich.table import Table
 
 from andon import contract
 from andon.config import PlantConfig
@@ -53,6 +51,7 @@ from andon.core.effects import (
     StationChanged,
 )
 from andon.core.state import dump
+from andon.runtime.logs import log_effects
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.store import (
     DEFAULT_OUTBOX_CAP,
@@ -173,33 +172,6 @@ def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
     return plant.view()
 
 
-def _when(ms: int | None) -> str:
-    return (
-        "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-    )
-
-
-def status_tables(view: dict) -> list[Table]:
-    """`andon status`: one table of stations per line, then the kanban loops."""
-    tables = []
-    for line in view["lines"]:
-        since = _when(line["since"])
-        title = f"{view['site']}/{line['id']} {line['name']}: {line['state']} since {since}"
-        table = Table(
-            "station", "name", "state", "call", "since", "material", "online", title=title
-        )
-        for s in line["stations"]:
-            row = (s["id"], s["name"], s["state"], s["call"] or "-", _when(s["since"]))
-            table.add_row(*row, "yes" if s["material"] else "-", "yes" if s["online"] else "no")
-        tables.append(table)
-    kanban = Table("part", "in use", "ordered", "overdue", "lost", "recommended", title="kanban")
-    for loop in view["kanban"]:
-        cards = loop["cards"]
-        counts = (cards["in_use"], cards["ordered"], cards["overdue"], cards["lost"])
-        kanban.add_row(loop["part"], *map(str, counts), str(loop["recommended_cards"]))
-    return [*tables, kanban]
-
-
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -213,27 +185,6 @@ def parse_since(text: str, now: int | None = None) -> int:
     except ValueError:
         raise ValueError(f"--since {text!r}: expected 90s, 10m, 2h, 1d or an ISO time") from None
     return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
-
-
-def format_entry(entry: LoggedEntry) -> str:
-    """One log line for `andon events`."""
-    return (
-        f"{_when(entry.received)}  #{entry.pos:<8} {entry.line}/{entry.station:<10} {entry.message}"
-    )
-
-
-def format_rejections(found: dict) -> list[str]:
-    """`andon rejections`: a count per reason, then the recent ones, oldest first."""
-    by_reason = found["by_reason"]
-    if not by_reason:
-        return ["no rejections"]
-    lines = [f"{r:<16} {c['count']:>8}  last {_when(c['last'])}" for r, c in by_reason.items()]
-    lines += [
-        f"{_when(r['received'])}  {r['reason']:<14} {r['topic'][:80]}  {r['size']} B"
-        f"  {r['detail'][:120]}"
-        for r in found["recent"]
-    ]
-    return lines
 
 
 def entry_of(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
@@ -427,6 +378,9 @@ class Gateway:
             backoff_s=webhook_backoff_s,
         )
         self.webhooks_given_up = self.store.webhooks_given_up()
+        from andon.runtime.metrics import commit_histogram  # not for `andon status`'s import
+
+        self.commit_seconds = commit_histogram()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -477,6 +431,11 @@ class Gateway:
         from any thread: for the HTTP API."""
         with self._state:
             return self.plant.view()
+
+    def counters(self) -> tuple[int, dict[str, int], int]:
+        """Log position, rejections by reason, messages queued: for /metrics."""
+        with self._state:
+            return self._pos, dict(self.rejected), self._inbox.qsize()
 
     def health(self) -> dict:
         """`ok`, or the `reasons` it is not: the worker stopped (a store that failed stops
@@ -696,6 +655,7 @@ class Gateway:
         if not (messages or sent or outcomes or effects or expire or not batch):
             return None
         self._batch_rejected: list[tuple[str, str, str]] = []
+        began = time.perf_counter()
         with self.store.transaction() as tx:
             tx.poisoned = self._poisoned
             for topic, payload, why in letters:
@@ -717,6 +677,7 @@ class Gateway:
             tx.set_clock(now)
             if self._since_snapshot >= self.snapshot_every:
                 self._save_projection(tx)
+        self.commit_seconds.observe(time.perf_counter() - began)
         self.webhooks_given_up += given_up
         return outgoing, deliveries, tx.touched, self._batch_rejected
 
@@ -814,10 +775,10 @@ class Gateway:
         self._batch_rejected.append((exc.reason, topic, exc.detail))
 
     def _persist_effects(
-        self, tx: Transaction, effects: Iterable[Effect], now: int
+        self, tx: Transaction, effects: list[Effect], now: int
     ) -> tuple[list[Outgoing], list[Delivery]]:
         """Records and outbox rows, in the caller's transaction; what to publish and what to
-        POST after it. Every alert is also logged, one line: the log reaches whoever reads it."""
+        POST after it."""
         latest: dict[tuple, StationChanged | LineChanged] = {}  # retained: the last one counts
         records: dict[tuple[str, str], RecordEffect] = {}  # so does a record's
         outbox: list[Outgoing] = []
@@ -833,14 +794,16 @@ class Gateway:
                 out = outgoing_of(self.config.site, effect, self._zone)
                 outbox_id = tx.outbox(out.topic, out.payload, now)
                 outbox.append(Outgoing(out.topic, out.payload, outbox_id=outbox_id))
-                if isinstance(effect, Alert):
-                    log.warning("alert %s: %s", effect.kind, effect.text)
                 for url in effect.webhooks if isinstance(effect, Alert) else ():
                     hook_id = tx.outbox(url, out.payload, now, channel="webhook")
                     deliveries.append(Delivery(hook_id, url, out.payload))
         for (kind, key), record in records.items():
             tx.record(kind, key, dump(record))
         retained = [outgoing_of(self.config.site, e) for e in latest.values()]
+        # a burst logs each call's and line's last state in the batch, as it publishes them
+        log_effects(
+            [*records.values(), *latest.values(), *(e for e in effects if isinstance(e, Alert))]
+        )
         return [*retained, *outbox], deliveries
 
     def _save_projection(self, tx: Transaction) -> None:

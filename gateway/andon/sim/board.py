@@ -80,6 +80,7 @@ class VirtualBoard:
             env=vm_env(compiled_paths() if self.compiled else None),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C at the terminal is the demo's to handle
         )
         log.close()
         self._connect(timeout)
@@ -140,6 +141,10 @@ class VirtualBoard:
 
     def remove_tag(self, reader: str) -> None:
         self.call("untag", reader=reader)
+
+    def pin(self, pin: int) -> dict[str, Any]:
+        """An output pin: its `level`, its `toggles` so far, and the light task's `refreshes`."""
+        return self.call("pin", pin=pin)
 
     def lamps(self) -> dict[str, str]:
         return self.call("lamps")["lamps"]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from andon.clitools import plant_or_exit
+from andon.clitools import andon_to_type, plant_or_exit
 
 sim_app = typer.Typer(help=__doc__, no_args_is_help=False)
 
@@ -77,7 +77,8 @@ def run(
         typer.echo(
             f"{len(line.boards)} virtual boards on {plant.broker.host}:{plant.broker.port}; "
             f"flash dirs under {state}/. From another terminal:\n"
-            f"  andon sim pull L1 S03 --state {state}     (reset, press ... ack, scan, lights)\n"
+            f"  {andon_to_type()} sim pull L1 S03 --state {state}"
+            "     (reset, press ... ack, scan, lights)\n"
             "Ctrl-C stops every board."
         )
         if scenario is not None:

@@ -11,21 +11,27 @@ scenario runner, the control server (`andon sim pull ...`) and the demo all go t
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import hexdigits
 from typing import Any
 
 from andon.config import LineConfig, PlantConfig, StationConfig
 from andon.maint.hardware import load_profile
 from andon.maint.provision import Network, build_board_config, check_board_config
-from andon.sim.board import BoardError, VirtualBoard
+from andon.sim.board import RESET_EXIT, BoardError, VirtualBoard
 from andon.sim.vm import compiled_paths
 
+log = logging.getLogger("andon.sim")
+
+REBOOT_POLL_S = 0.25  # how soon a board that reset itself boots again
 SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
+UID_DIGITS = (8, 14, 20)  # a 4, 7 or 10 byte tag UID, in hex
 SCAN_HOLD_MS = 400  # a tag lies on the reader this long: several of its 100 ms polls
 DEFAULT_HOLDOFF_MS = 1500  # the firmware's, for a reader whose config gives none
 REPLACE_MARGIN_MS = 250  # and a few polls more before the same tag counts as placed again
@@ -76,10 +82,19 @@ class SimBoard:
 
     def reader_named(self, reader: str | None) -> str:
         readers = [r["name"] for r in (self.config.get("rfid") or {}).get("readers", [])]
+        if not readers:
+            raise SimError(f"{self.key} has no RFID reader")
         if reader is None and len(readers) == 1:
             return readers[0]
+        if reader is None:
+            raise SimError(
+                f"{self.key} has several readers: say which with --reader, one of: "
+                + ", ".join(readers)
+            )
         if reader not in readers:
-            raise SimError(f"{self.key}: say which reader ({', '.join(readers) or 'none'})")
+            raise SimError(
+                f"{self.key} has no {reader!r} reader; its readers: {', '.join(readers)}"
+            )
         return reader
 
     def holdoff_s(self, reader: str) -> float:
@@ -136,6 +151,8 @@ class VirtualLine:
             flash = state_dir / station.board
             board = VirtualBoard(flash, config, uid=station.board, heap=heap)
             self.boards[key] = SimBoard(line.id, station.id, board, config)
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._reboot_resets, daemon=True)
 
     # --- power ------------------------------------------------------------------------------
 
@@ -149,15 +166,35 @@ class VirtualLine:
         except BaseException:
             self.stop()
             raise
+        self._watcher.start()
 
     def _boot(self, sb: SimBoard) -> None:
         with sb.lock:
             sb.board.start(inputs=sb.power_up_levels())
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
         for sb in self.boards.values():
             with sb.lock:
                 sb.board.stop()
+
+    def _reboot_resets(self) -> None:
+        """A board that reset itself (its watchdog, its fault handler, the reset button)
+        boots again from its flash, as a real one does; a power cut stays off."""
+        while not self._stopping.wait(REBOOT_POLL_S):
+            for sb in self.boards.values():
+                proc = sb.board.proc
+                if proc is None or proc.poll() != RESET_EXIT or not sb.lock.acquire(False):
+                    continue
+                try:
+                    if sb.board.proc is proc:  # not restarted meanwhile
+                        self._restart(sb)
+                except BoardError as exc:
+                    log.error("%s: no reboot after its reset: %s", sb.key, exc)
+                finally:
+                    sb.lock.release()
 
     def __enter__(self) -> VirtualLine:
         self.start()
@@ -218,6 +255,8 @@ class VirtualLine:
         """
         name = sb.reader_named(reader)
         uid = uid.upper()
+        if len(uid) not in UID_DIGITS or any(c not in hexdigits for c in uid):
+            raise SimError(f"UID {uid!r}: expected 8, 14 or 20 hex digits (4, 7 or 10 bytes)")
         last_uid, lifted = sb.lifted.get(name, (None, 0.0))
         if last_uid == uid:
             time.sleep(max(0.0, lifted + sb.holdoff_s(name) - time.monotonic()))

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+AUTOSAVE_S = 2
+
 
 def mosquitto_exe() -> str:
     found = shutil.which("mosquitto") or (
@@ -57,6 +59,8 @@ class Broker:
             "user root\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
+            # saved every AUTOSAVE_S, not only at a clean stop: a crash keeps the sessions
+            f"autosave_interval {AUTOSAVE_S}\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "set_tcp_nodelay true\n"  # a signal must not wait for Nagle's algorithm
@@ -71,6 +75,7 @@ class Broker:
             [mosquitto_exe(), "-c", str(self.conf_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C at the terminal is the demo's to handle
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

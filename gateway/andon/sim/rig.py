@@ -7,12 +7,15 @@ order and stops every one of them on exit, even when something in between failed
 from __future__ import annotations
 
 import contextlib
+import json
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import tomli_w
 
 from andon import contract
 from andon.config import PlantConfig, load_plant
+from andon.maint.provision import GATEWAY_USER, Network, mosquitto_hash, provision
 from andon.sim.line import SIM_HEAP, VirtualLine
 from andon.sim.mosquitto import Broker, free_port
 from andon.sim.observe import Observer, wait_for
@@ -59,6 +63,7 @@ class GatewayProcess:
                 andon_command("gateway", "--config", str(self.config)),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C at the terminal is the demo's to handle
             )
 
     def kill(self) -> None:
@@ -83,11 +88,54 @@ class GatewayProcess:
         return code
 
 
+WATCHER = "andon-watcher"  # the rig's observer: reads every andon topic, writes none
+
+
+@dataclass(frozen=True)
+class Secured:
+    """What `secure()` set up: the provision dir and the watcher's login."""
+
+    provisioned: Path
+    watcher_password: str
+
+
+def secure(plant_path: Path, broker: Broker) -> Secured:
+    """Lock the rig down as a plant would be: `andon provision` writes every board's account
+    and the ACL beside the plant file, the broker takes them with anonymous access off, and
+    the gateway logs in with its own account (written into the plant file)."""
+    out = plant_path.parent / "provisioned"
+    plant = load_plant(plant_path)
+    provision(plant, out, network=Network(broker_host=broker.host))
+    passwords = json.loads((out / "secrets.json").read_text())
+    gateway_user = plant.broker.username or GATEWAY_USER
+    data = tomllib.loads(plant_path.read_text())
+    data["broker"] |= {"username": gateway_user, "password": passwords[gateway_user]}
+    plant_path.write_text(tomli_w.dumps(data))
+    watcher_password = secrets.token_urlsafe(18)
+    broker.workdir.mkdir(parents=True, exist_ok=True)
+    passwd, acl = broker.workdir / "passwd", broker.workdir / "acl"
+    passwd.write_text(
+        (out / "mosquitto" / "passwd").read_text()
+        + f"{WATCHER}:{mosquitto_hash(watcher_password)}\n"
+    )
+    acl.write_text(
+        (out / "mosquitto" / "acl").read_text()
+        + f"\nuser {WATCHER}\ntopic read {contract.ROOT}/#\n"
+    )
+    for path in (passwd, acl):
+        path.chmod(0o600)
+    broker.extra_conf = (
+        f"allow_anonymous false\npassword_file {passwd.resolve()}\nacl_file {acl.resolve()}\n"
+    )
+    return Secured(out, watcher_password)
+
+
 class Rig:
     """Broker, gateway process, virtual boards and an observer, under `workdir`.
 
     `plant` is a plant file or its TOML data; its broker and database are replaced by the rig's.
     `stations` limits the boards started ("L1/S03"...); `gateway=False` leaves the gateway out.
+    `secured`: provisioned accounts and ACL, anonymous access off (see `secure`).
     """
 
     def __init__(
@@ -97,17 +145,20 @@ class Rig:
         stations: Iterable[str] | None = None,
         heap: str = SIM_HEAP,
         gateway: bool = True,
+        secured: bool = False,
     ) -> None:
         self.workdir = workdir
         self.broker = Broker(workdir / "broker", free_port())
         self.plant_path = local_plant(plant, workdir, self.broker)
+        self.secured = secure(self.plant_path, self.broker) if secured else None
         self.plant: PlantConfig = load_plant(self.plant_path)
         self.database = self.plant.gateway.database
         http = self.plant.gateway.http
         self.api_url = f"http://{http.host}:{http.port}/api/v1" if http else None
         self.gateway = GatewayProcess(self.plant_path, workdir / "gateway.log")
         self.with_gateway = gateway
-        self.line = VirtualLine(self.plant, workdir / "sim", stations, heap)
+        provisioned = self.secured.provisioned if self.secured else None
+        self.line = VirtualLine(self.plant, workdir / "sim", stations, heap, provisioned)
         self.observer: Observer | None = None
         self._stack = contextlib.ExitStack()
 
@@ -115,7 +166,12 @@ class Rig:
         try:
             self.broker.start()
             self._stack.callback(self.broker.stop)
-            self.observer = Observer(self.broker.host, self.broker.port)
+            user, password = (
+                (WATCHER, self.secured.watcher_password) if self.secured else (None, None)
+            )
+            self.observer = Observer(
+                self.broker.host, self.broker.port, username=user, password=password
+            )
             self._stack.callback(self.observer.close)
             if self.with_gateway:
                 self.start_gateway()

@@ -6,12 +6,14 @@ or `plain_status(...)` lines when there is no terminal.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from andon.status import when
 
 TOWER = ("red", "amber", "green", "blue", "white")
 STYLE = {"red": "red", "amber": "dark_orange", "green": "green", "blue": "blue", "white": "white"}
@@ -19,16 +21,17 @@ BLOCK = {"on": "██", "slow": "▓▓", "fast": "▒▒"}  # blinking segment
 Lamps = dict[str, str] | None
 
 
-def tower(lamps: Lamps) -> Text:
-    """One tower, top to bottom left to right; a board without power shows as such."""
+def tower(lamps: Lamps, slim: bool = False) -> Text:
+    """One tower, top to bottom left to right; a board without power shows as such. `slim`:
+    one column a segment and no buzzer, for the live board's rows of stations."""
     if lamps is None:
-        return Text("power off", style="dim")
+        return Text("  off" if slim else "power off", style="dim")
     text = Text()
     for seg in TOWER:
         mode = lamps.get(seg, "off")
-        text.append(BLOCK.get(mode, "··"), style=STYLE[seg] if mode in BLOCK else "dim")
-        text.append(" ")
-    if lamps.get("buzzer", "off") != "off":
+        block = BLOCK.get(mode, "··")
+        text.append(block[0] if slim else f"{block} ", style=STYLE[seg] if mode in BLOCK else "dim")
+    if not slim and lamps.get("buzzer", "off") != "off":
         text.append("♪", style="bold")
     return text
 
@@ -48,61 +51,76 @@ def lights_table(line: str, lamps_by_station: dict[str, Lamps]) -> Table:
     return table
 
 
-def _clock(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%H:%M:%S")
+BOARD_SIZE = (80, 24)  # the live board fits a standard terminal
+PER_ROW = 6  # stations side by side on the live board: 6 x 13 columns
+MAX_CALLS, MAX_ORDERS = 4, 3
 
 
-def _line_table(line: dict[str, Any], lamps: dict[str, Lamps]) -> Table:
+def _line_rows(line: dict[str, Any], lamps: dict[str, Lamps]) -> list[Text]:
     colour = {"running": "green", "called": "dark_orange", "stopped": "bold red"}
-    title = Text.assemble(
-        f"{line['id']} {line['name']}: ", (line["state"].upper(), colour.get(line["state"], ""))
-    )
-    table = Table("station", "name", "tower", "state", "call", "online", title=title)
-    for s in line["stations"]:
-        shown = lamps.get(f"{line['id']}/{s['id']}")
-        online = "yes" if s["online"] else Text("NO", style="bold red")
-        table.add_row(s["id"], s["name"], tower(shown), s["state"], s["call"] or "", online)
-    return table
+    rows = [
+        Text.assemble(
+            (f"{line['id']} {line['name']}: ", "bold"),
+            (line["state"].upper(), colour.get(line["state"], "")),
+        )
+    ]
+    stations = line["stations"]
+    for start in range(0, len(stations), PER_ROW):
+        row = Text("  ")
+        for s in stations[start : start + PER_ROW]:
+            mark = "!" if not s["online"] else (s["call"] or "")[:1].upper() or " "
+            row.append(f"{s['id']:>4} ")
+            row.append_text(tower(lamps.get(f"{line['id']}/{s['id']}"), slim=True))
+            row.append(f"{mark}  ", style="bold red" if mark == "!" else "bold")
+        rows.append(row)
+    return rows
 
 
-def _calls_table(view: dict[str, Any]) -> Table:
-    now = view["now"] or 0
-    columns = ("call", "station", "cause", "opened", "acknowledged", "line stop")
-    table = Table(*columns, title="open calls")
-    for c in view["calls"]:
-        if c["stopped"] is not None:
-            stop = Text(f"stopped {_clock(c['stopped'])}", style="bold red")
-        elif c["stop_at"] is not None:
-            stop = f"in {max(0, c['stop_at'] - now) // 1000} s"
-        else:
-            stop = "-"
-        who = c["acknowledged_by"] or "ack button"
-        acked = f"{_clock(c['acknowledged'])} {who}" if c["acknowledged"] else "-"
-        where = f"{c['line']}/{c['station']}"
-        table.add_row(c["id"], where, c["cause"], _clock(c["opened"]), acked, stop)
-    return table
+def _call_row(c: dict[str, Any], now: int, zone: ZoneInfo) -> Text:
+    if c["stopped"] is not None:
+        stop = f"LINE STOPPED {when(c['stopped'], zone, now)}"
+    elif c["stop_at"] is not None:
+        stop = f"stops in {max(0, c['stop_at'] - now) // 1000} s"
+    else:
+        stop = ""
+    acked = f"ack {c['acknowledged_by'] or 'button'}" if c["acknowledged"] else "not acked"
+    where = f"{c['line']}/{c['station']}"
+    opened = when(c["opened"], zone, now)
+    return Text(f"  {c['id']} {where} {c['cause']} {opened} {acked} {stop}")
 
 
-def _orders_table(view: dict[str, Any]) -> Table:
-    table = Table("order", "part", "qty", "supplier", "posted at", "posted", "due", title="orders")
-    for o in view["orders"]:
-        where = f"{o['line']}/{o['station']}"
-        due = _clock(o["due"]) + (" OVERDUE" if o["overdue"] else "")
-        posted = _clock(o["posted"])
-        table.add_row(o["id"], o["part"], str(o["qty"]), o["supplier"], where, posted, due)
-    return table
+def _order_row(o: dict[str, Any], now: int, zone: ZoneInfo) -> Text:
+    due = when(o["due"], zone, now) + (" OVERDUE" if o["overdue"] else "")
+    return Text(f"  {o['id']} {o['part']} x{o['qty']} {o['supplier']} due {due}")
 
 
-def board(view: dict[str, Any] | None, lamps: dict[str, Lamps], log: list[str]) -> Group:
-    """The whole live board: each line, open calls, open orders, the scenario's last steps."""
+def _capped(title: str, rows: list[Text], most: int) -> list[Text]:
+    more = [Text(f"  ... and {len(rows) - most} more", style="dim")] if len(rows) > most else []
+    return [Text(f"{title}: {len(rows) or 'none'}", style="bold"), *rows[:most], *more]
+
+
+def board(
+    view: dict[str, Any] | None,
+    lamps: dict[str, Lamps],
+    log: list[str],
+    zone: ZoneInfo,
+    height: int = BOARD_SIZE[1],
+) -> Group:
+    """The whole live board in 80 columns and `height` rows: each line's towers (with the
+    open call's first letter, or ! offline), open calls, open orders, then the scenario's
+    latest steps in what room is left."""
     if view is None:
         return Group(Text("waiting for the gateway's first state...", style="dim"))
-    parts: list[Any] = [_line_table(line, lamps) for line in view["lines"]]
-    parts += [_calls_table(view), _orders_table(view)]
-    parts.append(Text("\n".join(log[-8:]) or "", style="cyan"))
-    return Group(*parts)
+    rows: list[Text] = [row for line in view["lines"] for row in _line_rows(line, lamps)]
+    now = view["now"] or 0
+    calls = [_call_row(c, now, zone) for c in view["calls"]]
+    rows += _capped("open calls", calls, MAX_CALLS)
+    rows += _capped("open orders", [_order_row(o, now, zone) for o in view["orders"]], MAX_ORDERS)
+    room = max(0, height - len(rows) - 1)  # the cursor's line
+    rows += [Text(entry, style="cyan") for entry in log[-room:]] if room else []
+    for row in rows:
+        row.no_wrap, row.overflow = True, "ellipsis"
+    return Group(*rows)
 
 
 def plain_status(view: dict[str, Any] | None, lamps: dict[str, Lamps]) -> str:

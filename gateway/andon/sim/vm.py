@@ -12,9 +12,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from andon.firmware_build import FIRMWARE, REPO, compile_tree, tool
+from andon.firmware_build import BUILD, FIRMWARE, SOURCES, compile_tree, tool
 
-VIRTUAL = REPO / "virtual"
+VIRTUAL = SOURCES / "virtual"
 RESULT_MARK = "@@RESULT "
 
 
@@ -25,7 +25,7 @@ def micropython_exe() -> str:
 
 def compiled_paths() -> list[Path]:
     """The virtual board's and the firmware's modules as .mpy: far less heap than source."""
-    build = REPO / "build" / "mpy"
+    build = BUILD / "mpy"
     return [compile_tree(VIRTUAL, build / "virtual"), compile_tree(FIRMWARE / "lib", build / "lib")]
 
 

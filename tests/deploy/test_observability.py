@@ -1,0 +1,133 @@
+"""Observability (issue #14, finding 6): Prometheus `/metrics` on the gateway's HTTP server,
+read from its state at scrape time, and `--log-format json` lines for calls, stops, alerts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from andon.config import PlantConfig
+from andon.core.effects import Alert, CallRecord, LineChanged
+from andon.runtime.api import ApiServer
+from andon.runtime.logs import JsonFormatter, log_effects
+from andon.runtime.service import Gateway
+from andon.sim.mosquitto import free_port
+from andon.sim.observe import wait_for
+from andon.sim.rig import andon_command
+from tests.gateway.test_service import BOARDS, Watcher, evt, plant_config, topic
+
+
+def _with_http(config: PlantConfig) -> PlantConfig:
+    http = {"host": "127.0.0.1", "port": free_port()}
+    data = config.model_dump()
+    data["gateway"]["http"] = http
+    data["api_tokens"] = [{"name": "t", "token": "t" * 16}]
+    return PlantConfig.model_validate(data)
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_what_the_gateway_accepted_rejected_and_what_boards_report(tmp_path, broker):
+    config = _with_http(plant_config(tmp_path, broker))
+    gateway = Gateway(config)
+    api = ApiServer(config, gateway)
+    watcher = Watcher(broker)
+    url = f"http://127.0.0.1:{config.gateway.http.port}/metrics"
+    try:
+        gateway.start()
+        api.start()
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        watcher.publish(topic("S01"), evt(1, "cord_pulled"))
+        watcher.publish(topic("S01"), b'{"kind": "nonsense"}')
+        health = {"board": BOARDS["S02"], "boot": 1, "uptime_s": 60, "heap_free": 71000}
+        health |= {"outbox": 3, "reconnects": 0, "rssi": -61}
+        watcher.publish(topic("S02", "telemetry"), json.dumps(health).encode())
+        watcher.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 1)
+
+        def scraped() -> dict | None:
+            metrics = _scrape(url)
+            where = (("board", BOARDS["S02"]), ("line", "L1"), ("station", "S02"))
+            return metrics if ("andon_board_outbox", where) in metrics else None
+
+        metrics = wait_for("S02's telemetry in /metrics", scraped)
+    finally:
+        watcher.close()
+        api.stop()
+        gateway.stop()
+    where = (("board", BOARDS["S02"]), ("line", "L1"), ("station", "S02"))
+    assert metrics["andon_log_entries_total", ()] >= 1
+    rejected = {
+        labels: v for (name, labels), v in metrics.items() if name == "andon_rejected_total"
+    }
+    assert sum(rejected.values()) == 1
+    assert metrics["andon_board_outbox", where] == 3
+    assert metrics["andon_board_rssi_dbm", where] == -61
+    assert metrics["andon_board_heap_free_bytes", where] == 71000
+    assert metrics["andon_commit_seconds_count", ()] >= 1
+    assert metrics["andon_open_calls", ()] == 1
+    assert ("andon_queue_depth", ()) in metrics
+    assert ("andon_boards_online", (("line", "L1"),)) in metrics
+    assert metrics["andon_webhooks_pending", ()] == 0
+    assert metrics["andon_webhooks_failed_total", ()] == 0
+
+
+def test_json_logs_give_one_line_per_call_line_stop_and_alert(caplog):
+    call = CallRecord(
+        "P1", "C-000001", "L1", "S03", "cord", 1000, None, None, 5000, None, None, None, 0, 0,
+        None, None,
+    )  # fmt: skip
+    stop = LineChanged("P1", "L1", "stopped", ("S03",), (), 5000)
+    alert = Alert("P1", "station_offline", "L1/S04 offline: check its power", 6000, "L1", "S04")
+    with caplog.at_level(logging.INFO, logger="andon.plant"):
+        log_effects([call, stop, alert])
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    assert [(x["event"], x["level"]) for x in lines] == [
+        ("call", "info"),
+        ("line", "info"),
+        ("alert", "warning"),
+    ]
+    assert lines[0]["phase"] == "stopped the line" and lines[0]["call"] == "C-000001"
+    assert lines[1]["state"] == "stopped" and lines[1]["stopped"] == ["S03"]
+    assert lines[2]["kind"] == "station_offline" and "power" in lines[2]["msg"]
+
+
+def test_andon_gateway_log_format_json_writes_only_json_lines(tmp_path, broker):
+    from tests.gateway.test_service import write_plant_toml
+
+    path = write_plant_toml(tmp_path, broker)
+    log = tmp_path / "gateway.log"
+    watcher = Watcher(broker)
+    with log.open("w") as out:
+        gateway = subprocess.Popen(
+            andon_command("gateway", "--config", str(path), "--log-format", "json"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        watcher.publish(topic("S01"), evt(1, "cord_pulled"))
+        wait_for("the call in the log", lambda: '"event": "call"' in log.read_text())
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0
+    finally:
+        watcher.close()
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    call = next(x for x in lines if x.get("event") == "call")
+    assert (call["phase"], call["line"], call["station"]) == ("opened", "L1", "S01")
