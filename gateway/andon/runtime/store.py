@@ -339,6 +339,13 @@ class _SqliteTransaction:
                 f"seq {entry.seq} is {entry.seq - progress.seq} past progress {progress.seq},"
                 f" more than the board's outbox holds ({jump_limit})"
             )
+        if (
+            entry.seq == progress.seq + 1
+            and not self._held.get(board)
+            and board not in self.known.held
+        ):
+            self.touched[board] = Progress(entry.boot, entry.seq)  # in order, nothing waits
+            return [self._release(entry)]
         held = self._held_of(board)
         if entry.seq in held:
             return []  # held already: a re-delivery
