@@ -487,6 +487,7 @@ def test_the_gateway_clears_strangers_retained_downlinks_and_overwrites_its_own(
         ).encode(),
         topic("S02", "state"): b'{"state": "offline"}',
         "andon/v1/gateway/status": b'{"online": false}',
+        "andon/v1/SITE2/L1/S01/state": b'{"state": "running"}',  # another site's gateway's
     }
     watcher = Watcher(broker)
     for t, payload in garbage.items():
@@ -507,6 +508,7 @@ def test_the_gateway_clears_strangers_retained_downlinks_and_overwrites_its_own(
         gateway.stop()
         watcher.close()
     assert json.loads(held[topic("S02", "state")])["state"] == "running"
+    assert held["andon/v1/SITE2/L1/S01/state"] == garbage["andon/v1/SITE2/L1/S01/state"]
     assert held[topic("S01", "state")]
     assert json.loads(held["andon/v1/gateway/status"])["online"] is True
 

@@ -817,15 +817,18 @@ class Gateway:
         ]
 
     def _clear_strangers(self, topics: list[str]) -> None:
-        """A retained downlink the gateway does not publish itself (a station or line not in
-        the plant, or the ack of a board it has no progress for) is cleared; its own it
-        publishes again (`_republish`), over whatever another client left there."""
+        """A retained downlink under the plant's site that the gateway does not publish itself
+        (a station or line not in the plant, or the ack of a board it has no progress for) is
+        cleared; its own it publishes again (`_republish`), over whatever another client left
+        there. Another site's topics belong to that site's gateway (one broker, several)."""
         boards_at = {where: board for board, where in self._places.items()}
         progress = self.store.progress()
         lines = {line.id for line in self.config.lines}
         prefix = f"{contract.ROOT}/{self.config.site}/"
         for topic in topics:
-            parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
+            if not topic.startswith(prefix):
+                continue  # another site's: its own gateway's to keep
+            parts = topic[len(prefix) :].split("/")
             if len(parts) == 2:  # a line's state
                 owned = parts[0] in lines
             elif len(parts) == 3:  # a station's state or ack
