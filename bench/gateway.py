@@ -69,7 +69,10 @@ LINES, STATIONS = 10, 100  # 1,000 boards
 BOARDS = LINES * STATIONS
 # Mosquitto holds small packets back for Nagle's algorithm unless told: milliseconds on every
 # state publish. A plant's broker wants the same line.
-BROKER_CONF = "allow_anonymous true\n"
+# Mosquitto drops a session's QoS 1 messages past max_queued_messages (1,000 by default): the
+# gateway then waits behind the gap for the board's resend, which these simulated boards never
+# make. A plant's broker should queue more for the gateway too.
+BROKER_CONF = "allow_anonymous true\nmax_queued_messages 100000\n"
 # Long enough that the gateway takes a projection (SNAPSHOT_EVERY entries) during it.
 LATENCY_S = SNAPSHOT_EVERY // 1000 + 5
 SCALING_SHAPE = (4, 250)  # lines, stations per line: 1,000 boards the gateways split
@@ -409,7 +412,7 @@ def fill(
             _, msg = contract.decode_uplink(t, p)
             line, st = config.station_of_board(msg.board)
             entry = entry_of(now, line, st, msg)
-            pos = tx.append(entry)
+            [(pos, _)] = tx.append(entry)  # in order: logged at once
             plant.apply(Record(now, line, st, msg, entry.at))
         tx.set_clock(now)
         if project:

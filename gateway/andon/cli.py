@@ -303,13 +303,17 @@ def replay(
         bool, typer.Option("--check", help="Compare the rebuilt state with the projection.")
     ] = False,
 ) -> None:
-    """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees."""
-    from andon.runtime.service import replay_check
+    """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees, 2 if
+    there is no projection to compare with."""
+    from andon.runtime.service import NothingToCompare, replay_check
 
     plant = plant_or_exit(config)
     store = open_store(plant, config)
     try:
         differences = replay_check(plant, store)
+    except NothingToCompare as exc:
+        typer.echo(f"andon replay: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         store.close()
     for line in differences:
@@ -348,3 +352,39 @@ def token_hash(name: str, role: RoleOption = "viewer") -> None:
     token = sys.stdin.readline().strip() if not sys.stdin.isatty() else ""
     token = token or typer.prompt("token", hide_input=True)
     typer.echo(_token_entry(name, role, token))
+
+
+@app.command()
+def rejections(
+    config: ConfigOption,
+    since: Annotated[
+        str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
+    ] = "1d",
+    limit: Annotated[int, typer.Option("--limit", help="The last N rejections listed.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Rejected messages (dead letters) since a time: counts by reason, then the last ones."""
+    from andon.runtime.service import parse_since
+    from andon.status import iso
+
+    plant = plant_or_exit(config)
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise fail("rejections", str(exc)) from None
+    store = open_store(plant, config)
+    try:
+        found = store.recent_rejections(start, limit)
+    finally:
+        store.close()
+
+    def lines() -> None:
+        for reason, seen in found["by_reason"].items():
+            typer.echo(f"{reason:<16} {seen['count']:>8}  last {iso(seen['last'], plant.zone)}")
+        for r in found["recent"]:
+            typer.echo(
+                f"{iso(r['received'], plant.zone)}  {r['reason']:<14} {r['topic'][:80]}"
+                f"  {r['size']} B  {r['detail'][:120]}"
+            )
+
+    emit(as_json, found, lines)

@@ -75,6 +75,17 @@ class GatewaySettings(_Section):
     # after at most this long.
     name: Name | None = None
     lease_s: Annotated[float, Field(gt=0)] = 3.0
+    # A board's events wait behind a gap in its seq this long for the missing ones, then the
+    # gap is declared lost (an events_lost alert) and they apply (docs/protocol.md).
+    gap_timeout_s: Seconds = 30
+    # Dead letters (rejected messages) kept: the newest rows, none older than the age.
+    dead_letters_max: Seconds = 10_000
+    dead_letters_max_age_s: Seconds = 7 * 86_400
+    # A flood of rejections logs one line per reason per interval, with its count.
+    rejections_log_interval_s: Seconds = 60
+    # /api/v1/health answers 503 when the worker has not finished a batch for this long while
+    # messages wait for it.
+    stall_s: Seconds = 30
 
 
 class StoreSettings(_Section):

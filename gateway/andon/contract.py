@@ -20,8 +20,18 @@ MAX_PAYLOAD = 512
 NAME_RE = r"^[A-Za-z0-9_-]{1,32}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]
 Uid = Annotated[str, Field(pattern=r"^(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})$")]
-Count = Annotated[int, Field(ge=1, strict=True)]
-Millis = Annotated[int, Field(ge=0, strict=True)]
+# Every number stays below 2**53: exact in JSON, in JavaScript and in SQLite's INTEGER, so no
+# value is rounded on the way and none overflows the store (docs/protocol.md, "Bounds").
+EXACT = 2**53
+Count = Annotated[int, Field(ge=1, lt=EXACT, strict=True)]
+Millis = Annotated[int, Field(ge=0, lt=EXACT, strict=True)]
+Small = Annotated[int, Field(ge=0, lt=EXACT, strict=True)]
+Signed = Annotated[int, Field(gt=-EXACT, lt=EXACT, strict=True)]
+# The gateway's clock window for a board's `ts` (and for `age`): an event dated outside it is
+# dated by its receipt instead, and flagged (see `dating`).
+TS_AHEAD_MS = 5 * 60_000  # clocks of boards and gateway disagree by seconds, not minutes
+TS_BEHIND_MS = 7 * 86_400_000  # an outbox holds events while its board is cut off: a week
+OUTBOX_CAP_MAX = 100_000  # a board's declared outbox capacity (the firmware allows 10..100000)
 # A call button's reason: quality, maintenance, material, or a cause the plant file adds
 CallReason = Name
 StationStateName = Literal["running", "called", "acknowledged", "stopped", "offline"]
@@ -72,6 +82,11 @@ def alert_topic(site: str) -> str:
 def board_subscriptions() -> list[str]:
     """What the gateway subscribes to: every board's uplink topics."""
     return [f"{ROOT}/+/+/+/evt", f"{ROOT}/+/+/+/status", f"{ROOT}/+/+/+/telemetry"]
+
+
+def downlink_subscriptions() -> list[str]:
+    """The retained downlinks the gateway owns: station state and ack, line state."""
+    return [f"{ROOT}/+/+/+/state", f"{ROOT}/+/+/+/ack", f"{ROOT}/+/+/state"]
 
 
 class _Strict(BaseModel):
@@ -144,9 +159,9 @@ class Birth(_Strict):
     boot: Count
     online: Literal[True]
     fw: Annotated[str, Field(max_length=32)]
-    reset_cause: int
-    outbox: Annotated[int, Field(ge=0)]
-    outbox_cap: Annotated[int, Field(ge=0)]
+    reset_cause: Signed
+    outbox: Small
+    outbox_cap: Annotated[int, Field(ge=1, le=OUTBOX_CAP_MAX, strict=True)]
     outbox_near_full: bool
     # why the previous boot ended, when it ended in a firmware fault (firmware/lib/andon/fault.py)
     last_error: Annotated[str, Field(max_length=160)] | None = None
@@ -164,11 +179,11 @@ _STATUS = TypeAdapter(Annotated[Birth | Will, Field(discriminator="online")])
 class Telemetry(_Strict):
     board: Name
     boot: Count
-    uptime_s: Annotated[int, Field(ge=0)]
-    heap_free: Annotated[int, Field(ge=0)]
-    outbox: Annotated[int, Field(ge=0)]
-    reconnects: Annotated[int, Field(ge=0)]
-    rssi: int | None
+    uptime_s: Small
+    heap_free: Small
+    outbox: Small
+    reconnects: Small
+    rssi: Signed | None
 
 
 @lru_cache(maxsize=8192)  # a plant's boards use a few thousand topics, again and again
@@ -177,6 +192,20 @@ def parse_topic(topic: str) -> tuple[Station, str]:
     if not m:
         raise Rejected("topic", f"not a board topic: {topic!r}")
     return Station(m["site"], m["line"], m["station"]), m["leaf"]
+
+
+class EventsLost(_Strict):
+    """The gateway's own log record (leaf "gateway"): a board's events it declared lost, seq
+    `first`..`last` (docs/protocol.md, Order). Applied like an event, so a replay raises the
+    same alert."""
+
+    board: Name
+    first: Count
+    last: Count
+
+
+def gateway_record(payload: str) -> EventsLost:
+    return EventsLost.model_validate_json(payload)
 
 
 class Operator(_Strict):
@@ -215,6 +244,19 @@ def decode_uplink(topic: str, payload: bytes) -> tuple[Station, UplinkMessage]:
     """Validate a board's message: its topic, size, JSON and fields. Raises `Rejected`."""
     station, leaf = parse_topic(topic)
     return station, _validate(_UPLINK[leaf], payload)
+
+
+def dating(ts: int | None, age: int | None, received: int) -> tuple[int, bool]:
+    """When an event happened, and whether its own date was refused: `ts`, else `received -
+    age`, else `received`. A date outside the window (TS_AHEAD_MS ahead of `received`,
+    TS_BEHIND_MS behind it: a clock in seconds, unset or wrong) is replaced by `received` and
+    flagged, so no call is dated 1970 or next year. Never after `received`."""
+    if ts is None and age is None:
+        return received, False
+    at = ts if ts is not None else received - age
+    if not received - TS_BEHIND_MS <= at <= received + TS_AHEAD_MS:
+        return received, True
+    return min(at, received), False
 
 
 def _dump(obj: dict) -> bytes:

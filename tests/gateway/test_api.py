@@ -31,11 +31,14 @@ def plant(tmp_path, **gateway) -> PlantConfig:
 
 
 class StandIn:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
     def view(self) -> dict:
         return VIEW
 
     def health(self) -> dict:
-        return {"running": True, "broker_connected": True}
+        return {"ok": not self.reasons, "reasons": self.reasons, "running": True}
 
     def watch(self, changed) -> None:
         pass  # this stand-in never changes
@@ -62,7 +65,8 @@ def auth(token: str = TOKEN) -> dict:
 
 def test_every_route_but_health_needs_a_valid_token(client):
     assert client.get("/api/v1/health").json()["running"] is True
-    for route in ("/api/v1/plant", "/api/v1/lines/L1", "/api/v1/calls", "/api/v1/orders"):
+    routes = ("/plant", "/lines/L1", "/calls", "/orders", "/alerts", "/rejections")
+    for route in (f"/api/v1{r}" for r in routes):
         missing = client.get(route)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
         assert client.get(route, headers=auth("dashboard-0123456789abcdeX")).status_code == 401
@@ -129,3 +133,37 @@ def test_an_api_without_tokens_is_refused_when_the_plant_loads(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"gateway.http: the HTTP API needs at least one"):
         load_plant(path)
+
+
+def test_health_answers_503_with_the_reasons_when_the_gateway_is_not_well(tmp_path):
+    source = StandIn()
+    client = TestClient(make_app(plant(tmp_path), source))
+    assert client.get("/api/v1/health").status_code == 200
+    source.reasons = ["the broker is unreachable"]
+    sick = client.get("/api/v1/health")
+    assert sick.status_code == 503
+    assert sick.json()["reasons"] == ["the broker is unreachable"]
+
+
+def test_alerts_lists_the_open_alerts_of_the_plant(tmp_path):
+    source = StandIn()
+    alert = {"id": "A-000001", "kind": "input_fault", "station": "S1"}
+    source.view = lambda: {**VIEW, "alerts": [alert]}
+    client = TestClient(make_app(plant(tmp_path), source))
+    assert client.get("/api/v1/alerts", headers=auth()).json() == [alert]
+
+
+def test_rejections_lists_recent_dead_letters_by_reason(tmp_path):
+    config = plant(tmp_path)
+    store = SqliteStore(config.gateway.database)
+    with store.transaction() as tx:
+        tx.dead_letter(1000, "andon/v1/P1/L1/S1/evt", b"x" * 5000, "size", "too big")
+        tx.dead_letter(2000, "andon/v1/P1/L1/S1/evt", b"nope", "json", "not JSON")
+        tx.dead_letter(3000, "andon/v1/P1/L1/S1/evt", b"{}", "json", "not JSON")
+    store.close()
+    client = TestClient(make_app(config, StandIn()))
+    found = client.get("/api/v1/rejections?since=1500", headers=auth()).json()
+    assert found["by_reason"] == {"json": {"count": 2, "last": 3000}}
+    assert [r["received"] for r in found["recent"]] == [2000, 3000]
+    every = client.get("/api/v1/rejections", headers=auth()).json()
+    assert every["recent"][0]["size"] == 5000 and len(every["recent"][0]["sha256"]) == 64

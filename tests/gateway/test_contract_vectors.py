@@ -62,3 +62,10 @@ def test_gateway_encodes_downlink_vectors(message):
     else:
         encoded = contract.ack(p["board"], p["boot"], p["seq"])
     assert json.loads(encoded) == p
+
+
+@pytest.mark.parametrize("case", EVENTS["dating"]["cases"], ids=lambda c: c["name"])
+def test_the_gateway_dates_events_within_its_window(case):
+    received = EVENTS["dating"]["received"]
+    at, redated = contract.dating(case["ts"], case["age"], received)
+    assert (at, redated) == (case["at"], case["redated"])

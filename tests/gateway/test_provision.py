@@ -387,3 +387,29 @@ def test_a_wrong_password_or_an_anonymous_client_is_refused(secured_broker):
     assert anonymous.connect_result() == "Not authorized"
     right = connect("AAAA00000001", passwords["AAAA00000001"], "board-1b")
     assert right.connect_result() == 0
+
+
+def test_only_the_gateway_account_writes_downlinks(secured_broker):
+    passwords, connect = secured_broker
+    downlinks = [
+        "andon/v1/P1/L1/S01/state",  # the board's own
+        "andon/v1/P1/L1/S01/ack",
+        "andon/v1/P1/L1/S02/state",  # another station's
+        "andon/v1/P1/L1/S02/ack",
+        "andon/v1/P1/L1/state",  # its line's
+        "andon/v1/gateway/status",
+    ]
+    for n, topic in enumerate(downlinks):  # a denied publish may close the connection: one each
+        board = connect("AAAA00000001", passwords["AAAA00000001"], f"board-{n}")
+        assert board.connect_result() == 0
+        board.publish(topic, b'{"forged": true}', retain=True)
+        board.close()
+    gateway = connect(GATEWAY, passwords[GATEWAY], "gw")
+    assert gateway.connect_result() == 0
+    gateway.subscribe("andon/v1/#")
+    marker = ("andon/v1/P1/L1/MARK/state", b"marker")
+    gateway.publish(*marker)  # delivered after every retained message the broker holds
+    seen = []
+    while (got := gateway.got.get(timeout=5)) != marker:
+        seen.append(got)
+    assert seen == []  # no forged downlink was kept

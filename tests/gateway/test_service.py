@@ -62,6 +62,12 @@ def evt(seq: int, kind: str = "cord_pulled", base: int | None = None, boot: int 
     ).encode()
 
 
+def birth(board: str, boot: int, outbox_cap: int = 400) -> bytes:
+    fields = {"board": board, "boot": boot, "online": True, "fw": "0.1.0", "reset_cause": 1}
+    fields |= {"outbox": 0, "outbox_cap": outbox_cap, "outbox_near_full": False}
+    return json.dumps(fields).encode()
+
+
 def topic(station: str, leaf: str = "evt") -> str:
     return f"andon/v1/{SITE}/L1/{station}/{leaf}"
 
@@ -201,9 +207,18 @@ def test_the_ack_carries_the_highest_contiguous_seq(running):
     w.publish(topic("S01"), evt(3, "cord_pulled", base=1))  # 2 was lost on the way
     w.publish(topic("S02"), evt(1, board=BOARDS["S02"]))  # a later commit
     w.wait_for(lambda t, b: t == topic("S02", "ack"))
-    assert [b["seq"] for t, b in w.seen if t == topic("S01", "ack")] == [1, 1]
+    # S01's progress did not move: no ack for it (3 waits behind the gap)
+    assert [b["seq"] for t, b in w.seen if t == topic("S01", "ack")] == [1]
     w.publish(topic("S01"), evt(2, "cord_reset", base=1))
     w.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 3)
+    # applied in seq order: pull, reset, pull again; in arrival order the second pull would
+    # have been a repeat of the first call, and the reset would have ended it
+    store = SqliteStore(running.config.gateway.database)
+    try:
+        calls = [(c["station"], c["resolution"], c["repeats"]) for c in store.records("call")]
+    finally:
+        store.close()
+    assert calls == [("S01", "cord_reset", 0), ("S02", None, 0), ("S01", None, 0)]
 
 
 class FailingStore(SqliteStore):
@@ -231,6 +246,8 @@ def test_nothing_is_acknowledged_to_the_broker_before_it_is_committed(tmp_path, 
             "the commit failed", lambda: failing.failed is not None
         )  # the commit failed: no ack was sent
         assert str(failing.failed) == "disk I/O error"
+        reasons = failing.health()["reasons"]
+        assert "the worker is not running: RuntimeError('disk I/O error')" in reasons
     finally:
         failing.stop()
     # the broker kept the message for the gateway's session and delivers it again
@@ -327,8 +344,9 @@ def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(tmp_path, bro
 
 def test_an_alert_is_marked_sent_once_the_broker_has_it(running):
     w = running.watcher
+    w.publish(topic("S01", "status"), birth(BOARDS["S01"], 1))
     will = json.dumps({"board": BOARDS["S01"], "boot": 1, "online": False}).encode()
-    w.publish(topic("S01", "status"), will)
+    w.publish(topic("S01", "status"), will)  # a Will counts for the current session's boot
     alert = w.wait_for(lambda t, b: t == f"andon/v1/{SITE}/alert")
     assert alert["kind"] == "station_offline" and alert["station"] == "S01"
 
@@ -414,3 +432,102 @@ def test_a_batch_gathers_what_arrives_soon_only_while_the_worker_is_behind(
         gateway.store.close()
     assert batch[:waiting] == list(range(waiting))
     assert ("late" in batch) is joins
+
+
+@pytest.mark.parametrize("stage", ["decode", "store", "apply"])
+def test_a_poison_message_at_any_stage_is_dead_lettered_and_the_gateway_goes_on(
+    running, monkeypatch, stage
+):
+    from tests.gateway.test_intake import FAULTS
+
+    fault, reason = FAULTS[["decode", "store", "apply"].index(stage)]
+    fault(monkeypatch)  # each fails on S01's seq 2
+    w = running.watcher
+    w.publish(topic("S01"), evt(1, "cord_pulled"))
+    w.publish(topic("S01"), evt(2, "cord_reset"))
+    w.publish(topic("S02"), evt(1, "cord_pulled", board=BOARDS["S02"]))  # the next valid one
+    w.wait_for(lambda t, b: t == topic("S02", "state") and b["state"] == "called")
+    wait_for("the poison dead-lettered", lambda: running.gateway.rejected.get(reason) == 1)
+    assert running.gateway.running and running.gateway.failed is None
+    assert running.gateway.view()["lines"][0]["stations"][0]["state"] == "called"
+
+
+def retained_now(broker) -> dict[str, bytes]:
+    """Every retained message under andon/v1 now: what a board subscribing now would get."""
+    got: queue.Queue = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retained-reader")
+    client.on_message = lambda _c, _u, m: got.put((m.topic, m.payload, m.retain))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.subscribe("andon/v1/#", qos=1)[1]
+        found: dict[str, bytes] = {}
+        marker = b"end of the retained messages"
+        client.publish("andon/v1/test/marker", marker, qos=1).wait_for_publish(5)
+        while True:  # the broker sends what it holds before what is published after
+            t, payload, retain = got.get(timeout=10)
+            if payload == marker:
+                return found
+            if retain:
+                found[t] = payload
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_gateway_clears_strangers_retained_downlinks_and_overwrites_its_own(tmp_path, broker):
+    from andon.runtime.service import Gateway
+
+    config = plant_config(tmp_path, broker)
+    garbage = {
+        f"andon/v1/{SITE}/L9/S99/state": b'{"state": "stopped"}',  # no such station
+        f"andon/v1/{SITE}/L9/state": b"junk",  # no such line
+        f"andon/v1/{SITE}/L1/S01/ack": json.dumps(  # a forged ack: the board has no progress
+            {"board": BOARDS["S01"], "boot": 1, "seq": 10**6}
+        ).encode(),
+        topic("S02", "state"): b'{"state": "offline"}',
+        "andon/v1/gateway/status": b'{"online": false}',
+        "andon/v1/SITE2/L1/S01/state": b'{"state": "running"}',  # another site's gateway's
+    }
+    watcher = Watcher(broker)
+    for t, payload in garbage.items():
+        watcher.client.publish(t, payload, qos=1, retain=True).wait_for_publish(5)
+    gateway = Gateway(config)
+    try:
+        gateway.start()
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        wait_for(
+            "the strangers' retained messages cleared",
+            lambda: (
+                not {t for t in garbage if "/L9/" in t or t.endswith("S01/ack")}
+                & retained_now(broker).keys()
+            ),
+        )
+        held = retained_now(broker)
+    finally:
+        gateway.stop()
+        watcher.close()
+    assert json.loads(held[topic("S02", "state")])["state"] == "running"
+    assert held["andon/v1/SITE2/L1/S01/state"] == garbage["andon/v1/SITE2/L1/S01/state"]
+    assert held[topic("S01", "state")]
+    assert json.loads(held["andon/v1/gateway/status"])["online"] is True
+
+
+def test_health_is_503_while_the_broker_is_down_and_a_fresh_birth_follows_its_return(
+    running, broker
+):
+    from fastapi.testclient import TestClient
+
+    from andon.runtime.api import make_app
+
+    api = TestClient(make_app(running.config, running.gateway))
+    assert api.get("/api/v1/health").status_code == 200
+    online = lambda t, b: t == "andon/v1/gateway/status" and b.get("online")  # noqa: E731
+    first = running.watcher.wait_for(online)["since"]
+    broker.kill()
+    wait_for("health names the broker", lambda: api.get("/api/v1/health").status_code == 503)
+    assert "the broker is unreachable" in api.get("/api/v1/health").json()["reasons"]
+    broker.start()
+    wait_for("health is back", lambda: api.get("/api/v1/health").status_code == 200, timeout=30)
+    # each (re)connect publishes a fresh birth: boards resend what is unacknowledged at once
+    running.watcher.wait_for(lambda t, b: online(t, b) and b["since"] > first, timeout=30)

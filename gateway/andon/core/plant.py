@@ -59,7 +59,9 @@ class Record:
     received: int  # gateway clock (ms) when accepted; non-decreasing along the log
     line: str
     station: str
-    message: contract.Event | contract.Birth | contract.Will | contract.Operator
+    message: (
+        contract.Event | contract.Birth | contract.Will | contract.Operator | contract.EventsLost
+    )
     at: int  # when it happened, see date_event
 
     @classmethod
@@ -142,6 +144,8 @@ class Plant(CallRules, StationRules, PresenceRules, KanbanRules, TaktRules, Aler
             self._on_birth(station, message, record.at)
         elif isinstance(message, contract.Will):
             self._on_will(station, message, record.at)
+        elif isinstance(message, contract.EventsLost):  # the gateway's record of a gap
+            self._on_events_lost(station, message, record.at)
         else:
             self._on_event[message.kind](station, message, record.at)
         return out

@@ -68,6 +68,16 @@ class PresenceRules:
             text = f"input {event.input} at {where}: {what}"
             self._raise_alert("input_fault", subject, text, at, *_at(station))
 
+    def _on_events_lost(self, station: Station, gap: contract.EventsLost, at: int) -> None:
+        """The gateway declared a board's events lost (intake: a gap that timed out, or a base
+        past it): an alert with nothing to clear, so it closes by itself."""
+        where = f"{station.line}/{station.id}"
+        count = gap.last - gap.first + 1
+        text = f"board {gap.board} at {where}: {count} event(s) lost (seq {gap.first}..{gap.last})"
+        subject = f"lost:{where}:{gap.first}"
+        extra = {"board": gap.board, "first": gap.first, "last": gap.last}
+        self._raise_alert("events_lost", subject, text, at, *_at(station), one_shot=True, **extra)
+
 
 def _at(station: Station) -> tuple[str, str]:
     return station.line, station.id

@@ -17,6 +17,7 @@ from typing import Annotated, Protocol
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from andon import __version__
@@ -24,7 +25,7 @@ from andon.config import PlantConfig
 from andon.runtime import web
 from andon.runtime.auth import requires
 from andon.runtime.metrics import metrics_app
-from andon.runtime.store_pg import plant_records
+from andon.runtime.store_pg import plant_records, plant_rejections
 
 PREFIX = "/api/v1"
 Limit = Annotated[int, Query(ge=1, le=10_000)]
@@ -50,9 +51,22 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
     web.install(app, config, source, PREFIX)
 
     @app.get(f"{PREFIX}/health")
-    def health() -> dict:
-        """Whether the gateway runs and reaches its broker (no token needed: for monitoring)."""
-        return source.health()
+    def health() -> JSONResponse:
+        """200 when the gateway works; 503 with its `reasons` when the broker is unreachable,
+        the worker stalls or has stopped (a failing store stops it). No token: for monitoring."""
+        report = source.health()
+        return JSONResponse(report, status_code=200 if report["ok"] else 503)
+
+    @app.get(f"{PREFIX}/alerts", dependencies=authorized)
+    def alerts() -> list[dict]:
+        """The open alerts, as the plant holds them."""
+        return source.view().get("alerts", [])
+
+    @app.get(f"{PREFIX}/rejections", dependencies=authorized)
+    def recent_rejections(since: Annotated[int, Query(ge=0)] = 0, limit: Limit = 100) -> dict:
+        """Rejected messages since `since` (ms since the epoch): counts by reason, and the last
+        `limit` of them (topic, reason, detail, size and sha256 of the payload)."""
+        return plant_rejections(config, since, limit)
 
     @app.get(f"{PREFIX}/plant", dependencies=authorized)
     def plant() -> dict:

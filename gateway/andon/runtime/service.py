@@ -4,10 +4,14 @@ Persist before ack. The network thread, where paho reads, writes and runs its ca
 (`andon.runtime.netloop`), only enqueues what arrives; one worker thread takes whatever is
 queued (up to `batch_max`), validates it, logs the new events, applies them to the core and
 commits the lot in one durable transaction. Only then are the messages acknowledged to the
-broker (manual ack), the boards told their progress (`…/ack`) and the effects published. A crash
-anywhere before the commit loses nothing: the broker still holds the unacknowledged messages for
-our persistent session and delivers them again, and the log's (board, boot, seq) key makes a
-second delivery a no-op.
+broker (manual ack), the boards whose progress moved told it (`…/ack`) and the effects
+published. A crash anywhere before the commit loses nothing: the broker still holds the
+unacknowledged messages for our persistent session and delivers them again, and a board's
+progress makes a second delivery a no-op.
+
+Each board's events apply in seq order (the store holds one that comes after a gap until the
+gap fills or is declared lost), and no single message can stop the worker: one that fails
+past validation is dead-lettered and the batch done again without it (`_process`).
 
 The worker is the only thread that touches the core and the store, so timers (`advance`) are
 serialized with events. The core fires each timer at its own deadline whatever the moment it is
@@ -38,7 +42,7 @@ import paho.mqtt.client as mqtt
 
 from andon import contract
 from andon.config import PlantConfig
-from andon.core import Plant, Record, date_event
+from andon.core import Plant, Record
 from andon.core.effects import (
     RECORDS,
     Alert,
@@ -52,7 +56,18 @@ from andon.core.state import dump
 from andon.runtime.logs import log_effects
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.ownership import LineLeases
-from andon.runtime.store import Entry, LoggedEntry, Projection, Store, Transaction
+from andon.runtime.store import (
+    DEFAULT_OUTBOX_CAP,
+    FLAG_REDATED,
+    GAP,
+    Entry,
+    LoggedEntry,
+    Progress,
+    Projection,
+    SeqJump,
+    Store,
+    Transaction,
+)
 from andon.runtime.store_pg import Fenced, open_store
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
 
@@ -86,13 +101,20 @@ class Outgoing:
     outbox_id: int | None = None  # set: mark it sent once the broker has it
 
 
-def record_of(site: str, entry: LoggedEntry) -> Record:
-    """A logged entry as the core's record; the message is validated again on the way back."""
-    if entry.leaf == OPERATOR:
+class NothingToCompare(ValueError):
+    """`replay --check` without a stored projection: there is nothing to check the log against."""
+
+
+def record_of(site: str, entry: LoggedEntry | Entry) -> Record:
+    """A logged entry as the core's record; the message is validated again on the way back
+    (a board's by the wire contract, a gap record of the gateway's by its own)."""
+    if entry.leaf == "gateway":
+        message = contract.gateway_record(entry.message)
+    elif entry.leaf == OPERATOR:
         message = contract.Operator.model_validate_json(entry.message)
-        return Record(entry.received, entry.line, entry.station, message, entry.at)
-    topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
-    _, message = contract.decode_uplink(topic, entry.message.encode())
+    else:
+        topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
+        _, message = contract.decode_uplink(topic, entry.message.encode())
     return Record(entry.received, entry.line, entry.station, message, entry.at)
 
 
@@ -131,10 +153,14 @@ def rebuild(
 
 
 def replay_check(config: PlantConfig, store: Store) -> list[str]:
-    """Rebuild from the whole log up to the stored projection and compare: the differences."""
+    """Rebuild from the whole log up to the stored projection and compare: the differences.
+    Raises NothingToCompare when no projection is stored: an empty comparison proves nothing."""
     projection = store.projection()
     if projection is None:
-        return []  # nothing projected yet: nothing to disagree with
+        raise NothingToCompare(
+            "no projection is stored yet (a gateway saves one when it stops, and every"
+            f" {SNAPSHOT_EVERY} log entries): there is nothing to compare the log with"
+        )
     plant = Plant(config)
     for entry in store.log():
         if entry.pos > projection.pos:
@@ -177,14 +203,18 @@ def parse_since(text: str, now: int | None = None) -> int:
 
 
 def entry_of(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
+    at, redated = contract.dating(
+        getattr(message, "ts", None), getattr(message, "age", None), received
+    )
     common = dict(
         received=received,
         line=line,
         station=station,
         board=message.board,
         boot=message.boot,
-        at=date_event(message, received),
+        at=at,
         message=message.model_dump_json(),
+        flags=FLAG_REDATED if redated else 0,
     )
     if isinstance(message, contract.Birth | contract.Will):
         kind = "birth" if message.online else "will"
@@ -271,6 +301,62 @@ class _Operate:
     answer: Future
 
 
+@dataclass(frozen=True)
+class _Retained:
+    """A retained downlink the broker held when the gateway subscribed: its or a stranger's."""
+
+    topic: str
+
+
+class _Poisoned(Exception):
+    """One input failed past validation (storing or applying it): the batch is rolled back and
+    done again without it. `key` names a held event (board, seq), else it is the message's."""
+
+    def __init__(self, reason: str, exc: BaseException, key: tuple[str, int] | None = None):
+        super().__init__(f"{reason}: {type(exc).__name__}: {exc}")
+        self.rejected = contract.Rejected(reason, f"{type(exc).__name__}: {exc}")
+        self.key = key
+        self.entry: Entry | None = None
+        self.index = -1
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    try:
+        return msg.topic
+    except UnicodeDecodeError:  # brokers refuse such topics; should one pass, it is rejected
+        return repr(msg._topic)
+
+
+class RejectionLog:
+    """A flood of rejections writes one line per reason per interval: the first rejection of a
+    reason is logged at once with its detail, the rest are counted and summed up in one line."""
+
+    def __init__(self, interval_s: float, clock=time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._open: dict[str, list] = {}  # reason -> [window start, rejections not logged]
+
+    def note(self, reason: str, topic: str, detail: str) -> None:
+        self.flush()
+        window = self._open.get(reason)
+        if window is None:
+            log.warning("rejected %s on %.200s: %.300s", reason, topic, detail)
+            self._open[reason] = [self._clock(), 0]
+        else:
+            window[1] += 1
+
+    def flush(self) -> None:
+        """Sum up the windows that are over."""
+        now = self._clock()
+        for reason, (start, count) in list(self._open.items()):
+            if now - start >= self.interval_s:
+                if count:
+                    log.warning(
+                        "rejected %d more %s message(s) in %.0f s", count, reason, now - start
+                    )
+                del self._open[reason]
+
+
 class Gateway:
     """One gateway: `start()`, then `stop()`; `running` turns False if it fails."""
 
@@ -286,17 +372,23 @@ class Gateway:
     ) -> None:
         self.config = config
         self._zone = config.zone
-        self.name = name or config.gateway.name
-        self.store = store or open_store(config, self.name or config.gateway.client_id)
+        settings = config.gateway
+        self.name = name or settings.name
+        self.store = store or open_store(config, self.name or settings.client_id)
         self.batch_max = batch_max
         self.snapshot_every = snapshot_every
         self.rejected: dict[str, int] = self.store.rejections()
+        self._rejection_log = RejectionLog(settings.rejections_log_interval_s)
+        self._gap_timeout_ms = settings.gap_timeout_s * 1000
         # per board, looked up for every message (config.station_of_board is slower)
         self._places = {s.board: (line.id, s.id) for line, s in config.stations()}
         self._ack_topics = {
             board: contract.Station(config.site, *where).topic("ack")
             for board, where in self._places.items()
         }
+        self._outbox_caps: dict[str, int] = {}  # from each board's birth
+        self._poisoned: set[tuple[str, int]] = set()  # events that failed to apply
+        self._jumps_told: dict[str, int] = {}  # board -> the progress a seq_jump alert named
         self.failed: BaseException | None = None
         self._state = threading.Lock()  # the worker changes the plant under it; view() reads
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -304,6 +396,8 @@ class Gateway:
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._outbox_in_flight = 0  # how many of them: read by the network thread (_on_publish)
+        self._worked = time.monotonic()  # when the worker last took or finished work (health)
+        self._birth = b""  # the gateway birth last published: its echo ends the retained scan
         self._clock = self.store.clock()
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
@@ -347,9 +441,9 @@ class Gateway:
             time.perf_counter() - started,
         )
         self._since_snapshot = replayed  # the next projection bounds the replay again
-        for row in self.store.pending_webhooks():  # before _tick adds its own
+        for row in self.store.pending_webhooks():  # before the first tick adds its own
             self._webhooks.submit(Delivery(*row))
-        self._tick()  # timers that came due while the gateway was down
+        self._process([])  # timers that came due while the gateway was down
         self._webhooks.start()
         broker = self.config.broker
         self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
@@ -407,9 +501,22 @@ class Gateway:
             return self._pos, dict(self.rejected), self._inbox.qsize()
 
     def health(self) -> dict:
+        """`ok`, or the `reasons` it is not: the worker stopped (a store that failed stops
+        it), the broker is unreachable, or messages wait while the worker makes no progress."""
         with self._state:
             rejected = sum(self.rejected.values())
+        reasons = []
+        if not self.running:
+            failed = f": {self.failed!r}" if self.failed is not None else ""
+            reasons.append(f"the worker is not running{failed}")
+        if not self._client.is_connected():
+            reasons.append("the broker is unreachable")
+        waiting, idle = self._inbox.qsize(), time.monotonic() - self._worked
+        if waiting and self.running and idle > self.config.gateway.stall_s:
+            reasons.append(f"the worker has stalled: {waiting} waiting, none done in {idle:.0f} s")
         return {
+            "ok": not reasons,
+            "reasons": reasons,
             "running": self.running,
             "broker_connected": self._client.is_connected(),
             "log_position": self._pos,
@@ -437,11 +544,13 @@ class Gateway:
         client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_socket_open = no_delay  # a state or an ack goes out now, not with the next
-        client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
+        client.on_message = self._on_message
         client.on_publish = self._on_publish
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
+        """Subscribe, publish a fresh birth (boards resend at once on a new one) and read the
+        retained downlinks the broker holds, until the birth's own echo comes back."""
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
@@ -450,10 +559,27 @@ class Gateway:
         )
         if topics:
             client.subscribe([(topic, 1) for topic in topics])
-        client.publish(
-            contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
-        )
+        client.subscribe([(topic, 0) for topic in self._owned_topics()])
+        self._birth = contract.gateway_birth(wall_ms())
+        client.publish(contract.GATEWAY_STATUS, self._birth, qos=1, retain=True)
         self._inbox.put(_Connected())
+
+    @staticmethod
+    def _owned_topics() -> list[str]:
+        return [*contract.downlink_subscriptions(), contract.GATEWAY_STATUS]
+
+    def _on_message(self, client: mqtt.Client, _userdata, msg: mqtt.MQTTMessage) -> None:
+        """Board messages go to the worker; of the gateway's own topics, only what the broker
+        held retained (the rest is its own echo)."""
+        topic = _topic_of(msg)
+        if topic == contract.GATEWAY_STATUS:
+            if not msg.retain and msg.payload == self._birth:  # every retained one came before
+                client.unsubscribe(self._owned_topics())
+        elif topic.endswith(("/state", "/ack")):
+            if msg.retain and msg.payload:
+                self._inbox.put(_Retained(topic))
+        else:
+            self._inbox.put(msg)
 
     def _on_publish(self, _client, _userdata, mid: int, _reason, _props) -> None:
         """Wake the worker only while a trigger or alert awaits its PUBACK (to mark it sent):
@@ -468,7 +594,7 @@ class Gateway:
     def _run(self) -> None:
         try:
             while self._serve_once():
-                pass
+                self._worked = time.monotonic()
         except BaseException as exc:  # the core and the store may disagree now: stop
             log.critical("the gateway stops: %r", exc, exc_info=True)
             self.failed = exc
@@ -476,12 +602,14 @@ class Gateway:
     def _serve_once(self) -> bool:
         """Take one batch (or wait for the next timer); False once told to stop."""
         item = self._next(self._timeout())
+        self._worked = time.monotonic()  # it took work: a stall counts from here
         batch = [] if item is None else self._gather(item)
         try:
             with self._state:
-                self._process(batch) if batch else self._tick()
+                self._process(batch)
         except Fenced as exc:
             self._fenced(exc, batch)
+        self._rejection_log.flush()
         return not (batch and isinstance(batch[-1], _Stop))
 
     def _gather(self, first: object) -> list:
@@ -513,25 +641,28 @@ class Gateway:
             return None
 
     def _timeout(self) -> float | None:
-        deadline = self.plant.next_deadline()
-        return None if deadline is None else max(0.0, (deadline - wall_ms()) / 1000)
+        """Until the next timer of the core, or the next gap's timeout."""
+        deadlines = [
+            d
+            for d in (
+                self.plant.next_deadline(),
+                self.store.next_gap_deadline(self._gap_timeout_ms),
+            )
+            if d is not None
+        ]
+        return max(0.0, (min(deadlines) - wall_ms()) / 1000) if deadlines else None
 
     def _now(self) -> int:
         self._clock = max(self._clock, wall_ms())
         return self._clock
 
-    def _tick(self) -> None:
-        now = self._now()
-        with self.store.transaction() as tx:
-            effects = self.plant.advance(now)
-            outgoing, deliveries = self._persist_effects(tx, effects, now)
-            tx.set_clock(now)
-        self._publish(outgoing)
-        self._submit(deliveries)
-        if effects:
-            self._changed()
-
     def _process(self, batch: list) -> None:
+        """Commit one batch (an empty one: the timers), then acknowledge and publish.
+
+        A message that fails past validation (its storing or applying raised) is poison: the
+        whole transaction rolls back, the core is rebuilt from the store, and the batch is done
+        again with that message dead-lettered. The core is never left half-changed, and the
+        normal path pays nothing for it."""
         for owned in (m for m in batch if isinstance(m, _Owned)):
             self._own(owned.epochs)
         messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
@@ -540,63 +671,174 @@ class Gateway:
         self._outbox_in_flight -= len(sent)
         outcomes = [m for m in batch if isinstance(m, Outcome)]
         operations = [m for m in batch if isinstance(m, _Operate)]
-        now = self._now()
-        effects = self.plant.advance(now)  # timers due before this batch come first
-        refusals: list[str | None] = []
-        if messages or sent or outcomes or effects or operations:
-            began = time.perf_counter()
-            with self.store.transaction() as tx:
-                effects += [e for m in messages for e in self._accept(tx, m, now)]
-                for o in operations:
-                    refusals.append(self._operate(tx, o.op, now, effects))
-                outgoing, deliveries = self._persist_effects(tx, effects, now)
-                tx.mark_sent(sent, now)
-                self._record_outcomes(tx, outcomes, now)
-                tx.set_clock(now)
-                if self._since_snapshot >= self.snapshot_every:
-                    self._save_projection(tx)
-            self.commit_seconds.observe(time.perf_counter() - began)
+        poison: dict[int, contract.Rejected] = {}  # message index -> why
+        letters: list[tuple[str, bytes, contract.Rejected]] = []  # held events that failed
+        while True:
+            try:
+                done = self._commit(batch, messages, sent, outcomes, operations, poison, letters)
+                break
+            except _Poisoned as p:
+                log.error("poison message dead-lettered, batch done again: %s", p)
+                self._isolate(p, poison, letters)
+                self.plant, self._pos, _ = rebuild(self._served_config(), self.store)
+        if done is not None:
+            outgoing, deliveries, touched, rejected, refusals, changed = done
             for m in messages:
                 self._client.ack(m.mid, m.qos)
-            self._publish(outgoing + self._acks(tx.touched))
+            self._publish(outgoing + self._acks(touched))
             self._submit(deliveries)
             for o, refusal in zip(operations, refusals, strict=True):
                 o.answer.set_result(refusal)
-            if effects:
+            if changed:
                 self._changed()
+            for reason, topic, detail in rejected:
+                self.rejected[reason] = self.rejected.get(reason, 0) + 1
+                self._rejection_log.note(reason, topic, detail)
+        retained = [item.topic for item in batch if isinstance(item, _Retained)]
+        if retained:
+            self._clear_strangers(retained)
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
 
-    def _record_outcomes(self, tx: Transaction, outcomes: list[Outcome], now: int) -> None:
+    def _isolate(self, p: _Poisoned, poison: dict, letters: list) -> None:
+        """What the next try leaves out: the held event (released as lost, dead-lettered), or
+        the message. A failure no message or event can be blamed for (a gap record that fails
+        to apply) stops the worker rather than retrying for ever."""
+        if p.key is None:
+            if p.index < 0 or p.index in poison:
+                raise p.__cause__ or p
+            poison[p.index] = p.rejected
+            return
+        if p.key in self._poisoned:
+            raise p.__cause__ or p
+        self._poisoned.add(p.key)
+        entry = p.entry
+        topic = contract.Station(self.config.site, entry.line, entry.station).topic(entry.leaf)
+        letters.append((topic, entry.message.encode(), p.rejected))
+
+    def _commit(
+        self,
+        batch: list,
+        messages: list[mqtt.MQTTMessage],
+        sent: list[int],
+        outcomes: list[Outcome],
+        operations: list[_Operate],
+        poison: dict[int, contract.Rejected],
+        letters: list[tuple[str, bytes, contract.Rejected]],
+    ):
+        """One try at the batch: None when there was nothing to do."""
+        now = self._now()
+        effects = self.plant.advance(now)  # timers due before this batch come first
+        gap_due = self.store.next_gap_deadline(self._gap_timeout_ms)
+        expire = gap_due is not None and gap_due <= now
+        if not (messages or sent or outcomes or operations or effects or expire or not batch):
+            return None
+        self._batch_rejected: list[tuple[str, str, str]] = []
+        began = time.perf_counter()
+        with self.store.transaction() as tx:
+            tx.poisoned = self._poisoned
+            for topic, payload, why in letters:
+                self._reject(tx, topic, payload, now, why)
+            for index, m in enumerate(messages):
+                if index in poison:
+                    self._reject(tx, _topic_of(m), m.payload, now, poison[index])
+                    continue
+                try:
+                    effects += self._accept(tx, m, now)
+                except _Poisoned as p:
+                    p.index = index
+                    raise
+            if expire:
+                effects += self._apply_logged(tx.expire(now, self._gap_timeout_ms), None, None)
+            refusals = [self._operate(tx, o.op, now, effects) for o in operations]
+            outgoing, deliveries = self._persist_effects(tx, effects, now)
+            tx.mark_sent(sent, now)
+            given_up = self._record_outcomes(tx, outcomes, now)
+            tx.set_clock(now)
+            if self._since_snapshot >= self.snapshot_every:
+                self._save_projection(tx)
+        self.commit_seconds.observe(time.perf_counter() - began)
+        self.webhooks_given_up += given_up
+        changed = bool(effects)
+        return outgoing, deliveries, tx.touched, self._batch_rejected, refusals, changed
+
+    def _record_outcomes(self, tx: Transaction, outcomes: list[Outcome], now: int) -> int:
+        """Store the webhooks' outcomes; how many were given up."""
         for o in outcomes:
             delivered, gave_up = (now if o.delivered else None), (now if o.gave_up else None)
             tx.webhook_tried(o.delivery.id, o.delivery.attempts, delivered, gave_up)
-            self.webhooks_given_up += o.gave_up
+        return sum(o.gave_up for o in outcomes)
 
     def _submit(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             self._webhooks.submit(delivery)
 
     def _accept(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int) -> list[Effect]:
-        """Validate one message; log it and apply it when it is new. Its effects."""
+        """Validate one message, store it, and apply what it makes applicable (in seq order).
+        Its effects. A failure past validation raises _Poisoned."""
+        topic = _topic_of(msg)
         try:
-            station, message = contract.decode_uplink(msg.topic, msg.payload)
+            station, message = contract.decode_uplink(topic, msg.payload)
             line, station_id = self._where(station, message.board)
         except contract.Rejected as exc:
-            self._reject(tx, msg, now, exc)
+            self._reject(tx, topic, msg.payload, now, exc)
+            return []
+        except Exception as exc:  # a validator's bug: nothing was changed yet
+            self._reject(tx, topic, msg.payload, now, _Poisoned("decode_error", exc).rejected)
             return []
         if self._owned is not None and line not in self._owned:
-            return []  # another gateway's line now: its board sends it again to that one
-        if isinstance(message, contract.Telemetry):
-            tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
+            # another gateway's line now: its board sends it again to that one
             return []
-        entry = entry_of(now, line, station_id, message)
-        pos = tx.append(entry)
-        if pos is None:  # a re-delivery, an outbox replay or a repeated birth
+        try:
+            if isinstance(message, contract.Telemetry):
+                tx.telemetry(now, line, station_id, message.board, message.model_dump_json())
+                return []
+            entry = entry_of(now, line, station_id, message)
+            logged = tx.append(entry, self._outbox_caps.get(message.board, DEFAULT_OUTBOX_CAP))
+        except SeqJump as exc:
+            self._reject(tx, topic, msg.payload, now, contract.Rejected("seq_jump", str(exc)))
+            return self._jump_alert(line, station_id, message.board, tx, now)
+        except Exception as exc:
+            raise _Poisoned("store_error", exc) from exc
+        if isinstance(message, contract.Birth):
+            self._outbox_caps[message.board] = message.outbox_cap
+        return self._apply_logged(logged, entry, message)
+
+    def _apply_logged(
+        self, logged: list[tuple[int, Entry]], own: Entry | None, message: object
+    ) -> list[Effect]:
+        """Apply the entries just logged, in order: the message's own (already decoded), held
+        events it released, and gap records (each raises an events_lost alert)."""
+        effects: list[Effect] = []
+        for pos, entry in logged:
+            self._pos = pos
+            self._since_snapshot += 1
+            try:
+                if entry is own:
+                    record = Record(entry.received, entry.line, entry.station, message, entry.at)
+                else:
+                    record = record_of(self.config.site, entry)
+                effects += self.plant.apply(record)
+            except Exception as exc:
+                key = (entry.board, entry.seq) if entry.seq is not None else None
+                poisoned = _Poisoned("apply_error", exc, key)
+                poisoned.entry = entry
+                raise poisoned from exc
+        return effects
+
+    def _jump_alert(
+        self, line: str, station: str, board: str, tx: Transaction, now: int
+    ) -> list[Effect]:
+        """Tell people once per episode that a board's numbering ran past its outbox."""
+        progress = tx.touched.get(board) or self.store.progress().get(board) or Progress(0, 0)
+        if self._jumps_told.get(board) == progress.seq:
             return []
-        self._pos = pos
-        self._since_snapshot += 1
-        return self.plant.apply(Record(now, line, station_id, message, entry.at))
+        self._jumps_told[board] = progress.seq
+        text = (
+            f"board {board} at {line}/{station} sent events numbered beyond its outbox after"
+            f" seq {progress.seq}: they are rejected (events lost, or a forged sender)"
+        )
+        return [Alert(self.config.site, GAP, text, now, line, station, extra={"board": board})]
 
     def _operate(
         self, tx: Transaction, op: contract.Operator, now: int, effects: list[Effect]
@@ -608,8 +850,8 @@ class Gateway:
             return refusal or f"no call {op.call!r} nor card {op.card!r} in the plant"
         line, station = place
         message = op.model_dump_json()
-        pos = tx.append(Entry(now, line, station, op.by, 0, OPERATOR, op.action, now, message))
-        self._pos = pos
+        entry = Entry(now, line, station, op.by, 0, OPERATOR, op.action, now, message)
+        [(self._pos, _)] = tx.append(entry)
         self._since_snapshot += 1
         effects += self.plant.apply(Record(now, line, station, op, now))
         return None
@@ -638,10 +880,12 @@ class Gateway:
             )
         return where
 
-    def _reject(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int, exc: contract.Rejected):
-        log.warning("rejected %s on %s: %s", exc.reason, msg.topic, exc.detail)
-        tx.dead_letter(now, msg.topic, msg.payload, exc.reason, exc.detail)
-        self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+    def _reject(
+        self, tx: Transaction, topic: str, payload: bytes, now: int, exc: contract.Rejected
+    ):
+        """Dead-letter it; counted and logged once the batch is committed."""
+        tx.dead_letter(now, topic, payload, exc.reason, exc.detail)
+        self._batch_rejected.append((exc.reason, topic, exc.detail))
 
     def _persist_effects(
         self, tx: Transaction, effects: list[Effect], now: int
@@ -684,6 +928,30 @@ class Gateway:
             Outgoing(self._ack_topics[board], contract.ack(board, p.boot, p.seq), retain=True)
             for board, p in progress.items()
         ]
+
+    def _clear_strangers(self, topics: list[str]) -> None:
+        """A retained downlink under the plant's site that the gateway does not publish itself
+        (a station or line not in the plant, or the ack of a board it has no progress for) is
+        cleared; its own it publishes again (`_republish`), over whatever another client left
+        there. Another site's topics belong to that site's gateway (one broker, several)."""
+        boards_at = {where: board for board, where in self._places.items()}
+        progress = self.store.progress()
+        lines = {line.id for line in self.config.lines}
+        prefix = f"{contract.ROOT}/{self.config.site}/"
+        for topic in topics:
+            if not topic.startswith(prefix):
+                continue  # another site's: its own gateway's to keep
+            parts = topic[len(prefix) :].split("/")
+            if len(parts) == 2:  # a line's state
+                owned = parts[0] in lines
+            elif len(parts) == 3:  # a station's state or ack
+                board = boards_at.get((parts[0], parts[1]))
+                owned = board is not None and (parts[2] == "state" or board in progress)
+            else:
+                owned = False
+            if not owned:
+                log.warning("cleared the retained message a stranger left on %.200s", topic)
+                self._client.publish(topic, b"", qos=1, retain=True)
 
     def _republish(self) -> None:
         """After a (re)connect: the state, progress, and triggers/alerts not yet sent."""

@@ -13,11 +13,12 @@ told they were stored: the end-to-end acknowledgement would then lie.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,12 +110,37 @@ MIGRATIONS: list[str] = [
     INSERT INTO call_fact SELECT {_CALL_COLUMNS.replace("new.data", "data")}
         FROM record WHERE kind = 'call';
     """,
+    """
+    -- An event dated by its receipt because its own ts (or age) was out of the window.
+    ALTER TABLE log ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;  -- 1: FLAG_REDATED
+    -- Events that arrived after a gap in their board's seq: stored, waiting to be logged and
+    -- applied in seq order (the log's order is the order of application).
+    CREATE TABLE held (
+        board TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL,  -- the Entry as JSON
+        PRIMARY KEY (board, seq)
+    );
+    -- Dead letters keep the first KiB of a payload, with its size and digest.
+    ALTER TABLE dead_letter ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE dead_letter ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
+    CREATE INDEX dead_letter_received ON dead_letter (received);
+    -- Gaps the earlier gateway applied past count as done: progress is the highest logged seq.
+    UPDATE progress SET
+        seq = (SELECT max(seq) FROM log WHERE board = progress.board AND seq IS NOT NULL),
+        boot = (SELECT boot FROM log WHERE board = progress.board AND seq IS NOT NULL
+                ORDER BY seq DESC LIMIT 1)
+    WHERE seq < (SELECT max(seq) FROM log WHERE board = progress.board AND seq IS NOT NULL);
+    """,
 ]
+FLAG_REDATED = 1  # log.flags: the board's ts (or age) was outside the window, see contract.dating
+DEAD_LETTER_KEEP = 1024  # bytes of a rejected payload kept; its size and sha256 say the rest
+DEFAULT_OUTBOX_CAP = 400  # a board's outbox capacity until its birth tells (the firmware's)
+GAP = "events_lost"  # the kind of a gap record: a board's events declared lost (leaf "gateway")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One validated input for the log: an event (with seq and base) or a presence message."""
+    """One validated input for the log: an event (with seq and base), a presence message, or a
+    gap record (leaf "gateway", kind GAP: events the gateway declared lost)."""
 
     received: int
     line: str
@@ -127,6 +153,13 @@ class Entry:
     message: str  # JSON
     seq: int | None = None
     base: int | None = None
+    flags: int = 0
+
+    def row(self) -> list:
+        return [getattr(self, name) for name in _ENTRY_FIELDS]
+
+
+_ENTRY_FIELDS = [f for f in Entry.__dataclass_fields__]
 
 
 @dataclass(frozen=True)
@@ -153,19 +186,23 @@ class Progress:
     seq: int
 
 
-# The per-board lookups of the log, on its event index. "seq IS NOT NULL" lets SQLite use that
-# partial index for max(seq): without it, each lookup scans the whole log.
-TOP_SEQ = "SELECT max(seq) FROM log WHERE board=? AND seq IS NOT NULL"
-BOOT_AT = "SELECT boot FROM log WHERE board=? AND seq=?"
-_NONE = Progress(0, 0)  # a board's progress before anything of it is stored
+class SeqJump(ValueError):
+    """An event too far ahead of its board's progress: more than the board's outbox holds."""
 
 
 class Transaction(Protocol):
-    def append(self, entry: Entry) -> int | None:
-        """Log it; its position, or None when it was logged before (a duplicate)."""
+    def append(self, entry: Entry, jump_limit: int = DEFAULT_OUTBOX_CAP) -> list[tuple[int, Entry]]:
+        """Take one event or presence message. What it makes applicable, logged now in the order
+        to apply it: itself, events held behind a gap it filled, gap records; [] for a
+        duplicate, a replay or an event held behind a gap. Raises SeqJump for an event more
+        than `jump_limit` ahead of its board's progress."""
+
+    def expire(self, now: int, timeout_ms: int) -> list[tuple[int, Entry]]:
+        """Declare lost the gaps events have waited behind for `timeout_ms`; what that makes
+        applicable, logged as `append` does."""
 
     def dead_letter(self, received: int, topic: str, payload: bytes, reason: str, detail: str):
-        """Keep a rejected message."""
+        """Keep a rejected message (its first DEAD_LETTER_KEEP bytes)."""
 
     def telemetry(self, received: int, line: str, station: str, board: str, message: str):
         """Keep a board's latest telemetry."""
@@ -192,7 +229,8 @@ class Transaction(Protocol):
 
     @property
     def touched(self) -> dict[str, Progress]:
-        """Boards that sent events in this transaction, with their progress after it."""
+        """Boards to acknowledge after this transaction, with their progress: those whose
+        progress moved, and those that replayed events at or below it."""
 
 
 class Store(Protocol):
@@ -201,6 +239,7 @@ class Store(Protocol):
     def clock(self) -> int: ...
     def log(self, after: int = 0, since: int | None = None) -> Iterator[LoggedEntry]: ...
     def progress(self) -> dict[str, Progress]: ...
+    def next_gap_deadline(self, timeout_ms: int) -> int | None: ...
     def unsent(self) -> list[tuple[int, str, bytes]]: ...
     def pending_webhooks(self) -> list[tuple[int, str, bytes, int]]: ...
     def webhooks_given_up(self) -> int: ...
@@ -212,7 +251,7 @@ class Store(Protocol):
 
 # The rows flush writes: a table's columns in order, and what a row already there becomes.
 _FLUSHED = {
-    "log": ("pos, received, line, station, board, boot, seq, leaf, kind, at, message", ""),
+    "log": ("pos, received, line, station, board, boot, seq, leaf, kind, at, message, flags", ""),
     "progress": ("board, boot, seq", "(board) DO UPDATE SET boot=excluded.boot, seq=excluded.seq"),
     "record": ("kind, id, data", "(kind, id) DO UPDATE SET data=excluded.data"),
     "presence": (
@@ -274,12 +313,13 @@ def migrate(db: sqlite3.Connection, steps: list[str] = MIGRATIONS) -> int:
 @dataclass
 class _Known:
     """What the store has committed, mirrored in memory so that an event in order is logged
-    without a query: the log's last position, each board's progress, the highest seq stored
-    per board (looked up once per board), and each board's presence."""
+    without a query: the log's last position, each board's progress, its events held behind a
+    gap (and since when its gap is open) and its presence."""
 
     pos: int
     progress: dict[str, Progress]
-    top: dict[str, int]
+    held: dict[str, dict[int, Entry]]
+    waiting: dict[str, int]  # board -> when its progress last moved with events held
     presence: dict[str, tuple[int, bool]]
 
 
@@ -287,30 +327,145 @@ class _Known:
 class _SqliteTransaction:
     """One batch. New log rows, progress, presence, records and telemetry are kept here and
     written by `flush` with one statement each, just before the commit: the worker then
-    releases the GIL to SQLite a few times per batch instead of a few times per event."""
+    releases the GIL to SQLite a few times per batch instead of a few times per event.
+
+    Sequencing (docs/protocol.md, "Order"): an event is logged, and so applied, only once every
+    seq below it is logged or declared lost; until then it is held. Progress is that contiguous
+    seq, and is what the board is acknowledged."""
 
     db: sqlite3.Connection
     known: _Known
+    dead_letter_limits: tuple[int, int]  # rows kept, age kept (ms)
     touched: dict[str, Progress] = field(default_factory=dict)
+    # events (board, seq) that failed to apply: released as lost, never logged
+    poisoned: set[tuple[str, int]] = field(default_factory=set)
     pos: int = 0
-    _rows: list[tuple] = field(default_factory=list)
-    _boots: dict[tuple[str, int], int] = field(default_factory=dict)  # (board, seq) -> boot
-    _top: dict[str, int] = field(default_factory=dict)
+    _rows: list[list] = field(default_factory=list)
+    _held: dict[str, dict[int, Entry]] = field(default_factory=dict)  # copies of known's
+    _waiting: dict[str, int | None] = field(default_factory=dict)
     _presence: dict[str, tuple[int, bool]] = field(default_factory=dict)
     _records: dict[tuple[str, str], dict] = field(default_factory=dict)
     _telemetry: dict[str, tuple] = field(default_factory=dict)
+    _dead_at: int | None = None  # the last dead letter's time: prune them after
+    _clock: int = 0  # the latest arrival seen: a held event is logged as received then
 
     def __post_init__(self) -> None:
         self.pos = self.known.pos
 
-    def append(self, entry: Entry) -> int | None:
-        if entry.leaf == "operator":  # an operator's action: each one is new
-            return self._log(entry)
+    # --- the log, in order ------------------------------------------------------------------
+
+    def append(self, entry: Entry, jump_limit: int = DEFAULT_OUTBOX_CAP) -> list[tuple[int, Entry]]:
+        if entry.leaf == "operator":  # an operator's action: each one is new, in order
+            return [(self._log(entry), entry)]
         if entry.seq is None:
-            return self._log(entry) if self._presence_changed(entry) else None
-        pos = None if self._logged(entry) else self._log(entry)
-        self._advance_progress(entry)
-        return pos
+            return [(self._log(entry), entry)] if self._presence_changed(entry) else []
+        board = entry.board
+        self._clock = max(self._clock, entry.received)
+        known = self._progress(board)
+        progress = known or Progress(entry.boot, entry.base - 1)  # a new board: its base
+        if entry.seq <= progress.seq:  # a re-delivery or an outbox replay: ack it again
+            self.touched[board] = progress
+            return []
+        if entry.seq - progress.seq > jump_limit:
+            raise SeqJump(
+                f"seq {entry.seq} is {entry.seq - progress.seq} past progress {progress.seq},"
+                f" more than the board's outbox holds ({jump_limit})"
+            )
+        if (
+            entry.seq == progress.seq + 1
+            and not self._held.get(board)
+            and board not in self.known.held
+        ):
+            self.touched[board] = Progress(entry.boot, entry.seq)  # in order, nothing waits
+            return [self._release(entry)]
+        held = self._held_of(board)
+        if entry.seq in held:
+            return []  # held already: a re-delivery
+        held[entry.seq] = entry
+        if known is None:
+            self.touched[board] = progress
+        if entry.base - 1 > progress.seq and known is not None:  # the board dropped these
+            return self._declare_lost(board, entry.base - 1, entry.received)
+        return self._drain(board, progress)
+
+    def expire(self, now: int, timeout_ms: int) -> list[tuple[int, Entry]]:
+        done: list[tuple[int, Entry]] = []
+        self._clock = max(self._clock, now)
+        waiting = {**self.known.waiting, **self._waiting}
+        for board, since in waiting.items():
+            if since is not None and since + timeout_ms <= now:
+                first_held = min(self._held_of(board))
+                done += self._declare_lost(board, first_held - 1, now)
+        return done
+
+    def _progress(self, board: str) -> Progress | None:
+        return self.touched.get(board) or self.known.progress.get(board)
+
+    def _held_of(self, board: str) -> dict[int, Entry]:
+        if board not in self._held:
+            self._held[board] = dict(self.known.held.get(board, {}))
+        return self._held[board]
+
+    def _drain(self, board: str, progress: Progress) -> list[tuple[int, Entry]]:
+        """Log the held events that follow `progress` without a gap, in seq order."""
+        held = self._held_of(board)
+        done = []
+        while (entry := held.pop(progress.seq + 1, None)) is not None:
+            done.append(self._release(entry))
+            progress = Progress(entry.boot, entry.seq)
+        if done:  # acks go to boards whose progress moved (and to replays)
+            self.touched[board] = progress
+        self._note_wait(board, held, moved=bool(done), now=done[-1][1].received if done else 0)
+        return done
+
+    def _note_wait(self, board: str, held: dict, moved: bool, now: int) -> None:
+        """A gap's timeout counts from the board's last progress while events wait."""
+        was = self._waiting.get(board, self.known.waiting.get(board))
+        if not held:
+            if was is not None:
+                self._waiting[board] = None
+        elif moved or was is None:
+            first = min(e.received for e in held.values())
+            self._waiting[board] = max(now, first) if moved else first
+
+    def _declare_lost(self, board: str, upto: int, received: int) -> list[tuple[int, Entry]]:
+        """Everything up to `upto` that is not here will not come: log what is held below it
+        in order, a gap record for each missing run, then what follows without a gap."""
+        progress = self._progress(board)
+        held = self._held_of(board)
+        done = []
+        for seq in sorted(s for s in held if s <= upto):
+            if seq > progress.seq + 1:
+                done.append(self._gap(held[seq], progress.seq + 1, seq - 1, received))
+            entry = held.pop(seq)
+            done.append(self._release(entry))
+            progress = Progress(entry.boot, seq)
+        if upto > progress.seq:
+            nxt = held[min(held)] if held else None
+            if nxt is not None:
+                done.append(self._gap(nxt, progress.seq + 1, upto, received))
+                progress = Progress(nxt.boot, upto)
+        self.touched[board] = progress
+        done += self._drain(board, progress)
+        if done:
+            self._note_wait(board, held, moved=True, now=received)
+        return done
+
+    def _release(self, entry: Entry) -> tuple[int, Entry]:
+        """Log an event whose turn has come; one that failed to apply becomes a gap of one."""
+        if (entry.board, entry.seq) in self.poisoned:
+            return self._gap(entry, entry.seq, entry.seq, self._clock)
+        if entry.received < self._clock:  # the log's time never goes back
+            entry = replace(entry, received=self._clock)
+        return self._log(entry), entry
+
+    def _gap(self, after: Entry, first: int, last: int, received: int) -> tuple[int, Entry]:
+        message = json.dumps({"board": after.board, "first": first, "last": last})
+        gap = Entry(
+            received, after.line, after.station, after.board, after.boot, "gateway", GAP,
+            received, message,
+        )  # fmt: skip
+        return self._log(gap), gap
 
     def _next_pos(self) -> int:
         """The position of the next log entry (the PostgreSQL store reserves them in blocks)."""
@@ -319,73 +474,50 @@ class _SqliteTransaction:
 
     def _log(self, entry: Entry) -> int:
         pos = self._next_pos()
+        e = entry
         self._rows.append(
-            (
-                pos,
-                entry.received,
-                entry.line,
-                entry.station,
-                entry.board,
-                entry.boot,
-                entry.seq,
-                entry.leaf,
-                entry.kind,
-                entry.at,
-                entry.message,
-            )
-        )
-        if entry.seq is not None:
-            self._boots[entry.board, entry.seq] = entry.boot
-            self._top[entry.board] = max(self._top_of(entry.board), entry.seq)
+            [pos, e.received, e.line, e.station, e.board, e.boot, e.seq, e.leaf, e.kind,
+             e.at, e.message, e.flags]
+        )  # fmt: skip
         return pos
 
-    def _top_of(self, board: str) -> int:
-        """The highest seq logged for this board (0: none)."""
-        if board in self._top:
-            return self._top[board]
-        if board not in self.known.top:
-            row = self.db.execute(TOP_SEQ, (board,)).fetchone()
-            self.known.top[board] = row[0] or 0  # committed rows only: nothing is flushed yet
-        return self.known.top[board]
-
-    def _logged(self, entry: Entry) -> bool:
-        """Is (board, boot, seq) in the log? Above the board's highest seq it cannot be."""
-        if entry.seq > self._top_of(entry.board):
-            return False
-        if self._boots.get((entry.board, entry.seq)) == entry.boot:
-            return True
-        return self._boot_at(entry.board, entry.seq, entry.boot) is not None
-
-    def _boot_at(self, board: str, seq: int, boot: int | None = None) -> int | None:
-        """The boot of the logged event `seq` of this board (of that `boot`, if given)."""
-        if boot is None and (board, seq) in self._boots:
-            return self._boots[board, seq]
-        query = BOOT_AT
-        args: tuple = (board, seq)
-        if boot is not None:
-            query, args = query + " AND boot=?", (board, seq, boot)
-        row = self.db.execute(query, args).fetchone()
-        return row[0] if row else None
-
     def _presence_changed(self, entry: Entry) -> bool:
-        now = (entry.boot, entry.kind == "birth")
+        """A birth is news when it changes (boot, online); a Will only for the boot of the
+        board's current session, the last birth's (a Will of another boot, late or bogus,
+        cannot take a station offline)."""
         before = self._presence.get(entry.board) or self.known.presence.get(entry.board)
+        if entry.kind == "will" and (before is None or before != (entry.boot, True)):
+            return False
+        if entry.kind == "birth" and before is not None and entry.boot < before[0]:
+            return False  # an older boot's birth, delivered late
+        now = (entry.boot, entry.kind == "birth")
         self._presence[entry.board] = now
         return now != before
 
-    def _advance_progress(self, entry: Entry) -> None:
-        """Everything below `base` counts as stored; then follow the stored seqs upwards."""
-        old = self.touched.get(entry.board) or self.known.progress.get(entry.board) or _NONE
-        new = old if old.seq >= entry.base - 1 else Progress(entry.boot, entry.base - 1)
-        top = self._top_of(entry.board)
-        while new.seq < top and (boot := self._boot_at(entry.board, new.seq + 1)) is not None:
-            new = Progress(boot, new.seq + 1)
-        self.touched[entry.board] = new
+    # --- the rest of the batch --------------------------------------------------------------
 
     def dead_letter(self, received: int, topic: str, payload: bytes, reason: str, detail: str):
         self.db.execute(
-            "INSERT INTO dead_letter (received, topic, payload, reason, detail) VALUES (?,?,?,?,?)",
-            (received, topic, payload, reason, detail),
+            "INSERT INTO dead_letter (received, topic, payload, reason, detail, size, sha256)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (
+                received,
+                topic[:DEAD_LETTER_KEEP],
+                payload[:DEAD_LETTER_KEEP],
+                reason,
+                detail[:DEAD_LETTER_KEEP],
+                len(payload),
+                hashlib.sha256(payload).hexdigest(),
+            ),
+        )
+        self._dead_at = received
+
+    def _prune_dead_letters(self, now: int) -> None:
+        rows, age_ms = self.dead_letter_limits
+        self.db.execute(
+            "DELETE FROM dead_letter WHERE received < ?"
+            " OR id <= (SELECT max(id) FROM dead_letter) - ?",
+            (now - age_ms, rows),
         )
 
     def telemetry(self, received: int, line: str, station: str, board: str, message: str):
@@ -397,7 +529,7 @@ class _SqliteTransaction:
     def flush(self) -> None:
         """Write what was kept; the store calls it just before the commit."""
         known = self.known.progress
-        moved = [(b, p.boot, p.seq) for b, p in self.touched.items() if p != known.get(b, _NONE)]
+        moved = [(b, p.boot, p.seq) for b, p in self.touched.items() if p != known.get(b)]
         records = [(kind, key, json.dumps(data)) for (kind, key), data in self._records.items()]
         presence = [(board, boot, online) for board, (boot, online) in self._presence.items()]
         self._write("log", self._rows)
@@ -405,15 +537,40 @@ class _SqliteTransaction:
         self._write("record", records)
         self._write("presence", presence)
         self._write("telemetry", list(self._telemetry.values()))
+        self._flush_held()
+        if self._dead_at is not None:
+            self._prune_dead_letters(self._dead_at)
 
-    def _write(self, table: str, rows: list[tuple]) -> None:
+    def _write(self, table: str, rows: list) -> None:
         _insert_all(self.db, table, rows)
+
+    def _flush_held(self) -> None:
+        """Held events that came or went in this batch (an event in order comes and goes)."""
+        for board, held in self._held.items():
+            before = self.known.held.get(board, {})
+            gone = [(board, seq) for seq in before if seq not in held]
+            new = [
+                (board, seq, json.dumps(e.row())) for seq, e in held.items() if seq not in before
+            ]
+            if gone:
+                self.db.executemany("DELETE FROM held WHERE board=? AND seq=?", gone)
+            if new:
+                self.db.executemany("INSERT INTO held VALUES (?,?,?)", new)
 
     def committed(self) -> None:
         """The commit went through: what was kept is now what the store knows."""
         self.known.pos = self.pos
         self.known.progress.update(self.touched)
-        self.known.top.update(self._top)
+        for board, held in self._held.items():
+            if held:
+                self.known.held[board] = held
+            else:
+                self.known.held.pop(board, None)
+        for board, since in self._waiting.items():
+            if since is None:
+                self.known.waiting.pop(board, None)
+            else:
+                self.known.waiting[board] = since
         self.known.presence.update(self._presence)
 
     def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
@@ -452,27 +609,46 @@ class _SqliteTransaction:
 class SqliteStore:
     """The embedded store: one SQLite file in WAL mode, one writer."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        dead_letters_max: int = 10_000,
+        dead_letters_max_age_ms: int = 7 * 86_400_000,
+    ) -> None:
         self.path = Path(path)
         self.db = connect(self.path)
         migrate(self.db)
+        self._dead_letter_limits = (dead_letters_max, dead_letters_max_age_ms)
         self._known = _Known(
             pos=self.db.execute("SELECT coalesce(max(pos), 0) FROM log").fetchone()[0],
-            progress={
-                board: Progress(boot, seq)
-                for board, boot, seq in self.db.execute("SELECT board, boot, seq FROM progress")
-            },
-            top={},
-            presence={
-                board: (boot, bool(online))
-                for board, boot, online in self.db.execute("SELECT * FROM presence")
-            },
+            progress={},
+            held={},
+            waiting={},
+            presence={},
         )
+        self._read_boards()
+
+    def _read_boards(self) -> None:
+        """Mirror what the database holds of each board: progress, held events, presence."""
+        known = self._known
+        known.progress = {
+            board: Progress(boot, seq)
+            for board, boot, seq in self.db.execute("SELECT board, boot, seq FROM progress")
+        }
+        known.held = {}
+        for board, seq, row in self.db.execute("SELECT board, seq, entry FROM held"):
+            known.held.setdefault(board, {})[seq] = Entry(*json.loads(row))
+        # a restart counts a gap's timeout from its first held event's arrival
+        known.waiting = {b: min(e.received for e in h.values()) for b, h in known.held.items()}
+        known.presence = {
+            board: (boot, bool(online))
+            for board, boot, online in self.db.execute("SELECT board, boot, online FROM presence")
+        }
 
     @contextmanager
     def transaction(self) -> Iterator[_SqliteTransaction]:
         """Everything done in the block commits durably together, or not at all."""
-        tx = _SqliteTransaction(self.db, self._known)
+        tx = _SqliteTransaction(self.db, self._known, self._dead_letter_limits)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield tx
@@ -506,6 +682,15 @@ class SqliteStore:
 
     def progress(self) -> dict[str, Progress]:
         return dict(self._known.progress)
+
+    def next_gap_deadline(self, timeout_ms: int) -> int | None:
+        """When the first open gap times out (see `Transaction.expire`), if any is open."""
+        waiting = self._known.waiting.values()
+        return min(waiting) + timeout_ms if waiting else None
+
+    def held(self) -> dict[str, list[int]]:
+        """The seqs waiting behind a gap, per board."""
+        return {board: sorted(h) for board, h in self._known.held.items()}
 
     def unsent(self) -> list[tuple[int, str, bytes]]:
         """MQTT messages of the outbox the broker has not confirmed."""
@@ -543,6 +728,24 @@ class SqliteStore:
         return self.db.execute(
             "SELECT received, topic, payload, reason, detail FROM dead_letter ORDER BY id"
         ).fetchall()
+
+    def recent_rejections(self, since: int = 0, limit: int = 100) -> dict:
+        """Dead letters since `since` (ms): counts by reason, and the last `limit` of them."""
+        counts = self.db.execute(
+            "SELECT reason, COUNT(*), max(received) FROM dead_letter WHERE received >= ?"
+            " GROUP BY reason ORDER BY reason",
+            (since,),
+        ).fetchall()
+        rows = self.db.execute(
+            "SELECT received, topic, reason, detail, size, sha256 FROM dead_letter"
+            " WHERE received >= ? ORDER BY id DESC LIMIT ?",
+            (since, limit),
+        ).fetchall()
+        keys = ("received", "topic", "reason", "detail", "size", "sha256")
+        return {
+            "by_reason": {r: {"count": n, "last": last} for r, n, last in counts},
+            "recent": [dict(zip(keys, row, strict=True)) for row in reversed(rows)],
+        }
 
     def telemetry(self) -> dict[str, dict]:
         rows = self.db.execute("SELECT board, message FROM telemetry")

@@ -20,24 +20,24 @@ The semantics are the SQLite store's, and so is most of the code: the transactio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 
 from andon.config import PlantConfig
 from andon.runtime.store import (
     _FLUSHED,
-    Progress,
     Projection,
     SqliteStore,
     Store,
     _Known,
     _SqliteTransaction,
-    records,
 )
 
+T = TypeVar("T")
 POS_BLOCK = 1000  # log positions a gateway reserves at once
 _MIGRATION_LOCK = 0x616E646F6E  # an advisory lock: two gateways starting together migrate once
 
@@ -46,7 +46,12 @@ MIGRATIONS: list[str] = [
     CREATE TABLE log (
         pos BIGINT PRIMARY KEY, received BIGINT NOT NULL, line TEXT NOT NULL,
         station TEXT NOT NULL, board TEXT NOT NULL, boot BIGINT NOT NULL, seq BIGINT,
-        leaf TEXT NOT NULL, kind TEXT NOT NULL, at BIGINT NOT NULL, message TEXT NOT NULL
+        leaf TEXT NOT NULL, kind TEXT NOT NULL, at BIGINT NOT NULL, message TEXT NOT NULL,
+        flags INTEGER NOT NULL DEFAULT 0  -- 1: dated by its receipt (store.FLAG_REDATED)
+    );
+    -- events waiting behind a gap in their board's seq (see andon.runtime.store)
+    CREATE TABLE held (
+        board TEXT NOT NULL, seq BIGINT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (board, seq)
     );
     CREATE UNIQUE INDEX log_event ON log (board, seq, boot) WHERE seq IS NOT NULL;
     CREATE INDEX log_received ON log (received);
@@ -55,8 +60,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE presence (board TEXT PRIMARY KEY, boot BIGINT NOT NULL, online BOOLEAN NOT NULL);
     CREATE TABLE dead_letter (
         id BIGSERIAL PRIMARY KEY, received BIGINT NOT NULL, topic TEXT NOT NULL,
-        payload BYTEA NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL
+        payload BYTEA NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+        size BIGINT NOT NULL DEFAULT 0, sha256 TEXT NOT NULL DEFAULT ''
     );
+    CREATE INDEX dead_letter_received ON dead_letter (received);
     CREATE TABLE telemetry (
         board TEXT PRIMARY KEY, line TEXT NOT NULL, station TEXT NOT NULL,
         received BIGINT NOT NULL, message TEXT NOT NULL
@@ -191,7 +198,13 @@ class PgStore(SqliteStore):
     """The shared store. `owner` names the gateway; `fence` (line -> epoch), once set, is
     checked at every commit; `scope` names the projection this gateway reads and writes."""
 
-    def __init__(self, url: str, owner: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        owner: str = "",
+        dead_letters_max: int = 10_000,
+        dead_letters_max_age_ms: int = 7 * 86_400_000,
+    ) -> None:
         self.url = url
         self.owner = owner
         self.fence: dict[str, int] | None = None
@@ -199,29 +212,22 @@ class PgStore(SqliteStore):
         raw = connect(url)
         migrate(raw)
         self.db = _Qmark(raw)
-        self._known = _Known(pos=0, progress={}, top={}, presence={})
+        self._dead_letter_limits = (dead_letters_max, dead_letters_max_age_ms)
+        self._known = _Known(pos=0, progress={}, held={}, waiting={}, presence={})
         self._block = _Block()
         self.reload()
 
     def reload(self) -> None:
         """Forget what the mirror knows of the boards and the reserved positions: after the
         lines this gateway owns changed, another gateway may have written for them."""
-        self._known.progress = {
-            board: Progress(boot, seq)
-            for board, boot, seq in self.db.execute("SELECT board, boot, seq FROM progress")
-        }
-        self._known.presence = {
-            board: (boot, online)
-            for board, boot, online in self.db.execute("SELECT board, boot, online FROM presence")
-        }
-        self._known.top = {}
+        self._read_boards()
         self._block = _Block()
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTransaction]:
         """Everything done in the block commits durably together, or not at all; `Fenced` if
         a line of the fence changed owner."""
-        tx = _PgTransaction(self.db, self._known)
+        tx = _PgTransaction(self.db, self._known, self._dead_letter_limits)
         tx.block, tx.scope = self._block, self.scope
         with self.db.db.transaction():
             yield tx
@@ -250,17 +256,33 @@ class PgStore(SqliteStore):
 
 def open_store(config: PlantConfig, owner: str = "") -> Store:
     """The plant's store: PostgreSQL when `[store] url` names one, else the SQLite file."""
+    limits = (config.gateway.dead_letters_max, config.gateway.dead_letters_max_age_s * 1000)
     if config.store.url:
-        return PgStore(config.store.url, owner)
-    return SqliteStore(config.gateway.database)
+        return PgStore(config.store.url, owner, *limits)
+    return SqliteStore(config.gateway.database, *limits)
+
+
+def _on_own_connection(config: PlantConfig, read: Callable[[SqliteStore], T], missing: T) -> T:
+    """What `read` finds in the plant's store, on a connection of its own (any thread, beside a
+    running gateway); `missing` when there is no SQLite database yet."""
+    if config.store.url:
+        store = PgStore(config.store.url)
+    elif config.gateway.database.exists():
+        store = SqliteStore(config.gateway.database)
+    else:
+        return missing
+    try:
+        return read(store)
+    finally:
+        store.close()
 
 
 def plant_records(config: PlantConfig, kind: str) -> list[dict]:
-    """The plant's call or order records, on a connection of their own (any thread)."""
-    if not config.store.url:
-        return records(config.gateway.database, kind)
-    store = PgStore(config.store.url)
-    try:
-        return store.records(kind)
-    finally:
-        store.close()
+    """The plant's call or order records."""
+    return _on_own_connection(config, lambda store: store.records(kind), [])
+
+
+def plant_rejections(config: PlantConfig, since: int = 0, limit: int = 100) -> dict:
+    """The plant's recent rejections (`SqliteStore.recent_rejections`)."""
+    empty: dict = {"by_reason": {}, "recent": []}
+    return _on_own_connection(config, lambda store: store.recent_rejections(since, limit), empty)
