@@ -41,11 +41,11 @@ def test_two_gateways_append_to_one_log_without_sharing_a_position(pg, postgres)
     other = PgStore(postgres, owner="gw-b")
     try:
         with pg.transaction() as tx:
-            mine = tx.append(event(1, board="B1"))
+            [(mine, _)] = tx.append(event(1, board="B1"))
         with other.transaction() as tx:
-            theirs = tx.append(event(1, board="B2"))
+            [(theirs, _)] = tx.append(event(1, board="B2"))
         with pg.transaction() as tx:
-            mine_next = tx.append(event(2, board="B1"))
+            [(mine_next, _)] = tx.append(event(2, board="B1"))
     finally:
         other.close()
     assert (mine, mine_next) == (1, 2)  # the block gw-a reserved
