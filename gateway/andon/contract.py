@@ -214,7 +214,7 @@ class Operator(_Strict):
 
     action: Literal["acknowledge", "resolve", "annotate", "card_lost", "card_found"]
     by: Annotated[str, Field(min_length=1, max_length=64)]
-    call: Annotated[str, Field(pattern=r"^C-[0-9]{6,12}$")] | None = None
+    call: Annotated[str, Field(pattern=r"^C-[A-Za-z0-9_-]{1,32}-[0-9]{6,12}$")] | None = None
     card: Uid | None = None
     reason: Name | None = None  # a reason code of the plant file
     comment: Annotated[str, Field(max_length=500)] | None = None

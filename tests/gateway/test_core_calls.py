@@ -38,7 +38,7 @@ def test_cord_call_acknowledged_then_reset():
     opened = feed.pull(T)
     assert _station(opened) == [("S1", "called", "cord", T, False)]
     assert _line(opened) == [("L1", "called", (), ("S1",), T)]
-    assert _last_call(opened).id == "C-000001" and _last_call(opened).acknowledged is None
+    assert _last_call(opened).id == "C-L1-000001" and _last_call(opened).acknowledged is None
 
     acked = feed.ack(T + 12_000)
     assert _station(acked) == [("S1", "acknowledged", "cord", T + 12_000, False)]
@@ -59,9 +59,9 @@ def test_repeat_pull_is_not_a_new_call_and_shows_nothing():
     feed.call(T + 1_500)
     assert feed.call(T + 2_000) == []  # a repeat of the quality call: one call per cause
     calls = {c["cause"]: (c["id"], c["repeats"]) for c in feed.plant.view()["calls"]}
-    assert calls == {"cord": ("C-000001", 1), "quality": ("C-000002", 1)}
+    assert calls == {"cord": ("C-L1-000001", 1), "quality": ("C-L1-000002", 1)}
     feed.reset(T + 3_000)
-    assert _last_call(feed.pull(T + 4_000)).id == "C-000003"
+    assert _last_call(feed.pull(T + 4_000)).id == "C-L1-000003"
 
 
 def test_cord_reset_resolves_without_acknowledgement_but_not_a_button_call():

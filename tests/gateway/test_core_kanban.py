@@ -23,7 +23,7 @@ def test_a_post_emits_exactly_one_trigger_until_received():
     posted = feed.scan(T, CARD1, "post")
     (trigger,) = of(posted, Replenish)
     assert (trigger.order, trigger.part, trigger.qty, trigger.supplier, trigger.card) == (
-        "K-000001",
+        "K-L1-000001",
         "P-1",
         10,
         "ACME",
@@ -36,11 +36,11 @@ def test_a_post_emits_exactly_one_trigger_until_received():
 
     received = feed.scan(T + 50 * 60_000, CARD1, "receive", where="L1/S3")
     (record,) = of(received, OrderRecord)
-    assert (record.id, record.lead_time_ms) == ("K-000001", 50 * 60_000)
+    assert (record.id, record.lead_time_ms) == ("K-L1-000001", 50 * 60_000)
     assert [(e.station, e.material) for e in of(received, StationChanged)] == [("S1", False)]
 
     (again,) = of(feed.scan(T + 2 * HOUR, CARD1, "post"), Replenish)
-    assert again.order == "K-000002"
+    assert again.order == "K-L1-000002"
 
 
 def test_material_flag_stays_while_any_order_from_the_station_is_open():

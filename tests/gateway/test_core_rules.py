@@ -153,7 +153,7 @@ def test_an_acknowledged_call_left_open_escalates_on_unresolved_tiers():
         ("escalation", 2, "manager", T + 900 * S)
     ]
     assert (alerts[0].call, alerts[0].cause, alerts[0].acknowledged) == (
-        "C-000001",
+        "C-L1-000001",
         "maintenance",
         T + 30 * S,
     )
@@ -177,9 +177,9 @@ def test_every_alert_kind_is_routed_to_its_destinations_and_notices_are_optional
     assert [a.webhooks for a in unknown] == [(PAGER, WEBHOOK)]
     lifecycle = of(feed.call(T + 3 * S) + feed.ack(T + 4 * S) + feed.ack(T + 5 * S), Alert)
     assert [(a.kind, a.call, a.webhooks) for a in lifecycle] == [
-        ("call_opened", "C-000001", (WEBHOOK,)),
-        ("call_acknowledged", "C-000001", (WEBHOOK,)),
-        ("call_resolved", "C-000001", (WEBHOOK,)),
+        ("call_opened", "C-L1-000001", (WEBHOOK,)),
+        ("call_acknowledged", "C-L1-000001", (WEBHOOK,)),
+        ("call_resolved", "C-L1-000001", (WEBHOOK,)),
     ]
 
 
@@ -249,19 +249,19 @@ def test_console_actions_are_checked_then_applied_like_any_record():
     feed.pull(T)
     feed.call(T, reason="quality")
     plant = feed.plant
-    assert plant.check(_op("resolve", call="C-000001")).startswith("a cord call is resolved")
-    assert plant.check(_op("acknowledge", call="C-000009")) == "call C-000009 is not open"
-    assert "unknown reason code" in plant.check(_op("annotate", call="C-000001", reason="x"))
-    feed.send(T + S, "L1/S1", _op("acknowledge", call="C-000002"))
+    assert plant.check(_op("resolve", call="C-L1-000001")).startswith("a cord call is resolved")
+    assert plant.check(_op("acknowledge", call="C-L1-000009")) == "call C-L1-000009 is not open"
+    assert "unknown reason code" in plant.check(_op("annotate", call="C-L1-000001", reason="x"))
+    feed.send(T + S, "L1/S1", _op("acknowledge", call="C-L1-000002"))
     assert _calls(feed)["quality"]["acknowledged_by"] == "supervisor-1"
-    effects = feed.send(T + 2 * S, "L1/S1", _op("resolve", call="C-000002"))
+    effects = feed.send(T + 2 * S, "L1/S1", _op("resolve", call="C-L1-000002"))
     assert of(effects, CallRecord)[-1].resolution == "console"
     feed.reset(T + 3 * S)
-    note = _op("annotate", call="C-000001", reason="tooling", comment="clamp")
+    note = _op("annotate", call="C-L1-000001", reason="tooling", comment="clamp")
     assert plant.check(note) is None  # a closed cord call takes a reason code
     (annotation,) = of(_operate(feed, T + 4 * S, note), Annotation)
     assert (annotation.id, annotation.reason, annotation.by) == (
-        "C-000001",
+        "C-L1-000001",
         "tooling",
         "supervisor-1",
     )
@@ -284,10 +284,10 @@ def test_a_line_stop_is_a_record_booked_to_the_first_station_and_cause():
     feed.pull(T)
     started = of(feed.plant.advance(T + 61 * S), StopRecord)
     assert [(r.id, r.station, r.cause, r.call, r.started, r.ended) for r in started] == [
-        ("D-000001", "S1", "cord", "C-000001", T + 60 * S, None)
+        ("D-L1-000001", "S1", "cord", "C-L1-000001", T + 60 * S, None)
     ]
     ended = of(feed.reset(T + 90 * S), StopRecord)
-    assert [(r.id, r.ended) for r in ended] == [("D-000001", T + 90 * S)]
+    assert [(r.id, r.ended) for r in ended] == [("D-L1-000001", T + 90 * S)]
 
 
 # --- 6. kanban sizing -----------------------------------------------------------------------
@@ -380,3 +380,20 @@ def test_the_shift_tally_says_its_working_time_and_plans_in_working_time():
     feed.plant.advance(SHIFT_START + 3 * HOUR + 15 * 60 * S)  # 09:15: the break is over
     (shift,) = next(ln for ln in feed.plant.view()["lines"] if ln["id"] == "L2")["takt"]["shifts"]
     assert (shift["working_ms"], shift["plan"]) == (7.5 * HOUR, 180)  # 3 h of work, 60 s takt
+
+
+def test_ids_are_numbered_per_line_so_a_replay_of_one_line_gives_the_same_ids():
+    feed = Feed()
+    feed.pull(T, "L1/S1")
+    feed.pull(T, "L2/S1")
+    feed.reset(T + S, "L1/S1")
+    feed.pull(T + 2 * S, "L1/S1")
+    assert {c["line"]: c["id"] for c in feed.plant.view()["calls"]} == {
+        "L1": "C-L1-000002",
+        "L2": "C-L2-000001",
+    }
+    alone = Plant(feed.config)  # a gateway that serves L2 alone replays L2's records alone
+    for record in feed.records:
+        if record.line == "L2":
+            alone.apply(record)
+    assert [c["id"] for c in alone.view()["calls"]] == ["C-L2-000001"]

@@ -109,7 +109,7 @@ def test_two_gateways_serve_their_own_lines_and_one_takes_over_the_others(two_ga
     view = a.view()
     assert [line["id"] for line in view["lines"]] == ["L1", "L2"]
     assert [line["stations"][0]["state"] for line in view["lines"]] == ["running", "running"]
-    # each line's call, though both gateways numbered theirs C-000001
+    # each line's call, numbered per line (C-L1-000001, C-L2-000001)
     calls = plant_records(config, "call")
     assert sorted((c["line"], c["resolution"]) for c in calls) == [
         ("L1", "cord_reset"),

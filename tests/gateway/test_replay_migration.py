@@ -3,8 +3,9 @@ rebuilt under today's rules: the log is the truth, an old snapshot is not restor
 
 from __future__ import annotations
 
-from andon.runtime.service import rebuild
-from andon.runtime.store import Entry, Projection, SqliteStore
+from andon.core.plant import SNAPSHOT_VERSION
+from andon.runtime.service import Gateway, rebuild
+from andon.runtime.store import Entry, Projection, SqliteStore, records
 from tests.gateway.corekit import SHIFT_START, plant_config
 
 T = SHIFT_START + 3_600_000
@@ -48,3 +49,21 @@ def test_an_old_database_replays_under_todays_rules(tmp_path):
     assert calls["quality"]["acknowledged_by"] == "Maria"
     station = plant.view()["lines"][0]["stations"][0]
     assert station["state"] != "running"  # the cord is still pulled
+
+
+def test_an_old_databases_records_are_written_again_as_todays_rules_number_them(tmp_path):
+    path = tmp_path / "andon.db"
+    _old_database(path)
+    store = SqliteStore(path)
+    with store.transaction() as tx:  # what the previous version recorded: one call, numbered so
+        tx.record("call", "C-000001", {"id": "C-000001", "line": "L1", "cause": "quality"})
+    store.close()
+    config = plant_config(
+        gateway={"database": str(path)}, broker={"host": "127.0.0.1", "port": 1}
+    )  # no broker: the records are rewritten at start, before any connection
+    gateway = Gateway(config)
+    gateway.start()
+    gateway.stop(timeout=2)
+    calls = {c["id"]: c["cause"] for c in records(path, "call")}
+    assert calls == {"C-L1-000001": "quality", "C-L1-000002": "cord"}
+    assert SqliteStore(path).projection().snapshot["version"] == SNAPSHOT_VERSION

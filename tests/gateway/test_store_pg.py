@@ -65,7 +65,7 @@ def test_a_gateway_whose_lease_was_taken_over_cannot_commit(pg, postgres):
 
 
 def test_calls_of_two_lines_with_the_same_number_are_both_kept(pg):
-    # each gateway numbers the calls of its own lines: C-000001 may exist on L1 and on L2
+    # records are kept by line: the same id on two lines (fixture data) stays two records
     with pg.transaction() as tx:
         tx.record("call", "C-000001", {"id": "C-000001", "line": "L1"})
         tx.record("call", "C-000001", {"id": "C-000001", "line": "L2"})

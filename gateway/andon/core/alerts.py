@@ -9,7 +9,7 @@ An alert raised again on the same subject while open counts a repeat and is not 
 Each change is an AlertRecord for the store. Notices (a station back online, a call's
 lifecycle) are sent but never kept open.
 
-State used: `_alerts`, `_alert_subjects`, `_counters["alert"]`, timers.
+State used: `_alerts`, `_alert_subjects`, `_counters` (alerts per line), timers.
 """
 
 from __future__ import annotations
@@ -43,11 +43,9 @@ class AlertRules:
             alert.count += 1
             self._emit_alert_record(alert, None)
             return
-        self._counters["alert"] += 1
         call_id = call.id if call else None
-        alert = OpenAlert(
-            f"A-{self._counters['alert']:06d}", kind, subject, text, at, line, station, call_id
-        )
+        alert_id = self._next_id("A", line or self.config.site)
+        alert = OpenAlert(alert_id, kind, subject, text, at, line, station, call_id)
         if one_shot:
             due = self._due(at + self.config.alerts.keep_open_s * 1000)
             alert.close_due = self._arm(due, ALERT_CLOSE, alert.id)

@@ -25,7 +25,7 @@ Escalation. Tiers sorted by `after_s`; each fires once, `after_s` after the call
 if the call is then still unacknowledged (`on = "unacknowledged"`) or still open
 (`on = "unresolved"`), for the causes it names. Each raises an escalation alert to its `to`.
 
-State used: `_calls`, `_stations`, `_counters["call"]`, timers.
+State used: `_calls`, `_stations`, `_counters` (calls per line), timers.
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ class CallRules:
         if open_id is not None:
             self._calls[open_id].repeats += 1
             return
-        self._counters["call"] += 1
-        call = Call(f"C-{self._counters['call']:06d}", station.line, station.id, cause, at)
+        call = Call(self._next_id("C", station.line), station.line, station.id, cause, at)
         deadline = self._stop_deadline(station.line, cause, at)
         # A stop configured as immediate (0 s) comes with the call, unless the call itself
         # arrives late from an outbox replay: then it gets the grace like any past deadline.
@@ -215,8 +214,7 @@ class CallRules:
             return f"{op.action} needs a call id"
         call = self._calls.get(op.call)
         if op.action == "annotate":
-            known = int(op.call[2:]) <= self._counters["call"]
-            return None if known else f"no call {op.call}"
+            return None if self._numbered(op.call) else f"no call {op.call}"
         if call is None:
             return f"call {op.call} is not open"
         if op.action == "acknowledge" and call.acknowledged is not None:
@@ -244,7 +242,9 @@ class CallRules:
         if call is not None:
             call.reason, call.comment = op.reason, op.comment
             self._emit_call(call)
-        self._out.append(Annotation(self.config.site, op.call, op.reason, op.comment, op.by, at))
+        line = op.call[2:].rpartition("-")[0]  # C-L1-000001
+        note = Annotation(self.config.site, op.call, line, op.reason, op.comment, op.by, at)
+        self._out.append(note)
 
     # --- effects and views ----------------------------------------------------------------
 

@@ -64,7 +64,7 @@ class Alert:
     to: str | None = None  # the role or person the alert is for
     webhooks: tuple[str, ...] = ()  # POST it there too (with retries)
     extra: dict = field(default_factory=dict)
-    id: str | None = None  # the open alert's id (A-000001); None for a notice
+    id: str | None = None  # the open alert's id (A-L1-000001); None for a notice
     call: str | None = None
     cause: str | None = None
     opened: int | None = None  # the call's
@@ -77,7 +77,7 @@ class CallRecord:
 
     kind: ClassVar[str] = "call"
     site: str
-    id: str  # C-000001, numbered by the core in the order calls are opened
+    id: str  # C-L1-000001: numbered per line in the order calls are opened
     line: str
     station: str
     cause: str  # cord | quality | maintenance | material | a cause the plant file adds
@@ -109,7 +109,7 @@ class OrderRecord:
 
     kind: ClassVar[str] = "order"
     site: str
-    id: str  # K-000001, numbered by the core in the order cards are posted
+    id: str  # K-L1-000001: numbered per line (where posted) in the order cards are posted
     part: str
     qty: int
     supplier: str
@@ -132,7 +132,7 @@ class StopRecord:
 
     kind: ClassVar[str] = "stop"
     site: str
-    id: str  # D-000001, numbered in the order stops start
+    id: str  # D-L1-000001: numbered per line in the order stops start
     line: str
     station: str  # the station that stopped the line first
     cause: str  # its call's cause, or "offline"
@@ -147,7 +147,7 @@ class AlertRecord:
 
     kind: ClassVar[str] = "alert"
     site: str
-    id: str  # A-000001
+    id: str  # A-L1-000001
     alert: str  # its kind: escalation, station_offline, ...
     text: str
     opened: int
@@ -165,6 +165,7 @@ class Annotation:
     kind: ClassVar[str] = "annotation"
     site: str
     id: str  # the call's id
+    line: str  # the call's line
     reason: str | None
     comment: str | None
     by: str

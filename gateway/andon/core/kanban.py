@@ -17,7 +17,7 @@ plant file says `demand = "planned"`; else measured: the posts in the demand win
 the time in the window when a card was left to post. While every card is ordered nobody can
 post, so that time would hide demand; the correction is capped at 10x the window.
 
-State used: `_cards`, `_orders`, `_loops`, `_stations`, `_counters["order"]`, timers.
+State used: `_cards`, `_orders`, `_loops`, `_stations`, `_counters` (orders per line), timers.
 """
 
 from __future__ import annotations
@@ -72,9 +72,8 @@ class KanbanRules:
             return  # posted again before it was received: the same order
         loop = self.config.loop_of_card(card.uid)
         policy = self.config.kanban_policy
-        self._counters["order"] += 1
         order = Order(
-            f"K-{self._counters['order']:06d}",
+            self._next_id("K", station.line),
             loop.part,
             loop.bin_qty,
             loop.supplier,
@@ -133,7 +132,11 @@ class KanbanRules:
         card.lost_due = None
         card.lost = True
         text = f"{card.part} card {card.uid} not seen since {card.last_seen}"
-        self._raise_alert("lost_card", f"lost:{card.uid}", text, at, card=card.uid, part=card.part)
+        post = self.config.loop_of_card(card.uid).post  # the loop's station: where to look
+        self._raise_alert(
+            "lost_card", f"lost:{card.uid}", text, at, post.line, post.station, card=card.uid,
+            part=card.part,
+        )  # fmt: skip
 
     def _emit_order(self, order: Order) -> None:
         self._out.append(project(OrderRecord, order, site=self.config.site))

@@ -94,7 +94,7 @@ class Plant(CallRules, StationRules, PresenceRules, KanbanRules, TaktRules, Aler
         self.config = config
         self.now: int | None = None  # the core's clock: the last record's or advance's time
         self.started: int | None = None
-        self._counters = {"call": 0, "order": 0, "alert": 0, "stop": 0}
+        self._counters: dict[str, int] = {}  # "call:L1" -> the line's calls so far
         self._stations = {(ln.id, st.id): Station(ln.id, st.id) for ln, st in config.stations()}
         self._lines = {ln.id: Line(ln.id) for ln in config.lines}
         self._line_stations = {
@@ -243,6 +243,19 @@ class Plant(CallRules, StationRules, PresenceRules, KanbanRules, TaktRules, Aler
         }
 
     # --- clock and timers -----------------------------------------------------------------
+
+    def _next_id(self, prefix: str, line: str) -> str:
+        """C-L1-000001: calls, orders (K), alerts (A) and stops (D) are numbered per line, so a
+        line's ids are the same whichever gateway (of several) replays its log."""
+        key = f"{prefix}:{line}"
+        self._counters[key] = number = self._counters.get(key, 0) + 1
+        return f"{prefix}-{line}-{number:06d}"
+
+    def _numbered(self, call_id: str) -> bool:
+        """Was this id given? (C-L1-000001)"""
+        prefix, _, rest = call_id.partition("-")
+        line, _, number = rest.rpartition("-")
+        return int(number) <= self._counters.get(f"{prefix}:{line}", 0)
 
     def _start(self, now: int) -> None:
         """The first record's arrival: every state starts here, every card counts as seen."""

@@ -8,7 +8,7 @@ any station stops it (a call that stopped it, or an offline board where `offline
 called when any station has an open call, else running. Each line stop is a StopRecord booked
 to the station and cause that stopped the line first; downtime per cause adds up closed stops.
 
-State used: `_stations`, `_lines`, `_calls`, `_positions`, `_counters["stop"]`.
+State used: `_stations`, `_lines`, `_calls`, `_positions`, `_counters` (stops per line).
 """
 
 from __future__ import annotations
@@ -93,8 +93,7 @@ class StationRules:
 
     def _start_stop(self, line: Line, at: int) -> None:
         station, cause, call = self._first_stop(line)
-        self._counters["stop"] += 1
-        line.stop_id = f"D-{self._counters['stop']:06d}"
+        line.stop_id = self._next_id("D", line.id)
         line.stop_station, line.stop_cause, line.stop_call = station, cause, call
         self._emit_stop(line, at, None)
 

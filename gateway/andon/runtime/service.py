@@ -152,6 +152,20 @@ def rebuild(
     return plant, pos, replayed
 
 
+def restorable(config: PlantConfig, store: Store) -> bool:
+    """Can the stored projection (if any) be restored? Not when it is of another version or
+    plant: the whole log is then replayed under today's rules, and the records it gives (calls
+    numbered anew, say) replace the stored ones."""
+    projection = store.projection()
+    if projection is None:
+        return True
+    try:
+        Plant.restore(config, projection.snapshot)
+    except ValueError:
+        return False
+    return True
+
+
 def replay_check(config: PlantConfig, store: Store) -> list[str]:
     """Rebuild from the whole log up to the stored projection and compare: the differences.
     Raises NothingToCompare when no projection is stored: an empty comparison proves nothing."""
@@ -433,14 +447,18 @@ class Gateway:
         started = time.perf_counter()
         if self._leases is not None:
             self._leases.start()  # owns its first lines now; the worker rebuilds them
-        self.plant, self._pos, replayed = rebuild(self._served_config(), self.store)
+        served = self._served_config()
+        if restorable(served, self.store):
+            self.plant, self._pos, self._since_snapshot = rebuild(served, self.store)
+        else:  # a projection of another version or plant: states, ids and records anew
+            log.warning("the stored projection is of another version or plant: replaying all")
+            self._rebuild(rewrite={line.id for line in served.lines})
         log.info(
             "state rebuilt at log position %d (%d entries replayed) in %.2f s",
             self._pos,
-            replayed,
+            self._since_snapshot,  # the next projection bounds the replay again
             time.perf_counter() - started,
         )
-        self._since_snapshot = replayed  # the next projection bounds the replay again
         for row in self.store.pending_webhooks():  # before the first tick adds its own
             self._webhooks.submit(Delivery(*row))
         self._process([])  # timers that came due while the gateway was down

@@ -210,6 +210,9 @@ class Transaction(Protocol):
     def record(self, kind: str, key: str, data: dict) -> None:
         """Keep a call's or an order's latest version (`kind` call | order)."""
 
+    def forget_records(self, lines: set[str]) -> None:
+        """Drop the stored records of these lines: a replay writes them again."""
+
     def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
         """A message that must reach the broker (or, channel webhook, be POSTed to the URL
         `topic`); its id, to mark it sent."""
@@ -525,6 +528,18 @@ class _SqliteTransaction:
 
     def record(self, kind: str, key: str, data: dict) -> None:
         self._records[kind, key] = data
+
+    def forget_records(self, lines: set[str]) -> None:
+        """Drop the stored records of these lines: a replay writes them again."""
+        chosen = json.dumps(sorted(lines))
+        self.db.execute(
+            "DELETE FROM record WHERE json_extract(data, '$.line') IN"
+            " (SELECT value FROM json_each(?))",
+            (chosen,),
+        )
+        self.db.execute(
+            "DELETE FROM call_fact WHERE line IN (SELECT value FROM json_each(?))", (chosen,)
+        )
 
     def flush(self) -> None:
         """Write what was kept; the store calls it just before the commit."""

@@ -80,7 +80,8 @@ MIGRATIONS: list[str] = [
         attempts INTEGER NOT NULL DEFAULT 0, failed BIGINT
     );
     CREATE INDEX outbox_pending ON outbox (channel, id) WHERE sent IS NULL AND failed IS NULL;
-    -- calls and orders; `id` is "line/C-000001": each gateway numbers its own lines' calls
+    -- calls, orders, stops and alerts; `id` is "line/C-L1-000001", so a takeover can drop the
+    -- records of the lines it rebuilds (forget_records) and write them again
     CREATE TABLE record (kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,
                          PRIMARY KEY (kind, id));
     -- line ownership (andon.runtime.ownership): the epoch fences every commit
