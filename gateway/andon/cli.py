@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -237,28 +238,39 @@ def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     emit(as_json, view, tables)
 
 
-@app.command()
-def events(
-    config: ConfigOption,
-    since: Annotated[
-        str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
-    ] = "1h",
-    as_json: JsonOption = False,
-) -> None:
-    """List the event log (events, births and Wills) since a time, in the plant's timezone."""
+SinceOption = Annotated[
+    str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
+]
+
+
+def _read_since(command: str, config: Path, since: str, read: Callable) -> tuple:
+    """The plant, and what `read(store, start)` finds in its store since `since`."""
     from andon.runtime.service import parse_since
-    from andon.status import entry_json, entry_line
 
     plant = plant_or_exit(config)
     try:
         start = parse_since(since)
     except ValueError as exc:
-        raise fail("events", str(exc)) from None
+        raise fail(command, str(exc)) from None
     store = open_store(plant, config)
     try:
-        entries = list(store.log(since=start))
+        return plant, read(store, start)
     finally:
         store.close()
+
+
+@app.command()
+def events(
+    config: ConfigOption,
+    since: SinceOption = "1h",
+    as_json: JsonOption = False,
+) -> None:
+    """List the event log (events, births and Wills) since a time, in the plant's timezone."""
+    from andon.status import entry_json, entry_line
+
+    plant, entries = _read_since(
+        "events", config, since, lambda store, start: list(store.log(since=start))
+    )
 
     def lines() -> None:
         for entry in entries:
@@ -357,26 +369,16 @@ def token_hash(name: str, role: RoleOption = "viewer") -> None:
 @app.command()
 def rejections(
     config: ConfigOption,
-    since: Annotated[
-        str, typer.Option("--since", help="How far back: 90s, 10m, 2h, 1d, or an ISO time.")
-    ] = "1d",
+    since: SinceOption = "1d",
     limit: Annotated[int, typer.Option("--limit", help="The last N rejections listed.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """Rejected messages (dead letters) since a time: counts by reason, then the last ones."""
-    from andon.runtime.service import parse_since
     from andon.status import iso
 
-    plant = plant_or_exit(config)
-    try:
-        start = parse_since(since)
-    except ValueError as exc:
-        raise fail("rejections", str(exc)) from None
-    store = open_store(plant, config)
-    try:
-        found = store.recent_rejections(start, limit)
-    finally:
-        store.close()
+    plant, found = _read_since(
+        "rejections", config, since, lambda store, start: store.recent_rejections(start, limit)
+    )
 
     def lines() -> None:
         for reason, seen in found["by_reason"].items():
