@@ -134,7 +134,7 @@ def test_andon_help_imports_no_heavy_module():
 def test_make_demo_installs_only_the_runtime_dependencies_with_progress(tmp_path):
     """What `make demo` would run in a fresh clone (make -n: nothing is run)."""
     shown = subprocess.run(
-        ["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"],
+        ["make", "--no-print-directory", "-n", "demo", f"VENV={tmp_path / 'venv'}"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -79,7 +79,7 @@ def test_an_operator_action_is_logged_applied_answered_and_replayed(tmp_path, br
         assert told  # the live board was told
         again = gateway.operate(ack, "boss").result(10)
         assert isinstance(again, str) and again  # refused, with the reason
-        unknown = contract.Operator(action="resolve", by="x", call="C-999999")
+        unknown = contract.Operator(action="resolve", by="x", call="C-L1-999999")
         assert gateway.operate(unknown, "boss").result(10)
     finally:
         gateway.stop()
