@@ -218,7 +218,7 @@ def gateway(
 def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     """The plant now, from the gateway's database: lines, stations, open calls and alerts,
     kanban; times in the plant's timezone."""
-    from andon.runtime.service import plant_view
+    from andon.runtime.replay import plant_view
 
     plant = plant_or_exit(config)
     if not plant.store.url:
@@ -245,7 +245,7 @@ SinceOption = Annotated[
 
 def _read_since(command: str, config: Path, since: str, read: Callable) -> tuple:
     """The plant, and what `read(store, start)` finds in its store since `since`."""
-    from andon.runtime.service import parse_since
+    from andon.clitools import parse_since
 
     plant = plant_or_exit(config)
     try:
@@ -317,7 +317,7 @@ def replay(
 ) -> None:
     """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees, 2 if
     there is no projection to compare with."""
-    from andon.runtime.service import NothingToCompare, replay_check
+    from andon.runtime.replay import NothingToCompare, replay_check
 
     plant = plant_or_exit(config)
     store = open_store(plant, config)

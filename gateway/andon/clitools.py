@@ -4,9 +4,12 @@ database for a command, and `--json` output. Imports stay lazy: a command starts
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -79,3 +82,18 @@ def andon_to_type() -> str:
     if on_path and Path(on_path).resolve() == beside.resolve():
         return "andon"
     return str(beside.relative_to(Path.cwd()) if beside.is_relative_to(Path.cwd()) else beside)
+
+
+_AGO = re.compile(r"^(\d+)([smhd])$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_since(text: str, now: int | None = None) -> int:
+    """`10m`, `2h`, `1d` ago, or an ISO time (UTC unless it says otherwise), as epoch ms."""
+    if m := _AGO.match(text):
+        return (now or time.time_ns() // 1_000_000) - int(m[1]) * _UNIT_MS[m[2]]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: expected 90s, 10m, 2h, 1d or an ISO time") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)

@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from andon.runtime.store_pg import PgStore, plant_records
+from andon.runtime.store import plant_records
+from andon.runtime.store_pg import PgStore
 from andon.sim.observe import wait_for
 from andon.sim.rig import GatewayProcess, Rig
 from andon.sim.scenario import lamps_match

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from andon.runtime.service import plant_view, wall_ms
+from andon.runtime.replay import plant_view, wall_ms
 from andon.runtime.store import SqliteStore, records
 from andon.sim.observe import wait_for
 from andon.sim.rig import Rig, andon_command

@@ -3,7 +3,7 @@ driven by the scenario files the demo uses too."""
 
 from __future__ import annotations
 
-from andon.runtime.service import plant_view, wall_ms
+from andon.runtime.replay import plant_view, wall_ms
 from andon.runtime.store import records
 from andon.sim.observe import wait_for
 from andon.sim.rig import Rig

@@ -12,7 +12,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from andon.config import PlantConfig
-from andon.runtime.service import Gateway, rebuild
+from andon.runtime.replay import rebuild
+from andon.runtime.service import Gateway
 
 SITE = "PLANT1"
 BOARDS = {"S01": "B0000000001", "S02": "B0000000002"}

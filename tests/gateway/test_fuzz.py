@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from andon import contract
-from andon.runtime.service import rebuild
+from andon.runtime.replay import rebuild
 from andon.runtime.store import SqliteStore
 from andon.sim.observe import wait_for
 from tests.gateway.test_service import BOARDS, SITE, running, topic  # noqa: F401

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from andon import contract
 from andon.core import Plant
-from andon.runtime import service
+from andon.runtime import replay
 from andon.runtime.service import RejectionLog
 from andon.runtime.store import FLAG_REDATED, SqliteStore, _SqliteTransaction
 from tests.gateway.intake_kit import BOARDS, NOW, Worker, event, plant_config, presence, topic
@@ -87,7 +87,7 @@ def test_a_poison_event_leaves_the_core_as_it_was_and_the_next_event_applies(
     assert worker.station("S02")["state"] == "called"
     assert [c["station"] for c in worker.calls()] == ["S02"]
     assert worker.gateway.failed is None
-    again = service.rebuild(worker.config, worker.gateway.store, from_scratch=True)[0]
+    again = replay.rebuild(worker.config, worker.gateway.store, from_scratch=True)[0]
     assert again.snapshot()["stations"] == worker.gateway.plant.snapshot()["stations"]
 
 
@@ -210,7 +210,7 @@ def test_a_gap_times_out_into_an_events_lost_alert_and_the_waiting_events_apply(
         assert kinds == ["cord_pulled", "gateway", "cord_reset"]  # the gap record, in its place
         open_alerts = [(a["kind"], a["station"]) for a in w.gateway.view()["alerts"]]
         assert open_alerts == [("events_lost", "S01")]  # the plant holds it: status, API
-        replayed = service.rebuild(w.config, w.gateway.store, from_scratch=True)[0]
+        replayed = replay.rebuild(w.config, w.gateway.store, from_scratch=True)[0]
         assert replayed.snapshot() == w.gateway.plant.snapshot()  # the same order, the same alert
     finally:
         w.close()
@@ -328,8 +328,8 @@ def test_replay_check_refuses_to_pass_without_a_projection(tmp_path):
     config = plant_config(tmp_path)
     store = SqliteStore(config.gateway.database)
     try:
-        with pytest.raises(service.NothingToCompare):
-            service.replay_check(config, store)
+        with pytest.raises(replay.NothingToCompare):
+            replay.replay_check(config, store)
     finally:
         store.close()
 

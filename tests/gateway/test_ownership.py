@@ -9,7 +9,8 @@ import pytest
 
 from andon.config import PlantConfig
 from andon.runtime.ownership import LineLeases
-from andon.runtime.store_pg import PgStore, plant_records
+from andon.runtime.store import plant_records
+from andon.runtime.store_pg import PgStore
 from andon.sim.observe import wait_for
 from tests.gateway.test_service import BOARDS, SITE, Watcher, evt
 

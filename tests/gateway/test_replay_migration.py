@@ -4,7 +4,8 @@ rebuilt under today's rules: the log is the truth, an old snapshot is not restor
 from __future__ import annotations
 
 from andon.core.plant import SNAPSHOT_VERSION
-from andon.runtime.service import Gateway, rebuild
+from andon.runtime.replay import rebuild
+from andon.runtime.service import Gateway
 from andon.runtime.store import Entry, Projection, SqliteStore, records
 from tests.gateway.corekit import SHIFT_START, plant_config
 

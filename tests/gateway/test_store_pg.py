@@ -4,7 +4,8 @@ durability setting, its migrations, positions for several writers, and the fence
 import psycopg
 import pytest
 
-from andon.runtime.store_pg import MIGRATIONS, POS_BLOCK, Fenced, PgStore, migrate
+from andon.runtime.store import Fenced
+from andon.runtime.store_pg import MIGRATIONS, POS_BLOCK, PgStore, migrate
 from tests.gateway.test_store import event
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from andon import contract
 from andon.config import PlantConfig
-from andon.runtime.service import Gateway, rebuild
+from andon.runtime.replay import rebuild
+from andon.runtime.service import Gateway
 from andon.runtime.store import SqliteStore
 from andon.sim.observe import wait_for
 

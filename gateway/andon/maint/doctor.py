@@ -245,7 +245,7 @@ def _gateway_clock(database: Path) -> int | None:
 def check_boards(plant: PlantConfig) -> Check:
     if not plant.gateway.database.exists():
         return Check("boards online", False, "no database yet", "start the gateway first")
-    from andon.runtime.service import plant_view
+    from andon.runtime.replay import plant_view
 
     view = plant_view(plant)
     stations = [(ln["id"], s) for ln in view["lines"] for s in ln["stations"]]

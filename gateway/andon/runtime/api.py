@@ -25,7 +25,7 @@ from andon.config import PlantConfig
 from andon.runtime import web
 from andon.runtime.auth import requires
 from andon.runtime.metrics import metrics_app
-from andon.runtime.store_pg import plant_records, plant_rejections
+from andon.runtime.store import plant_records, plant_rejections
 
 PREFIX = "/api/v1"
 Limit = Annotated[int, Query(ge=1, le=10_000)]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import re
 import socket
 import threading
 import time
@@ -37,12 +36,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
 from andon import contract
 from andon.config import PlantConfig
-from andon.core import Plant, Record
+from andon.core import Record
 from andon.core.effects import (
     RECORDS,
     Alert,
@@ -55,21 +55,32 @@ from andon.core.effects import (
 from andon.core.state import dump
 from andon.runtime.logs import log_effects
 from andon.runtime.netloop import NetworkLoop
-from andon.runtime.ownership import LineLeases
+from andon.runtime.replay import (
+    SNAPSHOT_EVERY,
+    plant_view,
+    rebuild,
+    record_of,
+    restorable,
+    wall_ms,
+)
 from andon.runtime.store import (
     DEFAULT_OUTBOX_CAP,
     FLAG_REDATED,
     GAP,
+    OPERATOR,
     Entry,
-    LoggedEntry,
+    Fenced,
     Progress,
     Projection,
     SeqJump,
     Store,
     Transaction,
+    open_store,
 )
-from andon.runtime.store_pg import Fenced, open_store
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
+
+if TYPE_CHECKING:
+    from andon.runtime.ownership import LineLeases
 
 log = logging.getLogger("andon.gateway")
 
@@ -82,15 +93,6 @@ BATCH_MAX = 5000  # messages per commit: bounds a batch under a burst, amortizes
 # nothing is waiting and nothing waits.
 BACKLOG_BATCH = 100
 BACKLOG_GATHER_S = 0.15
-# Log entries between projections. A projection of 1,000 stations stalls the worker some
-# 30 ms; the entries after it are replayed at a restart, some 40 us each: 20,000 keep the
-# stall rare and the replay under a second.
-SNAPSHOT_EVERY = 20_000
-OPERATOR = "operator"  # the log leaf of an operator's action (the console), beside evt | status
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -99,121 +101,6 @@ class Outgoing:
     payload: bytes
     retain: bool = False
     outbox_id: int | None = None  # set: mark it sent once the broker has it
-
-
-class NothingToCompare(ValueError):
-    """`replay --check` without a stored projection: there is nothing to check the log against."""
-
-
-def record_of(site: str, entry: LoggedEntry | Entry) -> Record:
-    """A logged entry as the core's record; the message is validated again on the way back
-    (a board's by the wire contract, a gap record of the gateway's by its own)."""
-    if entry.leaf == "gateway":
-        message = contract.gateway_record(entry.message)
-    elif entry.leaf == OPERATOR:
-        message = contract.Operator.model_validate_json(entry.message)
-    else:
-        topic = contract.Station(site, entry.line, entry.station).topic(entry.leaf)
-        _, message = contract.decode_uplink(topic, entry.message.encode())
-    return Record(entry.received, entry.line, entry.station, message, entry.at)
-
-
-def rebuild(
-    config: PlantConfig,
-    store: Store,
-    from_scratch: bool = False,
-    on_effects: Callable[[list[Effect]], None] | None = None,
-) -> tuple[Plant, int, int]:
-    """The plant as the store last committed it, the log position it reflects, and how many
-    log entries were replayed on top of the projection to get there.
-
-    From the stored projection plus the log after it, or (`from_scratch`) from the whole log.
-    Effects of the replay were committed with their records, so they are dropped here
-    (`on_effects`, if given, sees them).
-    """
-    projection = None if from_scratch else store.projection()
-    try:
-        plant = Plant.restore(config, projection.snapshot) if projection else Plant(config)
-    except ValueError as exc:  # another version or configuration: the log is the truth
-        log.info("rebuilding from the whole log: %s", exc)
-        projection, plant = None, Plant(config)
-    pos = projection.pos if projection else 0
-    replayed = 0
-    lines = {line.id for line in config.lines}  # one gateway of several: its own lines
-    for entry in store.log(after=pos):
-        if entry.line not in lines:
-            continue
-        effects = plant.apply(record_of(config.site, entry))
-        if on_effects is not None:
-            on_effects(effects)
-        pos = entry.pos
-        replayed += 1
-    plant.advance(store.clock())
-    return plant, pos, replayed
-
-
-def restorable(config: PlantConfig, store: Store) -> bool:
-    """Can the stored projection (if any) be restored? Not when it is of another version or
-    plant: the whole log is then replayed under today's rules, and the records it gives (calls
-    numbered anew, say) replace the stored ones."""
-    projection = store.projection()
-    if projection is None:
-        return True
-    try:
-        Plant.restore(config, projection.snapshot)
-    except ValueError:
-        return False
-    return True
-
-
-def replay_check(config: PlantConfig, store: Store) -> list[str]:
-    """Rebuild from the whole log up to the stored projection and compare: the differences.
-    Raises NothingToCompare when no projection is stored: an empty comparison proves nothing."""
-    projection = store.projection()
-    if projection is None:
-        raise NothingToCompare(
-            "no projection is stored yet (a gateway saves one when it stops, and every"
-            f" {SNAPSHOT_EVERY} log entries): there is nothing to compare the log with"
-        )
-    plant = Plant(config)
-    for entry in store.log():
-        if entry.pos > projection.pos:
-            break
-        plant.apply(record_of(config.site, entry))
-    plant.advance(projection.clock)
-    rebuilt, stored = plant.snapshot(), projection.snapshot
-    return [
-        f"{key}: the log gives {rebuilt.get(key)!r}, the projection holds {stored.get(key)!r}"
-        for key in sorted(rebuilt.keys() | stored.keys())
-        if rebuilt.get(key) != stored.get(key)
-    ]
-
-
-def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
-    """The plant at `at_ms` (default: now), rebuilt from the database: timers due by then
-    fired, nothing written."""
-    store = open_store(config)
-    try:
-        plant, _, _ = rebuild(config, store)
-    finally:
-        store.close()
-    plant.advance(wall_ms() if at_ms is None else at_ms)
-    return plant.view()
-
-
-_AGO = re.compile(r"^(\d+)([smhd])$")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_since(text: str, now: int | None = None) -> int:
-    """`10m`, `2h`, `1d` ago, or an ISO time (UTC unless it says otherwise), as epoch ms."""
-    if m := _AGO.match(text):
-        return (now or wall_ms()) - int(m[1]) * _UNIT_MS[m[2]]
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--since {text!r}: expected 90s, 10m, 2h, 1d or an ISO time") from None
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def entry_of(received: int, line: str, station: str, message: contract.UplinkMessage) -> Entry:
@@ -428,6 +315,8 @@ class Gateway:
         self._owned: set[str] | None = None
         self._leases: LineLeases | None = None
         if config.store.url:
+            from andon.runtime.ownership import LineLeases  # psycopg only where it is used
+
             self._owned = set()
             self._leases = LineLeases(
                 config.store.url,

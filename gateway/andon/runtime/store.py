@@ -16,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from andon.config import PlantConfig
 
 _CALL_COLUMNS = (
     ", ".join(
@@ -33,6 +36,8 @@ _CALL_COLUMNS = (
 _CALL_FACT = (
     f"DELETE FROM call_fact WHERE id = new.id; INSERT INTO call_fact SELECT {_CALL_COLUMNS};"
 )
+
+T = TypeVar("T")
 
 # Each step takes the schema from version i to i+1; a database records how many it has run.
 MIGRATIONS: list[str] = [
@@ -134,7 +139,12 @@ MIGRATIONS: list[str] = [
 FLAG_REDATED = 1  # log.flags: the board's ts (or age) was outside the window, see contract.dating
 DEAD_LETTER_KEEP = 1024  # bytes of a rejected payload kept; its size and sha256 say the rest
 DEFAULT_OUTBOX_CAP = 400  # a board's outbox capacity until its birth tells (the firmware's)
+OPERATOR = "operator"  # the log leaf of an operator's action (the console), beside evt | status
 GAP = "events_lost"  # the kind of a gap record: a board's events declared lost (leaf "gateway")
+
+
+class Fenced(RuntimeError):
+    """The commit was refused: a line this gateway wrote for is owned by another now."""
 
 
 @dataclass(frozen=True)
@@ -780,3 +790,41 @@ def records(database: Path, kind: str) -> list[dict[str, Any]]:
         return store.records(kind)
     finally:
         store.close()
+
+
+def open_store(config: PlantConfig, owner: str = "") -> Store:
+    """The plant's store: PostgreSQL when `[store] url` names one, else the SQLite file."""
+    limits = (config.gateway.dead_letters_max, config.gateway.dead_letters_max_age_s * 1000)
+    if config.store.url:
+        from andon.runtime.store_pg import PgStore  # psycopg only where PostgreSQL is used
+
+        return PgStore(config.store.url, owner, *limits)
+    return SqliteStore(config.gateway.database, *limits)
+
+
+def _on_own_connection(config: PlantConfig, read: Callable[[SqliteStore], T], missing: T) -> T:
+    """What `read` finds in the plant's store, on a connection of its own (any thread, beside a
+    running gateway); `missing` when there is no SQLite database yet."""
+    if config.store.url:
+        from andon.runtime.store_pg import PgStore
+
+        store = PgStore(config.store.url)
+    elif config.gateway.database.exists():
+        store = SqliteStore(config.gateway.database)
+    else:
+        return missing
+    try:
+        return read(store)
+    finally:
+        store.close()
+
+
+def plant_records(config: PlantConfig, kind: str) -> list[dict]:
+    """The plant's call or order records."""
+    return _on_own_connection(config, lambda store: store.records(kind), [])
+
+
+def plant_rejections(config: PlantConfig, since: int = 0, limit: int = 100) -> dict:
+    """The plant's recent rejections (`SqliteStore.recent_rejections`)."""
+    empty: dict = {"by_reason": {}, "recent": []}
+    return _on_own_connection(config, lambda store: store.recent_rejections(since, limit), empty)

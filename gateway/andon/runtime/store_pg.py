@@ -20,24 +20,21 @@ The semantics are the SQLite store's, and so is most of the code: the transactio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import psycopg
 
-from andon.config import PlantConfig
 from andon.runtime.store import (
     _FLUSHED,
+    Fenced,
     Projection,
     SqliteStore,
-    Store,
     _Known,
     _SqliteTransaction,
 )
 
-T = TypeVar("T")
 POS_BLOCK = 1000  # log positions a gateway reserves at once
 _MIGRATION_LOCK = 0x616E646F6E  # an advisory lock: two gateways starting together migrate once
 
@@ -92,10 +89,6 @@ MIGRATIONS: list[str] = [
     CREATE TABLE member (name TEXT PRIMARY KEY, expires TIMESTAMPTZ NOT NULL);
     """,
 ]
-
-
-class Fenced(RuntimeError):
-    """The commit was refused: a line this gateway wrote for is owned by another now."""
 
 
 def connect(url: str) -> psycopg.Connection:
@@ -253,37 +246,3 @@ class PgStore(SqliteStore):
             "SELECT pos, clock, snapshot FROM projection WHERE scope=?", (self.scope,)
         ).fetchone()
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
-
-
-def open_store(config: PlantConfig, owner: str = "") -> Store:
-    """The plant's store: PostgreSQL when `[store] url` names one, else the SQLite file."""
-    limits = (config.gateway.dead_letters_max, config.gateway.dead_letters_max_age_s * 1000)
-    if config.store.url:
-        return PgStore(config.store.url, owner, *limits)
-    return SqliteStore(config.gateway.database, *limits)
-
-
-def _on_own_connection(config: PlantConfig, read: Callable[[SqliteStore], T], missing: T) -> T:
-    """What `read` finds in the plant's store, on a connection of its own (any thread, beside a
-    running gateway); `missing` when there is no SQLite database yet."""
-    if config.store.url:
-        store = PgStore(config.store.url)
-    elif config.gateway.database.exists():
-        store = SqliteStore(config.gateway.database)
-    else:
-        return missing
-    try:
-        return read(store)
-    finally:
-        store.close()
-
-
-def plant_records(config: PlantConfig, kind: str) -> list[dict]:
-    """The plant's call or order records."""
-    return _on_own_connection(config, lambda store: store.records(kind), [])
-
-
-def plant_rejections(config: PlantConfig, since: int = 0, limit: int = 100) -> dict:
-    """The plant's recent rejections (`SqliteStore.recent_rejections`)."""
-    empty: dict = {"by_reason": {}, "recent": []}
-    return _on_own_connection(config, lambda store: store.recent_rejections(since, limit), empty)

@@ -32,7 +32,7 @@ from rich.live import Live
 from andon.clitools import andon_to_type
 from andon.config import hash_token
 from andon.firmware_build import SOURCES
-from andon.runtime.service import plant_view
+from andon.runtime.replay import plant_view
 from andon.sim.control import ControlServer
 from andon.sim.line import SimError
 from andon.sim.rig import Rig
