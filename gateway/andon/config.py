@@ -588,7 +588,9 @@ class PlantConfig(_Section):
         return list(self._causes)
 
     def webhooks_for(self, kind: str) -> tuple[str, ...]:
-        """The webhook URLs an alert of this kind is POSTed to."""
+        """The webhook URLs an alert (or a call's notice, `call_*`) of this kind is POSTed to."""
+        if kind.startswith("call_"):
+            return self.notice_webhooks
         names = list(self.alerts.routes.get(kind, []))
         urls = [self.alerts.destinations[n].webhook for n in names]
         if kind == "escalation" and self.escalation.webhook:

@@ -14,9 +14,8 @@ import paho.mqtt.client as mqtt
 from andon.config import PlantConfig
 from andon.runtime.replay import rebuild
 from andon.runtime.service import Gateway
+from tests.gateway.test_service import BOARDS, SITE, one_line
 
-SITE = "PLANT1"
-BOARDS = {"S01": "B0000000001", "S02": "B0000000002"}
 NOW = time.time_ns() // 1_000_000
 
 
@@ -27,17 +26,7 @@ def plant_config(tmp_path, **gateway) -> PlantConfig:
             "gateway": {"database": str(tmp_path / "andon.db"), **gateway},
             "broker": {"host": "127.0.0.1", "port": 1},
             "escalation": {"tiers": [{"after_s": 60, "to": "team_leader"}]},
-            "lines": [
-                {
-                    "id": "L1",
-                    "name": "Line 1",
-                    "stop": {"mode": "seconds", "seconds": 600},
-                    "stations": [
-                        {"id": s, "name": s, "board": b, "profile": "esp32-devkitc"}
-                        for s, b in BOARDS.items()
-                    ],
-                }
-            ],
+            "lines": one_line(600),
         }
     )
 

@@ -26,23 +26,22 @@ TS0 = time.time_ns() // 1_000_000  # events happened just now: no timer is late
 BOARDS = {"S01": "B0000000001", "S02": "B0000000002"}
 
 
+def one_line(stop_s: int) -> list[dict]:
+    """The plant file's `lines`: L1 with a station per board of BOARDS."""
+    stations = [
+        {"id": s, "name": s, "board": b, "profile": "esp32-devkitc"} for s, b in BOARDS.items()
+    ]
+    return [{"id": "L1", "name": "Line 1", "stop": {"mode": "seconds", "seconds": stop_s},
+             "stations": stations}]  # fmt: skip
+
+
 def plant_config(tmp_path, broker) -> PlantConfig:
     return PlantConfig.model_validate(
         {
             "site": SITE,
             "gateway": {"database": str(tmp_path / "andon.db"), "client_id": "gw-test"},
             "broker": {"host": broker.host, "port": broker.port},
-            "lines": [
-                {
-                    "id": "L1",
-                    "name": "Line 1",
-                    "stop": {"mode": "seconds", "seconds": 60},
-                    "stations": [
-                        {"id": s, "name": s, "board": b, "profile": "esp32-devkitc"}
-                        for s, b in BOARDS.items()
-                    ],
-                }
-            ],
+            "lines": one_line(60),
         }
     )
 

@@ -16,7 +16,7 @@ from andon.config import PlantConfig
 from andon.runtime.store import SqliteStore
 from andon.runtime.webhook import Delivery, Outcome, WebhookSender
 from andon.sim.observe import wait_for
-from tests.gateway.test_service import BOARDS, SITE, Watcher, evt, topic
+from tests.gateway.test_service import BOARDS, SITE, Watcher, evt, one_line, topic
 
 FAST = 0.02  # backoff of the first retry in these tests, s
 
@@ -138,17 +138,7 @@ def plant(tmp_path, broker, url: str, retries: int) -> PlantConfig:
                 "webhook": url,
                 "webhook_retries": retries,
             },
-            "lines": [
-                {
-                    "id": "L1",
-                    "name": "Line 1",
-                    "stop": {"mode": "seconds", "seconds": 600},
-                    "stations": [
-                        {"id": s, "name": s, "board": b, "profile": "esp32-devkitc"}
-                        for s, b in BOARDS.items()
-                    ],
-                }
-            ],
+            "lines": one_line(600),
         }
     )
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from andon import contract
 from andon.config import Badge, Cause, StopAfter
-from andon.core.effects import Alert, Annotation, CallRecord, project
+from andon.core.effects import Annotation, CallRecord, project
 from andon.core.state import Call, Station
 from andon.core.stations import call_state
 from andon.core.timers import ESCALATE, LATE_GRACE_MS, STOP
@@ -223,6 +223,11 @@ class CallRules:
             return "a cord call is resolved by resetting the cord, not from the console"
         return None
 
+    def open_call(self, call_id: str) -> dict | None:
+        """An open call as the views show it, or None."""
+        call = self._calls.get(call_id)
+        return self._call_view(call) if call else None
+
     def _on_operator(self, op: contract.Operator, at: int) -> None:
         if self.check(op) is not None:
             return  # refused when it was submitted; a replay refuses it the same way
@@ -253,17 +258,10 @@ class CallRules:
 
     def _notice(self, kind: str, call: Call, at: int) -> None:
         """A call's lifecycle notice, for the destinations `[alerts] notices` names."""
-        webhooks = self._notice_webhooks
-        if not webhooks:
+        if not self._notice_webhooks:
             return
         text = f"{call.cause} call {call.id} at {call.line}/{call.station}: {kind[5:]}"
-        self._out.append(
-            Alert(
-                self.config.site, kind, text, at, call.line, call.station, webhooks=webhooks,
-                call=call.id, cause=call.cause, opened=call.opened,
-                acknowledged=call.acknowledged,
-            )
-        )  # fmt: skip
+        self._send(kind, text, at, call.line, call.station, call=call)
 
     def _call_view(self, call: Call) -> dict:
         return {

@@ -766,8 +766,7 @@ class Gateway:
     def _place_of(self, op: contract.Operator) -> tuple[str, str] | None:
         """Where an action is logged: its call's station, or its card's post."""
         if op.call is not None:
-            call = next((c for c in self.plant.view()["calls"] if c["id"] == op.call), None)
-            call = call or self.store.record("call", op.call)  # a closed call: annotated
+            call = self.plant.open_call(op.call) or self.store.record("call", op.call)
             return (call["line"], call["station"]) if call else None
         loop = self.config.loop_of_card(op.card or "")
         return (loop.post.line, loop.post.station) if loop else None
