@@ -28,11 +28,13 @@ GATEWAY_STATUS = "andon/v1/gateway/status"
 POST_UID = "04A1B2C3D4E580"  # a 7-byte NTAG kanban card
 BADGE_UID = "DEADBEEF"
 CORD_UP = {"cord": False}  # power up with the cord not pulled (a closed NC loop)
-# A bounded heap for the full scenario on this 64-bit VM, a little above the smallest one it
-# passes at (bench/firmware.py bisects that: 136K; fragmentation varies from run to run). Its
-# 64K test is on the 32-bit VM, below: objects here are twice an ESP32's, and the virtual bench
-# (pins, chip models, control port) shares this heap with the firmware.
-SCENARIO_HEAP = "144K"
+# A bounded heap for the full scenario on this 64-bit VM. The board holds about 130K live once
+# booted (objects here are twice an ESP32's, and the virtual bench: pins, chip models, the
+# control port, shares this heap); sending 400 events after the ack needs up to 10K more, with
+# how many are in flight when the acks come. bench/firmware.py bisects the smallest it passes
+# at (144K, failing at 140K, on 2026-11-30; CI once failed at 144K): this leaves 10 % on top.
+# The ESP32's figure is the 64K test on the 32-bit VM, below.
+SCENARIO_HEAP = "160K"
 ROOMY_HEAP = "256K"  # for the behaviour tests: heap is the last test's subject
 SEGMENTS = ("red", "amber", "green", "blue", "white")
 # On the 32-bit VM (objects the size an ESP32's are) the firmware gets 64 KiB of the heap, its
