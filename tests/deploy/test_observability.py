@@ -8,13 +8,14 @@ import logging
 import signal
 import subprocess
 import urllib.request
+from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from andon.config import PlantConfig, hash_token
 from andon.core.effects import Alert, CallRecord, LineChanged
 from andon.runtime.api import ApiServer
-from andon.runtime.logs import JsonFormatter, log_effects
+from andon.runtime.logs import BURST, JsonFormatter, log_effects
 from andon.runtime.service import Gateway
 from andon.sim.mosquitto import free_port
 from andon.sim.observe import wait_for
@@ -102,6 +103,31 @@ def test_json_logs_give_one_line_per_call_line_stop_and_alert(caplog):
     assert lines[0]["phase"] == "stopped the line" and lines[0]["call"] == "C-000001"
     assert lines[1]["state"] == "stopped" and lines[1]["stopped"] == ["S03"]
     assert lines[2]["kind"] == "station_offline" and "power" in lines[2]["msg"]
+
+
+def test_a_burst_of_changes_is_logged_as_one_summary_and_its_alerts_one_by_one(caplog):
+    # A catch-up after an outage: thousands of changes a batch; journald would drop lines
+    # past its rate limit at random, so the burst is one line and every alert its own.
+    calls = [
+        CallRecord(
+            "P1", f"C-L1-{n:06}", "L1", f"S{n:02}", "cord", 1000, None, None,
+            5000 if n % 2 else None, 9000 if n % 3 == 0 else None, None, None, 0, 0, None, None,
+        )
+        for n in range(1, BURST + 1)
+    ]  # fmt: skip
+    lines = [LineChanged("P1", "L1", "called", (), ("S01",), 1000)]
+    lines.append(LineChanged("P1", "L1", "stopped", ("S01",), (), 5000))
+    alert = Alert("P1", "station_offline", "L1/S04 offline: check its power", 6000, "L1", "S04")
+    with caplog.at_level(logging.INFO, logger="andon.plant"):
+        log_effects([*calls, *lines, alert])
+    logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    assert [x["event"] for x in logged] == ["burst", "alert"]
+    burst = logged[0]
+    phases = Counter(("resolved" if n % 3 == 0 else "stopped the line" if n % 2 else "opened")
+                     for n in range(1, BURST + 1))  # fmt: skip
+    assert burst["calls"] == dict(phases) and sum(phases.values()) == BURST
+    assert burst["lines"] == {"L1": "stopped"}  # a line's last state in the batch
+    assert f"a burst of {BURST + 2} changes" in burst["msg"]
 
 
 def test_andon_gateway_log_format_json_writes_only_json_lines(tmp_path, broker):

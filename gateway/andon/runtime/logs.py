@@ -2,13 +2,19 @@
 line for a collector (journald, Loki, Elasticsearch), with the fields of what happened.
 
 Calls, line stops and alerts are logged as they are committed, one line each: what people
-were told is on record in the log too, not only on MQTT.
+were told is on record in the log too, not only on MQTT. A batch with more call and line
+changes than a person reads (a catch-up after an outage: thousands a second) logs one summary
+line for them instead: journald would drop lines past its rate limit (10,000 in 30 s by
+default) at random anyway, and writing them cost the gateway a fifth of its time under such a
+backlog. Every change is in the event log and the records (`andon events`, the reports).
+Alerts are always logged one by one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 
 from andon.core.effects import Alert, CallRecord, Effect, LineChanged
@@ -16,6 +22,7 @@ from andon.core.effects import Alert, CallRecord, Effect, LineChanged
 log = logging.getLogger("andon.plant")
 
 FIELDS = "andon"  # the LogRecord attribute (`extra={FIELDS: {...}}`) a JSON line carries
+BURST = 50  # call and line changes in one batch above which they are logged as one summary
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,26 +59,53 @@ def _call_phase(call: CallRecord) -> str:
 
 
 def log_effects(effects: list[Effect]) -> None:
-    """One line per call change, line state change and alert among `effects`."""
-    for effect in effects:
+    """One line per call change, line state change and alert among `effects`; one summary
+    line for the call and line changes of a burst (more than BURST)."""
+    changes = [e for e in effects if isinstance(e, CallRecord | LineChanged)]
+    if len(changes) > BURST:
+        _log_burst(changes)
+        changes = []
+    for effect in changes:
         if isinstance(effect, CallRecord):
-            phase = _call_phase(effect)
-            fields = {"event": "call", "phase": phase, "call": effect.id, "line": effect.line}
-            fields |= {"station": effect.station, "cause": effect.cause}
-            log.info(
-                "call %s at %s/%s %s",
-                effect.id,
-                effect.line,
-                effect.station,
-                phase,
-                extra={FIELDS: fields},
-            )
-        elif isinstance(effect, LineChanged):
-            fields = {"event": "line", "line": effect.line, "state": effect.state}
-            fields |= {"stopped": list(effect.stopped), "called": list(effect.called)}
-            log.info("line %s %s", effect.line, effect.state, extra={FIELDS: fields})
-        elif isinstance(effect, Alert):
-            fields = {"event": "alert", "kind": effect.kind, "id": effect.id, "line": effect.line}
-            fields |= {"station": effect.station, "to": effect.to, "tier": effect.tier}
-            fields |= {"call": effect.call, "cause": effect.cause}
-            log.warning("alert %s: %s", effect.kind, effect.text, extra={FIELDS: fields})
+            _log_call(effect)
+        else:
+            _log_line(effect)
+    for effect in effects:
+        if isinstance(effect, Alert):
+            _log_alert(effect)
+
+
+def _log_call(call: CallRecord) -> None:
+    phase = _call_phase(call)
+    fields = {"event": "call", "phase": phase, "call": call.id, "line": call.line}
+    fields |= {"station": call.station, "cause": call.cause}
+    log.info("call %s at %s/%s %s", call.id, call.line, call.station, phase, extra={FIELDS: fields})
+
+
+def _log_line(line: LineChanged) -> None:
+    fields = {"event": "line", "line": line.line, "state": line.state}
+    fields |= {"stopped": list(line.stopped), "called": list(line.called)}
+    log.info("line %s %s", line.line, line.state, extra={FIELDS: fields})
+
+
+def _log_alert(alert: Alert) -> None:
+    fields = {"event": "alert", "kind": alert.kind, "id": alert.id, "line": alert.line}
+    fields |= {"station": alert.station, "to": alert.to, "tier": alert.tier}
+    fields |= {"call": alert.call, "cause": alert.cause}
+    log.warning("alert %s: %s", alert.kind, alert.text, extra={FIELDS: fields})
+
+
+def _log_burst(changes: list[CallRecord | LineChanged]) -> None:
+    """How many calls changed, by phase, and each changed line's last state."""
+    phases = Counter(_call_phase(c) for c in changes if isinstance(c, CallRecord))
+    lines = {c.line: c.state for c in changes if isinstance(c, LineChanged)}
+    fields = {"event": "burst", "calls": dict(phases), "lines": lines}
+    calls = ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items())) or "none"
+    states = ", ".join(f"{line} {state}" for line, state in sorted(lines.items())) or "none"
+    log.info(
+        "a burst of %d changes, logged together: calls %s; lines %s",
+        len(changes),
+        calls,
+        states,
+        extra={FIELDS: fields},
+    )
