@@ -6,7 +6,9 @@ the demo read the plant through it too, without loading the gateway's network st
 
 from __future__ import annotations
 
+import heapq
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -126,3 +128,46 @@ def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
         store.close()
     plant.advance(wall_ms() if at_ms is None else at_ms)
     return plant.view()
+
+
+class LogFollower:
+    """The whole plant, kept up to date from a shared store's log: the plant-wide view a
+    gateway of several serves (`andon status`, the API, the board), reading only what was
+    logged since it last looked instead of the whole log at every request.
+
+    The log is followed line by line. Gateways reserve log positions in blocks, so across lines
+    a position may become visible after higher ones of another gateway; within a line, one
+    owner at a time commits in position order, and a new owner writes from a block reserved
+    after it took the line (`PgStore.reload`). So each line's entries after the last one
+    applied are exactly the ones not seen yet."""
+
+    def __init__(self, config: PlantConfig) -> None:
+        self._config = config
+        self._store: Store | None = None  # opened on first use, on a connection of its own
+        self._plant = Plant(config)
+        self._after = {line.id: 0 for line in config.lines}  # line -> last position applied
+        self._lock = threading.Lock()
+
+    def view(self, at_ms: int | None = None) -> dict:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self._config)
+            self._catch_up(self._store)
+            self._plant.advance(max(wall_ms() if at_ms is None else at_ms, self._plant.now or 0))
+            return self._plant.view()
+
+    def _catch_up(self, store: Store) -> int:
+        """Apply what each line logged since it was last read, in log order; how many."""
+        site, applied = self._config.site, 0
+        fresh = [store.line_log(line, after) for line, after in self._after.items()]
+        for entry in heapq.merge(*fresh, key=lambda e: e.pos):
+            self._plant.apply(record_of(site, entry))
+            self._after[entry.line] = entry.pos
+            applied += 1
+        return applied
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

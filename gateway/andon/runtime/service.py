@@ -57,7 +57,7 @@ from andon.runtime.logs import log_effects
 from andon.runtime.netloop import NetworkLoop
 from andon.runtime.replay import (
     SNAPSHOT_EVERY,
-    plant_view,
+    LogFollower,
     rebuild,
     record_of,
     restorable,
@@ -314,10 +314,12 @@ class Gateway:
         # None: it serves every line (SQLite: one gateway).
         self._owned: set[str] | None = None
         self._leases: LineLeases | None = None
+        self._follower: LogFollower | None = None
         if config.store.url:
             from andon.runtime.ownership import LineLeases  # psycopg only where it is used
 
             self._owned = set()
+            self._follower = LogFollower(config)
             self._leases = LineLeases(
                 config.store.url,
                 self.store.owner,
@@ -375,6 +377,8 @@ class Gateway:
             offline.wait_for_publish(timeout)
         self._network.stop(timeout)
         self.store.close()
+        if self._follower is not None:
+            self._follower.close()
 
     @property
     def running(self) -> bool:
@@ -383,10 +387,10 @@ class Gateway:
 
     def view(self) -> dict:
         """The plant as the worker last left it (timers it has fired, events it has applied),
-        from any thread: for the HTTP API. One gateway of several: the whole plant, rebuilt
-        from the shared store."""
-        if self._owned is not None:
-            return plant_view(self.config)
+        from any thread: for the HTTP API. One gateway of several: the whole plant, as the
+        shared log has it (its lines' owners committed it)."""
+        if self._follower is not None:
+            return self._follower.view()
         with self._state:
             return self.plant.view()
 

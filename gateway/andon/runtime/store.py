@@ -251,6 +251,7 @@ class Store(Protocol):
     def projection(self) -> Projection | None: ...
     def clock(self) -> int: ...
     def log(self, after: int = 0, since: int | None = None) -> Iterator[LoggedEntry]: ...
+    def line_log(self, line: str, after: int) -> list[LoggedEntry]: ...
     def progress(self) -> dict[str, Progress]: ...
     def next_gap_deadline(self, timeout_ms: int) -> int | None: ...
     def unsent(self) -> list[tuple[int, str, bytes]]: ...
@@ -704,6 +705,16 @@ class SqliteStore:
         )
         for row in cur:
             yield LoggedEntry(*row)
+
+    def line_log(self, line: str, after: int) -> list[LoggedEntry]:
+        """One line's log after position `after`, in order. Only a gateway of several reads the
+        log this way (`LogFollower`): PostgreSQL's log has the (line, pos) index for it."""
+        rows = self.db.execute(
+            "SELECT pos, received, line, station, leaf, at, message FROM log"
+            " WHERE line = ? AND pos > ? ORDER BY pos",
+            (line, after),
+        ).fetchall()
+        return [LoggedEntry(*row) for row in rows]
 
     def progress(self) -> dict[str, Progress]:
         return dict(self._known.progress)

@@ -88,6 +88,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE member (name TEXT PRIMARY KEY, expires TIMESTAMPTZ NOT NULL);
     """,
+    """
+    -- the plant-wide view follows the log line by line (andon.runtime.replay.LogFollower)
+    CREATE INDEX log_line_pos ON log (line, pos);
+    """,
 ]
 
 
