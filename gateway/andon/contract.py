@@ -212,10 +212,11 @@ class Operator(_Strict):
     """A person's action from the console, logged (leaf "operator") and applied like a board's
     event, so a replay reproduces it. `by` names who (the API token's name or a person)."""
 
-    action: Literal["acknowledge", "resolve", "annotate", "card_lost", "card_found"]
+    action: Literal["acknowledge", "resolve", "annotate", "card_lost", "card_found", "resync"]
     by: Annotated[str, Field(min_length=1, max_length=64)]
     call: Annotated[str, Field(pattern=r"^C-[A-Za-z0-9_-]{1,32}-[0-9]{6,12}$")] | None = None
     card: Uid | None = None
+    board: Name | None = None  # resync: the board whose numbering the gateway takes afresh
     reason: Name | None = None  # a reason code of the plant file
     comment: Annotated[str, Field(max_length=500)] | None = None
 

@@ -116,6 +116,13 @@ def test_a_viewer_token_sees_the_board_but_may_not_act(client):
     assert forbidden.status_code == 403 and "viewer token 'dashboard'" in forbidden.text
 
 
+def test_only_an_admin_may_resync_a_boards_numbering(client):
+    route = "/api/v1/boards/B1/resync"
+    assert client.post(route, headers=auth()).status_code == 403
+    forbidden = client.post(route, headers=auth(SUPERVISOR))
+    assert forbidden.status_code == 403 and "supervisor token 'boss'" in forbidden.text
+
+
 def test_a_kiosk_url_token_becomes_a_cookie(client):
     page = client.get(f"/board/L1?token={TOKEN}")
     assert page.status_code == 200 and "andon_token" in page.headers["set-cookie"]

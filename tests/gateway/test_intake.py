@@ -165,6 +165,35 @@ def test_a_huge_base_does_not_move_the_ack_and_the_board_goes_on(worker):
     assert [a["seq"] for a in worker.published("S01/ack")] == [1, 2]
 
 
+def resync(w: Worker, board: str) -> str | None:
+    """An admin's resync, through the worker as the API submits it; the refusal, if any."""
+    op = contract.Operator(action="resync", board=board, by="admin")
+    future = w.gateway.operate(op, "admin")
+    w.gateway._process([w.gateway._inbox.get_nowait()])
+    return future.result(0)
+
+
+def test_a_board_ahead_of_a_restored_database_is_heard_again_after_an_admins_resync(worker):
+    # A database restored from an old backup: the board went on to seq 900 meanwhile, its
+    # outbox holds 895..900. Its events are rejected as a jump until an admin resyncs it.
+    worker.feed(event(1, "cord_pulled"), event(2, "cord_reset"))
+    worker.feed(event(900, "cord_pulled", base=895))
+    assert ("seq_jump", topic("S01")) in dead_letters(worker)
+    assert worker.station("S01")["state"] == "running"
+    assert resync(worker, "B-nobody") == "no board 'B-nobody' in the plant"
+    assert resync(worker, BOARDS["S01"]) is None
+    kinds = ["cord_pulled", "cord_reset"]
+    worker.feed(*(event(seq, kinds[seq % 2], base=895) for seq in range(895, 901)))  # its outbox
+    assert worker.published("S01/ack")[-1]["seq"] == 900  # below 895: done, as for a new board
+    assert worker.station("S01")["state"] == "called"  # 895..900 applied in order: 900 pulled
+    assert worker.gateway.store.progress()[BOARDS["S01"]].seq == 900
+    actions = [e for e in worker.gateway.store.log() if e.leaf == "operator"]
+    assert [json.loads(e.message)["board"] for e in actions] == [BOARDS["S01"]]
+    plant, _, _ = replay.rebuild(worker.config, worker.gateway.store, from_scratch=True)
+    plant.advance(worker.gateway.plant.now)
+    assert plant.view() == worker.gateway.plant.view()  # the log replays it all the same
+
+
 def test_a_jump_is_measured_against_the_outbox_its_birth_declares(worker):
     worker.feed(presence("S01", 1, True, outbox_cap=10))
     worker.feed(event(1, "cord_pulled"))

@@ -17,11 +17,6 @@ from andon.runtime.service import Gateway
 from andon.runtime.store import SqliteStore
 from andon.sim.observe import wait_for
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(contract, "Operator"),
-    reason="contract.Operator and Plant.check/apply for operator actions (issue 9's core) "
-    "have not landed on this branch yet",
-)
 BOARD = "B0000000001"
 
 

@@ -210,6 +210,9 @@ class CallRules:
             return f"unknown reason code {op.reason!r} (codes: {codes})"
         if op.action in ("card_lost", "card_found"):
             return None if op.card in self._cards else f"no kanban card {op.card}"
+        if op.action == "resync":  # the store's business (a board's progress), not the rules'
+            known = self.config.station_of_board(op.board or "") is not None
+            return None if known else f"no board {op.board!r} in the plant"
         if op.call is None:
             return f"{op.action} needs a call id"
         call = self._calls.get(op.call)
@@ -239,6 +242,8 @@ class CallRules:
             self._annotate(op, at)
         elif op.action == "acknowledge":
             self._acknowledge(self._calls[op.call], at, op.by)
+        elif op.action == "resync":
+            pass  # logged for the record: the store took the board's numbering afresh
         else:
             self._resolve(self._calls[op.call], at, op.by, "console")
 

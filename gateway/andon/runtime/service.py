@@ -759,7 +759,12 @@ class Gateway:
         place = self._place_of(op) if refusal is None else None
         if place is None:
             return refusal or f"no call {op.call!r} nor card {op.card!r} in the plant"
+        if self._owned is not None and place[0] not in self._owned:
+            return f"line {place[0]} is served by another gateway: ask that one"
         line, station = place
+        if op.action == "resync":
+            tx.forget_progress(op.board)
+            self._jumps_told.pop(op.board, None)
         message = op.model_dump_json()
         entry = Entry(now, line, station, op.by, 0, OPERATOR, op.action, now, message)
         [(self._pos, _)] = tx.append(entry)
@@ -768,7 +773,9 @@ class Gateway:
         return None
 
     def _place_of(self, op: contract.Operator) -> tuple[str, str] | None:
-        """Where an action is logged: its call's station, or its card's post."""
+        """Where an action is logged: its board's, its call's station, or its card's post."""
+        if op.board is not None:
+            return self.config.station_of_board(op.board)
         if op.call is not None:
             call = self.plant.open_call(op.call) or self.store.record("call", op.call)
             return (call["line"], call["station"]) if call else None

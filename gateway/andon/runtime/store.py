@@ -223,6 +223,9 @@ class Transaction(Protocol):
     def forget_records(self, lines: set[str]) -> None:
         """Drop the stored records of these lines: a replay writes them again."""
 
+    def forget_progress(self, board: str) -> None:
+        """Take the board's numbering afresh from its next event (an operator's resync)."""
+
     def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
         """A message that must reach the broker (or, channel webhook, be POSTed to the URL
         `topic`); its id, to mark it sent."""
@@ -360,6 +363,7 @@ class _SqliteTransaction:
     _presence: dict[str, tuple[int, bool]] = field(default_factory=dict)
     _records: dict[tuple[str, str], dict] = field(default_factory=dict)
     _telemetry: dict[str, tuple] = field(default_factory=dict)
+    _forgotten: set[str] = field(default_factory=set)  # boards whose progress is dropped
     _dead_at: int | None = None  # the last dead letter's time: prune them after
     _clock: int = 0  # the latest arrival seen: a held event is logged as received then
 
@@ -413,7 +417,19 @@ class _SqliteTransaction:
         return done
 
     def _progress(self, board: str) -> Progress | None:
-        return self.touched.get(board) or self.known.progress.get(board)
+        if board in self.touched or board not in self._forgotten:
+            return self.touched.get(board) or self.known.progress.get(board)
+        return None
+
+    def forget_progress(self, board: str) -> None:
+        """Drop what the store knows of the board's numbering (its progress, its events held
+        behind a gap): its next event is taken as a new board's, everything below that event's
+        `base` as done. For a board and a database that disagree for good (a database restored
+        from an old backup): an operator's decision, since a forged `seq` looks the same."""
+        self._forgotten.add(board)
+        self.touched.pop(board, None)
+        self._held[board] = {}
+        self._waiting[board] = None
 
     def _held_of(self, board: str) -> dict[int, Entry]:
         if board not in self._held:
@@ -555,9 +571,15 @@ class _SqliteTransaction:
     def flush(self) -> None:
         """Write what was kept; the store calls it just before the commit."""
         known = self.known.progress
-        moved = [(b, p.boot, p.seq) for b, p in self.touched.items() if p != known.get(b)]
+        moved = [
+            (b, p.boot, p.seq)
+            for b, p in self.touched.items()
+            if p != known.get(b) or b in self._forgotten  # its row is deleted below
+        ]
         records = [(kind, key, json.dumps(data)) for (kind, key), data in self._records.items()]
         presence = [(board, boot, online) for board, (boot, online) in self._presence.items()]
+        for board in self._forgotten:
+            self.db.execute("DELETE FROM progress WHERE board = ?", (board,))
         self._write("log", self._rows)
         self._write("progress", moved)
         self._write("record", records)
@@ -586,6 +608,8 @@ class _SqliteTransaction:
     def committed(self) -> None:
         """The commit went through: what was kept is now what the store knows."""
         self.known.pos = self.pos
+        for board in self._forgotten:
+            self.known.progress.pop(board, None)
         self.known.progress.update(self.touched)
         for board, held in self._held.items():
             if held:

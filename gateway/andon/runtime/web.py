@@ -145,6 +145,7 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
     router = APIRouter()
     viewer = Depends(requires(config, "viewer"))
     supervisor = Depends(requires(config, "supervisor"))
+    admin = Depends(requires(config, "admin"))
 
     # The last view sent per board (a line, or the plant: None) as JSON, and the version it
     # shows: ten TVs on one line cost one view per change, not ten.
@@ -202,12 +203,11 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
             "cards": [{"uid": uid, "part": k.part} for k in config.kanban for uid in k.cards],
         }
 
-    @router.post("/operator")
-    async def operate(action: Action, caller: ApiToken = supervisor) -> dict:
-        """A supervisor's action, logged as an operator record (who, when, what) and applied;
-        409 with the reason when the plant refuses it."""
+    async def submit(fields: dict, caller: ApiToken) -> dict:
+        """An operator record (who, when, what), logged and applied by the gateway's worker;
+        422 when malformed, 409 with the reason when the plant refuses it."""
         try:
-            op = contract.Operator(by=caller.name, **action.model_dump())
+            op = contract.Operator(by=caller.name, **fields)
         except ValidationError as exc:
             detail = exc.errors(include_url=False, include_input=False, include_context=False)
             raise HTTPException(422, detail) from None
@@ -218,6 +218,19 @@ def _live(config: PlantConfig, source: LiveSource, changes: Changes) -> APIRoute
             raise HTTPException(503, "the gateway did not answer in time") from None
         if refusal is not None:
             raise HTTPException(409, refusal)
-        return {"done": action.action, "by": caller.name}
+        return {"done": op.action, "by": caller.name}
+
+    @router.post("/operator")
+    async def operate(action: Action, caller: ApiToken = supervisor) -> dict:
+        """A supervisor's console action (acknowledge, resolve, annotate, card lost/found)."""
+        return await submit(action.model_dump(), caller)
+
+    @router.post("/boards/{board}/resync")
+    async def resync(board: str, caller: ApiToken = admin) -> dict:
+        """Take the board's event numbering afresh from its next event (admin): for a board
+        whose events are rejected as `seq_jump` because the database is older than the board,
+        such as one restored from a backup. Its next event counts everything below its `base`
+        as done. Logged as an operator record."""
+        return await submit({"action": "resync", "board": board}, caller)
 
     return router
