@@ -16,6 +16,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -349,6 +350,25 @@ def run_checks(
         checks.append(check_acl(plant))
         if provisioned is not None:
             checks.append(check_board_login(plant, provisioned))
-    checks += [check_database(plant), check_clock(plant, ntp)]
-    checks += [check_boards(plant), check_firmware(plant)]
+    checks.append(check_database(plant))
+    reads = {
+        "clock in sync": lambda: check_clock(plant, ntp),
+        "boards online": lambda: check_boards(plant),
+        "firmware versions": lambda: check_firmware(plant),
+    }
+    checks += [_reading(plant, name, check) for name, check in reads.items()]
     return checks
+
+
+def _reading(plant: PlantConfig, name: str, check: Callable[[], Check]) -> Check:
+    """A check that reads the store; one whose store cannot be read fails, saying why."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    if plant.store.url:
+        import psycopg
+
+        errors += (psycopg.Error,)
+    try:
+        return check()
+    except errors as exc:
+        found = str(exc).strip().splitlines()[0]
+        return Check(name, False, f"cannot read the store: {found}", "see database writable")
