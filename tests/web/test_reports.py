@@ -106,8 +106,9 @@ def plant(tmp_path, store_url: str | None = None) -> PlantConfig:
     )
 
 
-def store_history(store: Store) -> None:
-    """The fixture's records, written as the gateway writes the core's."""
+def store_history(store: Store, more: tuple[tuple[str, dict], ...] = ()) -> None:
+    """The fixture's records (and `more`: kind, record), written as the gateway writes the
+    core's."""
     with store.transaction() as tx:
         for c in CALLS:
             tx.record("call", c["id"], c)
@@ -116,18 +117,20 @@ def store_history(store: Store) -> None:
         for d in STOPS:
             tx.record("stop", d["id"], d)
         tx.record("annotation", ANNOTATION["id"], ANNOTATION)
+        for kind, record in more:
+            tx.record(kind, record["id"], record)
     store.close()
 
 
-def sqlite_plant(tmp_path) -> PlantConfig:
+def sqlite_plant(tmp_path, more: tuple = ()) -> PlantConfig:
     config = plant(tmp_path)
-    store_history(SqliteStore(config.gateway.database))
+    store_history(SqliteStore(config.gateway.database), more)
     return config
 
 
-def postgres_plant(tmp_path, url: str) -> PlantConfig:
+def postgres_plant(tmp_path, url: str, more: tuple = ()) -> PlantConfig:
     config = plant(tmp_path, store_url=url)
-    store_history(PgStore(url))
+    store_history(PgStore(url), more)
     assert not config.gateway.database.exists()  # nothing to read but PostgreSQL
     return config
 
@@ -257,9 +260,21 @@ def test_the_routes_serve_the_same_figures_as_json_csv_and_a_page(config):
     assert kiosk.get(f"/api/v1/reports/downtime/by_cause.csv?{query}").status_code == 200  # cookie
 
 
+# A second line's history, stored after the first's; K0 is posted when K2 is
+LINE_2 = (
+    ("call", {**call("C-L2-000001", "S1", "cord", 300, ack=303, stopped=301, resolved=320),
+              "line": "L2"}),
+    ("stop", {**stop("D-L2-000001", "S1", "cord", "C-L2-000001", 301, 320), "line": "L2"}),
+    ("order", {**ORDERS[1], "id": "K0", "line": "L2", "received": at(200)}),
+)  # fmt: skip
+
+
 @pytest.mark.parametrize("shift", ["", "&shift=early"])
 def test_a_history_in_postgresql_gives_the_json_it_gives_in_sqlite(tmp_path, postgres, shift):
-    stores = [sqlite_plant(tmp_path / "sqlite"), postgres_plant(tmp_path / "pg", postgres)]
+    stores = [
+        sqlite_plant(tmp_path / "sqlite", LINE_2),
+        postgres_plant(tmp_path / "pg", postgres, LINE_2),
+    ]
     query = f"start=2026-03-02&end=2026-03-02{shift}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     found = []
@@ -271,6 +286,8 @@ def test_a_history_in_postgresql_gives_the_json_it_gives_in_sqlite(tmp_path, pos
     in_sqlite, in_postgres = found
     assert in_postgres == in_sqlite
     # and neither is empty: the calls, the stop with its reason code and the orders are there
-    assert sum(r["calls"] for r in in_sqlite["calls"]["by_cause"]) == (4 if shift else 5)
+    assert sum(r["calls"] for r in in_sqlite["calls"]["by_cause"]) == (4 if shift else 6)
     assert "tooling" in [r["reason"] for r in in_sqlite["downtime"]["by_reason"]]
-    assert in_sqlite["kanban"]["loops"][0]["orders"] == 3
+    stations = [(r["line"], r["station"]) for r in in_sqlite["downtime"]["by_station"]]
+    assert (("L2", "S1") in stations) is not bool(shift)  # L2 is in no plant's shift
+    assert [o["order"] for o in in_sqlite["kanban"]["overdue_orders"]] == ["K0", "K2"]

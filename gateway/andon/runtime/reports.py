@@ -166,14 +166,14 @@ STOPS = """
 WITH stop AS (
     SELECT {line} AS line, {station} AS station, {cause} AS cause, {call} AS call,
            {started} AS start, coalesce({ended}, ?) AS "end"
-    FROM record WHERE kind = 'stop'
+    FROM {stops} AS record
 )
 SELECT stop.*, coalesce({reason}, fact.reason, '-') AS reason
 FROM stop
 LEFT JOIN record note ON note.kind = 'annotation' AND note.id = {call_id}
 LEFT JOIN call_fact fact ON fact.id = {call_id}
 WHERE stop.start < ? AND stop."end" > ?
-ORDER BY stop.start
+ORDER BY stop.start, stop.line
 """
 STOP_COLUMNS = ("line", "station", "cause", "call", "start", "end", "reason")
 JSON_INTEGERS = ("started", "ended", "posted", "due", "received")  # ms times in the records
@@ -192,6 +192,7 @@ def read_stops(db: Reader, period: Period, now: int) -> list[dict]:
         **{name: _member(db, "data", name) for name in members},
         reason=_member(db, "note.data", "reason"),
         call_id=db.record_id("stop.line", "stop.call"),
+        stops=db.records("stop"),
     )
     rows = db.execute(sql, (now, period.end, period.start))
     return [dict(zip(STOP_COLUMNS, row, strict=True)) for row in rows]
@@ -201,7 +202,9 @@ def read_orders(db: Reader, period: Period) -> list[dict]:
     fields = ", ".join(_member(db, "data", c) for c in ORDER_COLUMNS)
     posted = _member(db, "data", "posted")
     rows = db.execute(
-        f"SELECT {fields} FROM record WHERE kind = 'order' AND {posted} >= ? AND {posted} < ?",
+        f"SELECT {fields} FROM {db.records('order')} AS record"
+        f" WHERE {posted} >= ? AND {posted} < ?"
+        f" ORDER BY {posted}, {_member(db, 'data', 'id')}",  # as posted, in either store
         (period.start, period.end),
     )
     return [dict(zip(ORDER_COLUMNS, row, strict=True)) for row in rows]
@@ -249,7 +252,8 @@ class Figures:
             return max(0, window.worked(end) - window.worked(start))
         if self.period.shift is None:
             return max(0, end - start)
-        windows = self.calendars[stop["line"]].overlapping(start, end)
+        calendar = self.calendars.get(stop["line"])  # None: a line no longer in the plant
+        windows = calendar.overlapping(start, end) if calendar else []
         return sum(self._overlap(stop, w) for w in windows)
 
     def downtime_report(self) -> dict[str, list[dict]]:

@@ -848,6 +848,10 @@ class Reader(Protocol):
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
 
+    def records(self, kind: str) -> str:
+        """A SQL table of the records of `kind` (one of ours, not a user's): `id`, and `data`
+        parsed once per row where the database parses JSON apart from reading a member."""
+
     def field(self, column: str, name: str, kind: JsonKind = "text") -> str:
         """The SQL of the member `name` of the JSON object in `column`, as a `kind`."""
 
@@ -872,6 +876,10 @@ class SqliteReader:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, args)
+
+    @staticmethod
+    def records(kind: str) -> str:
+        return f"(SELECT id, data FROM record WHERE kind = '{kind}')"  # flattened by SQLite
 
     @staticmethod
     def field(column: str, name: str, kind: JsonKind = "text") -> str:

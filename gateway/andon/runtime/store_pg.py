@@ -309,6 +309,11 @@ class PgReader(_Qmark):
         return cls(db)
 
     @staticmethod
+    def records(kind: str) -> str:
+        # OFFSET 0 keeps the subquery whole: each row's JSON is parsed once, not per member
+        return f"(SELECT id, data::jsonb AS data FROM record WHERE kind = '{kind}' OFFSET 0)"
+
+    @staticmethod
     def field(column: str, name: str, kind: JsonKind = "text") -> str:
         return f"(({column})::jsonb ->> '{name}'){_CASTS[kind]}"
 
@@ -322,10 +327,7 @@ class PgReader(_Qmark):
 
     @staticmethod
     def within(line: str, at: str, spans: Spans) -> tuple[str, list]:
-        flat = [(line_id, start, end) for line_id, found in spans.items() for start, end in found]
-        columns = [list(column) for column in zip(*flat, strict=True)] or [[], [], []]
-        condition = (
-            "EXISTS (SELECT 1 FROM unnest(?::text[], ?::bigint[], ?::bigint[]) AS span(line, s, e)"
-            f" WHERE span.line = {line} AND {at} >= span.s AND {at} < span.e)"
-        )
-        return condition, columns
+        # each line's spans as one multirange: a lookup per row is a bisection, not a scan
+        lines = list(spans)
+        ranges = ["{" + ",".join(f"[{s},{e})" for s, e in spans[ln]) + "}" for ln in lines]
+        return f"{at} <@ (?::int8multirange[])[array_position(?::text[], {line})]", [ranges, lines]
