@@ -78,6 +78,15 @@ def test_calls_of_two_lines_with_the_same_number_are_both_kept(pg):
     ]
 
 
+def test_a_record_is_found_by_its_own_id_whichever_lines_it_is(pg):
+    # the console annotates a closed call by its id alone (service._place_of)
+    with pg.transaction() as tx:
+        tx.record("call", "C-L2-000007", {"id": "C-L2-000007", "line": "L2", "station": "S3"})
+    assert pg.record("call", "C-L2-000007") == {"id": "C-L2-000007", "line": "L2", "station": "S3"}
+    assert pg.record("call", "C-L2-000008") is None
+    assert pg.record("order", "C-L2-000007") is None
+
+
 def call_facts(url: str) -> list[tuple]:
     with psycopg.connect(url) as db:
         return db.execute(

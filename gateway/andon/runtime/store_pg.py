@@ -126,6 +126,8 @@ MIGRATIONS: list[str] = [
         FOR EACH ROW WHEN (NEW.kind = 'call') EXECUTE FUNCTION record_call_fact();
     INSERT INTO call_fact SELECT {_CALL_COLUMNS.format(record="record")}
         FROM record WHERE kind = 'call';
+    -- a record looked up by its own id, whichever line's it is (`PgStore.record`)
+    CREATE INDEX record_key ON record (kind, split_part(id, '/', 2));
     """,
 ]
 
@@ -282,6 +284,14 @@ class PgStore(SqliteStore):
         if held != self.fence:
             lost = sorted(line for line, epoch in self.fence.items() if held.get(line) != epoch)
             raise Fenced(f"{self.owner} no longer owns {', '.join(lost)}")
+
+    def record(self, kind: str, key: str) -> dict | None:
+        """The record `key`, of whichever line (stored as "line/key", see `_PgTransaction`)."""
+        found = self.db.execute(
+            "SELECT data FROM record WHERE kind=? AND split_part(id, '/', 2)=? ORDER BY id LIMIT 1",
+            (kind, key),
+        ).fetchone()
+        return json.loads(found[0]) if found else None
 
     def projection(self) -> Projection | None:
         row = self.db.execute(
