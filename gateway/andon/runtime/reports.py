@@ -192,7 +192,7 @@ def read_stops(db: Reader, period: Period, now: int) -> list[dict]:
         **{name: _member(db, "data", name) for name in members},
         reason=_member(db, "note.data", "reason"),
         call_id=db.record_id("stop.line", "stop.call"),
-        stops=db.records("stop"),
+        stops=db.record_table("stop"),
     )
     rows = db.execute(sql, (now, period.end, period.start))
     return [dict(zip(STOP_COLUMNS, row, strict=True)) for row in rows]
@@ -202,7 +202,7 @@ def read_orders(db: Reader, period: Period) -> list[dict]:
     fields = ", ".join(_member(db, "data", c) for c in ORDER_COLUMNS)
     posted = _member(db, "data", "posted")
     rows = db.execute(
-        f"SELECT {fields} FROM {db.records('order')} AS record"
+        f"SELECT {fields} FROM {db.record_table('order')} AS record"
         f" WHERE {posted} >= ? AND {posted} < ?"
         f" ORDER BY {posted}, {_member(db, 'data', 'id')}",  # as posted, in either store
         (period.start, period.end),

@@ -319,7 +319,7 @@ class PgReader(_Qmark):
         return cls(db)
 
     @staticmethod
-    def records(kind: str) -> str:
+    def record_table(kind: str) -> str:
         # OFFSET 0 keeps the subquery whole: each row's JSON is parsed once, not per member
         return f"(SELECT id, data::jsonb AS data FROM record WHERE kind = '{kind}' OFFSET 0)"
 
