@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from andon.clitools import JsonOption, database_or_exit, emit, fail, open_store, plant_or_exit
+from andon.clitools import JsonOption, emit, fail, open_store, plant_or_exit, store_or_exit
 from andon.sim.cli import sim_app
 
 app = typer.Typer(
@@ -221,8 +221,7 @@ def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     from andon.runtime.replay import plant_view
 
     plant = plant_or_exit(config)
-    if not plant.store.url:
-        database_or_exit(plant, config)
+    store_or_exit(plant, config)
     view = plant_view(plant)
 
     def tables() -> None:

@@ -41,29 +41,33 @@ def plant_or_exit(config: Path) -> PlantConfig:
         raise typer.Exit(2) from None
 
 
-def database_or_exit(plant: PlantConfig, config: Path) -> Path:
-    """The plant's database, which must exist: a reader never creates an empty one (it would
-    show a healthy plant that never ran)."""
-    database = plant.gateway.database
-    if not database.exists():
-        typer.echo(
-            f"andon: no database at {database}: the gateway has not run with this plant yet"
-            f" (andon gateway --config {config}), or gateway.database points elsewhere",
-            err=True,
-        )
-        raise typer.Exit(2)
-    return database
+def store_or_exit(plant: PlantConfig, config: Path) -> None:
+    """The plant's store must hold the gateway's tables: a reader never creates empty ones (they
+    would show a healthy plant that never ran)."""
+    from andon.runtime.store import read_plant
+
+    if read_plant(plant, lambda db: True, False):
+        return
+    where = (
+        "no andon tables in the PostgreSQL of [store] url"
+        if plant.store.url
+        else f"no database at {plant.gateway.database}"
+    )
+    typer.echo(
+        f"andon: {where}: the gateway has not run with this plant yet"
+        f" (andon gateway --config {config}), or the plant file points elsewhere",
+        err=True,
+    )
+    raise typer.Exit(2)
 
 
 def open_store(plant: PlantConfig, config: Path) -> Store:
-    """The plant's store: its PostgreSQL (`[store] url`), else its SQLite database."""
-    if plant.store.url:
-        from andon.runtime.store_pg import PgStore
+    """The plant's store, which must exist: its PostgreSQL (`[store] url`), else its SQLite
+    database."""
+    store_or_exit(plant, config)
+    from andon.runtime.store import open_store as open_plant_store
 
-        return PgStore(plant.store.url)
-    from andon.runtime.store import SqliteStore
-
-    return SqliteStore(database_or_exit(plant, config))
+    return open_plant_store(plant)
 
 
 def emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:

@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from andon.config import load_plant
@@ -39,6 +40,19 @@ def test_status_without_a_database_is_refused_and_creates_none(tmp_path):
     assert run.stderr.count("\n") == 1  # one line
     assert f"no database at {tmp_path / 'andon.db'}" in run.stderr
     assert not (tmp_path / "andon.db").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "events"])
+def test_a_reader_on_a_postgresql_no_gateway_ran_with_is_refused_and_creates_nothing(
+    tmp_path, postgres, command
+):
+    plant = tmp_path / "plant.toml"
+    plant.write_text(f'{E2E_PLANT.read_text()}\n[store]\nurl = "{postgres}"\n')
+    run = andon(command, "--config", str(plant))
+    assert (run.returncode, run.stderr.count("\n")) == (2, 1)
+    assert "no andon tables in the PostgreSQL of [store] url" in run.stderr
+    with psycopg.connect(postgres) as db:
+        assert db.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
 
 
 @pytest.mark.parametrize(

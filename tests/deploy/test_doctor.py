@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import psycopg
 import tomli_w
 
 from andon.config import PlantConfig, load_plant
@@ -24,6 +25,7 @@ from andon.maint.doctor import (
 from andon.maint.provision import GATEWAY_USER
 from andon.runtime.service import Gateway
 from andon.sim.mosquitto import free_port
+from andon.sim.observe import wait_for
 from andon.sim.rig import andon_command
 from tests.e2e.test_flash import secured_broker
 from tests.gateway.test_service import BOARDS, Watcher, plant_config, topic
@@ -147,3 +149,47 @@ def test_the_clock_check_asks_the_ntp_server(tmp_path, broker):
         right.close()
     assert not off.ok and "+30." in off.found and "NTP" in off.found and "timedatectl" in off.fix
     assert fine.ok, fine
+
+
+def _on_postgres(config: PlantConfig, url: str) -> PlantConfig:
+    return config.model_copy(update={"store": config.store.model_copy(update={"url": url})})
+
+
+def _births(url: str) -> int:
+    with psycopg.connect(url) as db:
+        return db.execute("SELECT count(*) FROM log WHERE kind = 'birth'").fetchone()[0]
+
+
+def test_on_postgresql_doctor_checks_the_database_the_gateways_share(tmp_path, broker, postgres):
+    config = _on_postgres(plant_config(tmp_path, broker), postgres)
+    before = by_name(run_checks(config))
+    gateway = Gateway(config, name="a")
+    watcher = Watcher(broker)
+    try:
+        gateway.start()
+        watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
+        watcher.publish(topic("S02", "status"), _birth(BOARDS["S02"], "0.0.9"))
+        wait_for("the birth in PostgreSQL", lambda: _births(postgres))
+    finally:
+        gateway.stop()
+        watcher.close()
+    checks = by_name(run_checks(config))
+    unreachable = f"postgresql://andon@127.0.0.1:{free_port()}/andon"
+    down = by_name(run_checks(_on_postgres(config, unreachable)))
+
+    assert before["database writable"].ok and "no tables yet" in before["database writable"].found
+    assert not before["firmware versions"].ok and before["firmware versions"].found == (
+        "no database yet"
+    )
+    assert not config.gateway.database.exists()  # every check below read PostgreSQL
+    written = checks["database writable"]
+    assert (
+        written.ok and written.found.startswith("PostgreSQL") and "no tables" not in written.found
+    )
+    firmware = checks["firmware versions"]
+    assert not firmware.ok and "0.0.9 on 1" in firmware.found and BOARDS["S02"] in firmware.fix
+    assert checks["clock in sync"].found == "not behind the gateway's last clock"
+    assert "S02" not in checks["boards online"].found  # online, from the log in PostgreSQL
+    assert not down["database writable"].ok and "[store] url" in down["database writable"].fix
+    unread = down["firmware versions"]  # a check that reads the store fails, it does not raise
+    assert not unread.ok and unread.found.startswith("cannot read the store: connection failed")

@@ -10,6 +10,7 @@ import subprocess
 import urllib.request
 from collections import Counter
 
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from andon.config import PlantConfig, hash_token
@@ -83,6 +84,45 @@ def test_metrics_count_what_the_gateway_accepted_rejected_and_what_boards_report
     assert ("andon_boards_online", (("line", "L1"),)) in metrics
     assert metrics["andon_webhooks_pending", ()] == 0
     assert metrics["andon_webhooks_failed_total", ()] == 0
+
+
+def test_a_gateway_on_postgresql_shows_the_telemetry_another_gateway_stored(
+    tmp_path, broker, postgres
+):
+    data = plant_config(tmp_path, broker).model_dump()
+    data["store"] = {"url": postgres}
+    owner_config = _with_http(PlantConfig.model_validate(data))
+    other_config = _with_http(owner_config)  # the same plant, another HTTP port
+    owner, other = Gateway(owner_config, name="a"), Gateway(other_config, name="b")
+    api = ApiServer(other_config, other)
+    watcher = Watcher(broker)
+    where = (("board", BOARDS["S02"]), ("line", "L1"), ("station", "S02"))
+    try:
+        owner.start()  # owns L1, the plant's one line, once this returns
+        other.start()
+        api.start()
+        health = {"board": BOARDS["S02"], "boot": 1, "uptime_s": 60, "heap_free": 52000}
+        health |= {"outbox": 7, "reconnects": 0, "rssi": None}
+        watcher.publish(topic("S02", "telemetry"), json.dumps(health).encode())
+        url = f"http://127.0.0.1:{other_config.gateway.http.port}/metrics"
+
+        def scraped() -> dict | None:
+            metrics = _scrape(url)
+            return metrics if ("andon_board_outbox", where) in metrics else None
+
+        metrics = wait_for("S02's telemetry in the other gateway's /metrics", scraped)
+        with psycopg.connect(postgres) as db:
+            leases = db.execute("SELECT line, owner FROM lease").fetchall()
+    finally:
+        watcher.close()
+        api.stop()
+        other.stop()
+        owner.stop()
+    assert leases == [("L1", "a")]  # b owns no line: it read what a stored
+    assert metrics["andon_board_outbox", where] == 7
+    assert metrics["andon_board_heap_free_bytes", where] == 52000
+    assert ("andon_board_rssi_dbm", where) not in metrics
+    assert metrics["andon_webhooks_pending", ()] == 0
 
 
 def test_json_logs_give_one_line_per_call_line_stop_and_alert(caplog):

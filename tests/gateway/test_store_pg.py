@@ -1,6 +1,8 @@
 """What the PostgreSQL store adds to the shared semantics (tests/gateway/test_store.py): its
 durability setting, its migrations, positions for several writers, and the fence."""
 
+import json
+
 import psycopg
 import pytest
 
@@ -74,3 +76,54 @@ def test_calls_of_two_lines_with_the_same_number_are_both_kept(pg):
         {"id": "C-000001", "line": "L1"},
         {"id": "C-000001", "line": "L2"},
     ]
+
+
+def test_a_record_is_found_by_its_own_id_whichever_lines_it_is(pg):
+    # the console annotates a closed call by its id alone (service._place_of)
+    with pg.transaction() as tx:
+        tx.record("call", "C-L2-000007", {"id": "C-L2-000007", "line": "L2", "station": "S3"})
+    assert pg.record("call", "C-L2-000007") == {"id": "C-L2-000007", "line": "L2", "station": "S3"}
+    assert pg.record("call", "C-L2-000008") is None
+    assert pg.record("order", "C-L2-000007") is None
+
+
+def call_facts(url: str) -> list[tuple]:
+    with psycopg.connect(url) as db:
+        return db.execute(
+            "SELECT id, line, station, cause, opened, acknowledged, resolved, reason"
+            " FROM call_fact ORDER BY id"
+        ).fetchall()
+
+
+def a_call(line: str, acknowledged: int | None = None, reason: str | None = None) -> dict:
+    return {
+        "id": "C-000001", "line": line, "station": "S1", "cause": "quality", "opened": 100,
+        "acknowledged": acknowledged, "stopped": None, "resolved": None, "reason": reason,
+    }  # fmt: skip
+
+
+def test_call_fact_follows_each_calls_latest_version_and_a_takeovers_rewrite(pg, postgres):
+    with pg.transaction() as tx:
+        tx.record("call", "C-000001", a_call("L1"))
+        tx.record("call", "C-000001", a_call("L2"))
+        tx.record("order", "K1", {"id": "K1", "line": "L1"})  # not a call: not a fact
+    with pg.transaction() as tx:
+        tx.record("call", "C-000001", a_call("L1", acknowledged=160, reason="tooling"))
+    assert call_facts(postgres) == [
+        ("L1/C-000001", "L1", "S1", "quality", 100, 160, None, "tooling"),
+        ("L2/C-000001", "L2", "S1", "quality", 100, None, None, None),
+    ]
+    with pg.transaction() as tx:  # a new owner of L1 replays it and writes its records anew
+        tx.forget_records({"L1"})
+    assert [fact[0] for fact in call_facts(postgres)] == ["L2/C-000001"]
+
+
+def test_the_migration_to_call_fact_fills_it_from_the_calls_already_stored(postgres):
+    with psycopg.connect(postgres, autocommit=True) as db:
+        migrate(db, MIGRATIONS[:1])  # a database of the first PostgreSQL store
+        db.execute(
+            "INSERT INTO record VALUES ('call', 'L1/C-000001', %s)",
+            (json.dumps(a_call("L1", acknowledged=130)),),
+        )
+    PgStore(postgres).close()  # migrates
+    assert call_facts(postgres) == [("L1/C-000001", "L1", "S1", "quality", 100, 130, None, None)]

@@ -1,5 +1,6 @@
 """The reports' figures against a fixture whose answers are worked out by hand (the comments
-show the arithmetic), on a real SQLite store, through the JSON and CSV routes."""
+show the arithmetic), on a real SQLite store and on a real PostgreSQL one (the same history gives
+the same figures), through the JSON and CSV routes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from fastapi.testclient import TestClient
 from andon.config import PlantConfig, hash_token
 from andon.runtime import reports
 from andon.runtime.api import make_app
-from andon.runtime.store import SqliteStore
+from andon.runtime.store import SqliteStore, Store
+from andon.runtime.store_pg import PgStore
 
 TOKEN = "reports-viewer-0123456789"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -57,7 +59,8 @@ STOPS = [
     stop("D-000000", "S1", "offline", None, -24 * 60, -24 * 60 + 30),  # the day before
 ]
 # C3 was closed when a supervisor gave it a reason code in the console
-ANNOTATION = {"id": "C-000003", "reason": "tooling", "comment": "worn die", "by": "boss"}
+ANNOTATION = {"id": "C-000003", "line": "L1", "reason": "tooling", "comment": "worn die",
+              "by": "boss"}  # fmt: skip
 ORDERS = [
     {"id": "K1", "part": "P1", "line": "L1", "station": "S1", "posted": at(0), "due": at(60),
      "received": at(120), "overdue": False},  # lead 120 min
@@ -68,7 +71,7 @@ ORDERS = [
 ]  # fmt: skip
 
 
-def plant(tmp_path) -> PlantConfig:
+def plant(tmp_path, store_url: str | None = None) -> PlantConfig:
     # 2026-03-02 is a Monday: both shifts run. Working time: early 8 h - a 30 min break = 450 min,
     # late 480 min.
     brk = [{"start": "12:00", "end": "12:30"}]
@@ -98,14 +101,14 @@ def plant(tmp_path) -> PlantConfig:
                 }
             ],
             "api_tokens": [{"name": "viewer", "hash": hash_token(TOKEN)}],
+            "store": {"url": store_url},
         }
     )
 
 
-@pytest.fixture
-def config(tmp_path) -> PlantConfig:
-    config = plant(tmp_path)
-    store = SqliteStore(config.gateway.database)
+def store_history(store: Store, more: tuple[tuple[str, dict], ...] = ()) -> None:
+    """The fixture's records (and `more`: kind, record), written as the gateway writes the
+    core's."""
     with store.transaction() as tx:
         for c in CALLS:
             tx.record("call", c["id"], c)
@@ -114,8 +117,30 @@ def config(tmp_path) -> PlantConfig:
         for d in STOPS:
             tx.record("stop", d["id"], d)
         tx.record("annotation", ANNOTATION["id"], ANNOTATION)
+        for kind, record in more:
+            tx.record(kind, record["id"], record)
     store.close()
+
+
+def sqlite_plant(tmp_path, more: tuple = ()) -> PlantConfig:
+    config = plant(tmp_path)
+    store_history(SqliteStore(config.gateway.database), more)
     return config
+
+
+def postgres_plant(tmp_path, url: str, more: tuple = ()) -> PlantConfig:
+    config = plant(tmp_path, store_url=url)
+    store_history(PgStore(url), more)
+    assert not config.gateway.database.exists()  # nothing to read but PostgreSQL
+    return config
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config(request, tmp_path) -> PlantConfig:
+    """The fixture's plant, its history in either store: every figure below holds on both."""
+    if request.param == "sqlite":
+        return sqlite_plant(tmp_path)
+    return postgres_plant(tmp_path, request.getfixturevalue("postgres"))
 
 
 def figures(config: PlantConfig, shift: str | None = None) -> reports.Figures:
@@ -233,3 +258,36 @@ def test_the_routes_serve_the_same_figures_as_json_csv_and_a_page(config):
     assert kiosk.get("/reports").status_code == 401
     assert kiosk.get(f"/reports?{query}&token={TOKEN}").status_code == 200
     assert kiosk.get(f"/api/v1/reports/downtime/by_cause.csv?{query}").status_code == 200  # cookie
+
+
+# A second line's history, stored after the first's; K0 is posted when K2 is
+LINE_2 = (
+    ("call", {**call("C-L2-000001", "S1", "cord", 300, ack=303, stopped=301, resolved=320),
+              "line": "L2"}),
+    ("stop", {**stop("D-L2-000001", "S1", "cord", "C-L2-000001", 301, 320), "line": "L2"}),
+    ("order", {**ORDERS[1], "id": "K0", "line": "L2", "received": at(200)}),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("shift", ["", "&shift=early"])
+def test_a_history_in_postgresql_gives_the_json_it_gives_in_sqlite(tmp_path, postgres, shift):
+    stores = [
+        sqlite_plant(tmp_path / "sqlite", LINE_2),
+        postgres_plant(tmp_path / "pg", postgres, LINE_2),
+    ]
+    query = f"start=2026-03-02&end=2026-03-02{shift}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    found = []
+    for config in stores:
+        client = TestClient(make_app(config, StandIn()), headers=headers)
+        found.append(
+            {name: client.get(f"/api/v1/reports/{name}?{query}").json() for name in reports.REPORTS}
+        )
+    in_sqlite, in_postgres = found
+    assert in_postgres == in_sqlite
+    # and neither is empty: the calls, the stop with its reason code and the orders are there
+    assert sum(r["calls"] for r in in_sqlite["calls"]["by_cause"]) == (4 if shift else 6)
+    assert "tooling" in [r["reason"] for r in in_sqlite["downtime"]["by_reason"]]
+    stations = [(r["line"], r["station"]) for r in in_sqlite["downtime"]["by_station"]]
+    assert (("L2", "S1") in stations) is not bool(shift)  # L2 is in no plant's shift
+    assert [o["order"] for o in in_sqlite["kanban"]["overdue_orders"]] == ["K0", "K2"]

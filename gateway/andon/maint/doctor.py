@@ -2,12 +2,12 @@
 
 Each check is a function of the plant (and the provision dir, if given) that returns a
 `Check`: OK or FAIL, what it found, and the fix. They only read: the broker logins are
-made with a client id of their own, and the database is opened read-only or rolled back.
+made with a client id of their own, and the store (the SQLite file, or the PostgreSQL of
+`[store] url`) is read on a read-only connection, or rolled back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -16,14 +16,20 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
 from andon.config import PlantConfig
 from andon.firmware_build import FIRMWARE
 from andon.maint.provision import GATEWAY_USER
+from andon.runtime.store import Reader, read_plant
+
+if TYPE_CHECKING:
+    import psycopg
 
 CONNECT_TIMEOUT_S = 5.0
 CLOCK_SKEW_MS = 2_000  # what a person notices on a call's timestamps
@@ -155,7 +161,13 @@ def check_board_login(plant: PlantConfig, provisioned: Path) -> Check:
     )
 
 
+# The tables every gateway inserts into and updates (andon.runtime.store_pg)
+PG_TABLES_WRITTEN = ("log", "progress", "record", "outbox", "projection", "lease", "member")
+
+
 def check_database(plant: PlantConfig) -> Check:
+    if plant.store.url:
+        return check_postgres(plant.store.url)
     database = plant.gateway.database
     if not database.exists():
         # the gateway creates it, and the directories above it
@@ -187,6 +199,52 @@ def check_database(plant: PlantConfig) -> Check:
     return Check("database writable", True, str(database))
 
 
+def check_postgres(url: str) -> Check:
+    """Can the gateway log in to PostgreSQL and write its tables (or create them)?"""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(url)  # named without its password
+    where = f"PostgreSQL {info.get('dbname')} at {info.get('host')}:{info.get('port', 5432)}"
+    try:
+        with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)) as db:
+            denied = _pg_denied(db)
+            db.rollback()
+    except psycopg.Error as exc:
+        return Check(
+            "database writable",
+            False,
+            f"{where}: {str(exc).strip()}",
+            "start PostgreSQL; check [store] url: its host, port, database, user and password",
+        )
+    user = info.get("user", "the gateway's user")
+    if denied is None:
+        return Check("database writable", True, f"{where}: no tables yet; {user} may create them")
+    if denied:
+        return Check(
+            "database writable",
+            False,
+            f"{where}: {user} may not write {', '.join(denied)}",
+            f"GRANT CREATE ON SCHEMA public, and INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA"
+            f" public, TO {user} (or make {user} the database's owner)",
+        )
+    return Check("database writable", True, where)
+
+
+def _pg_denied(db: psycopg.Connection) -> list[str] | None:
+    """What the user may not write: the gateway's tables, or before they exist (None when it
+    may) the schema they are created in."""
+    if db.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        (may_create,) = db.execute("SELECT has_schema_privilege('public', 'CREATE')").fetchone()
+        return None if may_create else ["schema public"]
+    rows = db.execute(
+        "SELECT t FROM unnest(%s::text[]) AS t"
+        " WHERE NOT (has_table_privilege(t, 'INSERT') AND has_table_privilege(t, 'UPDATE'))",
+        (list(PG_TABLES_WRITTEN),),
+    )
+    return [table for (table,) in rows]
+
+
 def ntp_offset_ms(server: str, timeout: float = 3.0) -> int:
     """This machine's clock minus the NTP server's, in ms (one SNTP request)."""
     host, _, port = server.partition(":")
@@ -210,7 +268,7 @@ def check_clock(plant: PlantConfig, ntp: str | None) -> Check:
             return Check("clock in sync", False, f"NTP {ntp}: {exc}", "check the NTP server")
         source = f"NTP {ntp}"
     else:
-        last = _gateway_clock(plant.gateway.database)
+        last = read_plant(plant, _gateway_clock, None)
         if last is None:
             return Check("clock in sync", True, "no gateway clock yet to compare (give --ntp)")
         offset = time.time_ns() // 1_000_000 - last
@@ -227,23 +285,13 @@ def check_clock(plant: PlantConfig, ntp: str | None) -> Check:
     )
 
 
-def _read_only(database: Path) -> sqlite3.Connection | None:
-    if not database.exists():
-        return None
-    return sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-
-
-def _gateway_clock(database: Path) -> int | None:
-    db = _read_only(database)
-    if db is None:
-        return None
-    with contextlib.closing(db):
-        row = db.execute("SELECT now FROM clock").fetchone()
+def _gateway_clock(db: Reader) -> int | None:
+    row = db.execute("SELECT now FROM clock").fetchone()
     return row[0] if row and row[0] else None
 
 
 def check_boards(plant: PlantConfig) -> Check:
-    if not plant.gateway.database.exists():
+    if not read_plant(plant, lambda db: True, False):
         return Check("boards online", False, "no database yet", "start the gateway first")
     from andon.runtime.replay import plant_view
 
@@ -269,13 +317,16 @@ def firmware_version(firmware: Path = FIRMWARE) -> str:
     raise ValueError("no VERSION in the firmware tree")
 
 
+def _firmware_running(db: Reader) -> dict[str, str]:
+    """Each board's firmware version, as its last birth gave it."""
+    births = db.execute("SELECT board, message FROM log WHERE kind='birth' ORDER BY pos")
+    return {board: json.loads(message)["fw"] for board, message in births}
+
+
 def check_firmware(plant: PlantConfig) -> Check:
-    db = _read_only(plant.gateway.database)
-    if db is None:
+    running = read_plant(plant, _firmware_running, None)
+    if running is None:
         return Check("firmware versions", False, "no database yet", "start the gateway first")
-    with contextlib.closing(db):
-        births = db.execute("SELECT board, message FROM log WHERE kind='birth' ORDER BY pos")
-        running = {board: json.loads(message)["fw"] for board, message in births}
     current = firmware_version()
     old = sorted(board for board, fw in running.items() if fw != current)
     counts = {fw: list(running.values()).count(fw) for fw in sorted(set(running.values()))}
@@ -299,6 +350,25 @@ def run_checks(
         checks.append(check_acl(plant))
         if provisioned is not None:
             checks.append(check_board_login(plant, provisioned))
-    checks += [check_database(plant), check_clock(plant, ntp)]
-    checks += [check_boards(plant), check_firmware(plant)]
+    checks.append(check_database(plant))
+    reads = {
+        "clock in sync": lambda: check_clock(plant, ntp),
+        "boards online": lambda: check_boards(plant),
+        "firmware versions": lambda: check_firmware(plant),
+    }
+    checks += [_reading(plant, name, check) for name, check in reads.items()]
     return checks
+
+
+def _reading(plant: PlantConfig, name: str, check: Callable[[], Check]) -> Check:
+    """A check that reads the store; one whose store cannot be read fails, saying why."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    if plant.store.url:
+        import psycopg
+
+        errors += (psycopg.Error,)
+    try:
+        return check()
+    except errors as exc:
+        found = str(exc).strip().splitlines()[0]
+        return Check(name, False, f"cannot read the store: {found}", "see database writable")

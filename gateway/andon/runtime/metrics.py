@@ -2,21 +2,23 @@
 
 Nothing here runs on the hot path: the collector reads what the gateway already keeps (its
 log position, rejection counts, queue, view) and the store's telemetry and webhook rows on a
-connection of its own when Prometheus asks. The one measurement taken as it happens, the
-commit latency, is a histogram observation per batch (not per message).
+read-only connection of its own when Prometheus asks (the SQLite file, or the PostgreSQL the
+gateways share: there every board's telemetry, whichever gateway stored it). The one
+measurement taken as it happens, the commit latency, is a histogram observation per batch (not
+per message).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from andon.runtime.store import Reader, read_plant
 
 if TYPE_CHECKING:
     from andon.runtime.service import Gateway
@@ -58,7 +60,7 @@ class GatewayCollector(Collector):
             "andon_queue_depth", "Messages waiting for the worker", value=queued
         )
         yield from self._plant(gw.view())
-        yield from self._store(str(gw.config.gateway.database), gw.webhooks_given_up)
+        yield from self._store(read_plant(gw.config, _read_store, ([], 0)), gw.webhooks_given_up)
 
     def _plant(self, view: dict) -> Iterator[Metric]:
         online = GaugeMetricFamily("andon_boards_online", "Boards online, by line", labels=["line"])
@@ -70,7 +72,7 @@ class GatewayCollector(Collector):
         )
         yield GaugeMetricFamily("andon_open_calls", "Calls open now", value=len(view["calls"]))
 
-    def _store(self, database: str, given_up: int) -> Iterator[Metric]:
+    def _store(self, stored: tuple[list[tuple], int], given_up: int) -> Iterator[Metric]:
         labels = ["board", "line", "station"]
         outbox = GaugeMetricFamily(
             "andon_board_outbox", "Events in a board's outbox", labels=labels
@@ -79,20 +81,14 @@ class GatewayCollector(Collector):
         heap = GaugeMetricFamily(
             "andon_board_heap_free_bytes", "A board's free heap", labels=labels
         )
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            for board, line, station, message in db.execute(
-                "SELECT board, line, station, message FROM telemetry ORDER BY board"
-            ):
-                health = json.loads(message)
-                where = [board, line, station]
-                outbox.add_metric(where, health["outbox"])
-                heap.add_metric(where, health["heap_free"])
-                if health.get("rssi") is not None:
-                    rssi.add_metric(where, health["rssi"])
-            (pending,) = db.execute(
-                "SELECT count(*) FROM outbox"
-                " WHERE channel='webhook' AND sent IS NULL AND failed IS NULL"
-            ).fetchone()
+        telemetry, pending = stored
+        for board, line, station, message in telemetry:
+            health = json.loads(message)
+            where = [board, line, station]
+            outbox.add_metric(where, health["outbox"])
+            heap.add_metric(where, health["heap_free"])
+            if health.get("rssi") is not None:
+                rssi.add_metric(where, health["rssi"])
         yield from (outbox, rssi, heap)
         yield GaugeMetricFamily(
             "andon_webhooks_pending", "Webhook deliveries still to make", value=pending
@@ -100,6 +96,17 @@ class GatewayCollector(Collector):
         failed = CounterMetricFamily("andon_webhooks_failed", "Webhook deliveries given up")
         failed.add_metric([], given_up)
         yield failed
+
+
+def _read_store(db: Reader) -> tuple[list[tuple], int]:
+    """Each board's latest telemetry row, and how many webhook deliveries are still to make."""
+    telemetry = db.execute(
+        "SELECT board, line, station, message FROM telemetry ORDER BY board"
+    ).fetchall()
+    (pending,) = db.execute(
+        "SELECT count(*) FROM outbox WHERE channel='webhook' AND sent IS NULL AND failed IS NULL"
+    ).fetchone()
+    return telemetry, pending
 
 
 def metrics_app(gateway: Gateway):

@@ -5,6 +5,8 @@ the gateway writes from the log as it applies it, so a replay writes the same) a
 kanban loops' card counts, the plant's view: never from counters that drift. Calls are read
 from `call_fact`, the same records as plain indexed columns (kept by triggers in the store)
 and grouped in SQL, so a log of a million events answers in about two seconds (bench/board.py).
+They are read on a read-only connection to the plant's store (`store.Reader`): the SQLite file,
+or the PostgreSQL several gateways share, so that any of them serves the whole plant.
 
 Filters: a date range (`start`, `end`, both days included, in the plant's timezone) and
 optionally one shift's name. A call counts when it was opened in the range (and shift); a
@@ -27,7 +29,6 @@ import csv
 import html
 import io
 import math
-import sqlite3
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from andon.config import PlantConfig
 from andon.core.calendar import ShiftWindow, windows_between
 from andon.runtime.auth import remember_token
+from andon.runtime.store import Reader, read_plant
 
 REPORTS = ("calls", "downtime", "stops", "availability", "kanban")
 ASSETS = Path(__file__).with_name("web")
@@ -80,10 +82,6 @@ class Calendar:
         self.windows = windows
         self._starts = [w.start for w in windows]
 
-    def at(self, t: int) -> ShiftWindow | None:
-        i = bisect_right(self._starts, t) - 1
-        return self.windows[i] if i >= 0 and self.windows[i].covers(t) else None
-
     def overlapping(self, start: int, end: int) -> list[ShiftWindow]:
         first = max(0, bisect_right(self._starts, start) - 1)
         last = bisect_right(self._starts, end - 1)
@@ -108,28 +106,28 @@ ORDER_COLUMNS = ("id", "part", "line", "station", "posted", "due", "received", "
 
 
 # Per cause and station, the calls opened in [start, end) (and the shift): their count, and
-# their times to acknowledge and to resolve as comma-separated lists (group_concat leaves out
-# NULLs). SQLite scans and groups once; Python merges the groups and splits the strings.
+# their times to acknowledge and to resolve as comma-separated lists (the aggregate leaves out
+# NULLs). The database scans and groups once; Python merges the groups and splits the strings.
 CALL_GROUPS = """
-SELECT cause, line, station, count(*),
-       group_concat(acknowledged - opened), group_concat(resolved - opened)
+SELECT cause, line, station, count(*), {acks}, {repairs}
 FROM call_fact WHERE opened >= ? AND opened < ? {shift} GROUP BY cause, line, station
 """
 
 
 def call_tables(
-    db: sqlite3.Connection, period: Period, calendars: dict[str, Calendar]
+    db: Reader, period: Period, calendars: dict[str, Calendar]
 ) -> dict[str, list[dict]]:
     """Calls opened in the period (and shift), per cause and per station: how many, how many
     acknowledged and resolved, mean and p90 time to acknowledge, mean time to resolve."""
-
-    def in_shift(line: str, t: int) -> bool:
-        calendar = calendars.get(line)  # None: a line no longer in the plant
-        return calendar is not None and calendar.at(t) is not None
-
-    db.create_function("in_shift", 2, in_shift, deterministic=True)
-    shift = "AND in_shift(line, opened)" if period.shift else ""
-    rows = db.execute(CALL_GROUPS.format(shift=shift), (period.start, period.end)).fetchall()
+    shift, shift_args = "", []
+    if period.shift:  # a line no longer in the plant has no shifts
+        spans = {line: [(w.start, w.end) for w in c.windows] for line, c in calendars.items()}
+        condition, shift_args = db.within("line", "opened", spans)
+        shift = f"AND {condition}"
+    sql = CALL_GROUPS.format(
+        acks=db.joined("acknowledged - opened"), repairs=db.joined("resolved - opened"), shift=shift
+    )
+    rows = db.execute(sql, (period.start, period.end, *shift_args)).fetchall()
     tables = {}
     for name, columns in (("by_cause", ("cause",)), ("by_station", ("line", "station"))):
         merged: dict[tuple, list] = {}
@@ -166,35 +164,47 @@ def _call_stats(key: dict, calls: int, acks: str | None, repairs: str | None) ->
 # cause, its call), with the reason code given to that call in the console, if any.
 STOPS = """
 WITH stop AS (
-    SELECT json_extract(data, '$.line') AS line, json_extract(data, '$.station') AS station,
-           json_extract(data, '$.cause') AS cause, json_extract(data, '$.call') AS call,
-           json_extract(data, '$.started') AS start,
-           coalesce(json_extract(data, '$.ended'), :now) AS "end"
-    FROM record WHERE kind = 'stop'
+    SELECT {line} AS line, {station} AS station, {cause} AS cause, {call} AS call,
+           {started} AS start, coalesce({ended}, ?) AS "end"
+    FROM {stops} AS record
 )
-SELECT stop.*, coalesce(json_extract(note.data, '$.reason'), fact.reason, '-') AS reason
+SELECT stop.*, coalesce({reason}, fact.reason, '-') AS reason
 FROM stop
-LEFT JOIN record note ON note.kind = 'annotation' AND note.id = stop.call
-LEFT JOIN call_fact fact ON fact.id = stop.call
-WHERE stop.start < :end_of_period AND stop."end" > :start_of_period
-ORDER BY stop.start
+LEFT JOIN record note ON note.kind = 'annotation' AND note.id = {call_id}
+LEFT JOIN call_fact fact ON fact.id = {call_id}
+WHERE stop.start < ? AND stop."end" > ?
+ORDER BY stop.start, stop.line
 """
 STOP_COLUMNS = ("line", "station", "cause", "call", "start", "end", "reason")
+JSON_INTEGERS = ("started", "ended", "posted", "due", "received")  # ms times in the records
 
 
-def read_stops(db: sqlite3.Connection, period: Period, now: int) -> list[dict]:
+def _member(db: Reader, column: str, name: str) -> str:
+    """The SQL of a record's member, typed as the records hold it."""
+    kind = "int" if name in JSON_INTEGERS else "bool" if name == "overdue" else "text"
+    return db.field(column, name, kind)
+
+
+def read_stops(db: Reader, period: Period, now: int) -> list[dict]:
     """The stops overlapping the period; one still going ends now."""
-    rows = db.execute(
-        STOPS, {"now": now, "start_of_period": period.start, "end_of_period": period.end}
+    members = ("line", "station", "cause", "call", "started", "ended")
+    sql = STOPS.format(
+        **{name: _member(db, "data", name) for name in members},
+        reason=_member(db, "note.data", "reason"),
+        call_id=db.record_id("stop.line", "stop.call"),
+        stops=db.record_table("stop"),
     )
+    rows = db.execute(sql, (now, period.end, period.start))
     return [dict(zip(STOP_COLUMNS, row, strict=True)) for row in rows]
 
 
-def read_orders(db: sqlite3.Connection, period: Period) -> list[dict]:
-    fields = ", ".join(f"json_extract(data, '$.{c}')" for c in ORDER_COLUMNS)
+def read_orders(db: Reader, period: Period) -> list[dict]:
+    fields = ", ".join(_member(db, "data", c) for c in ORDER_COLUMNS)
+    posted = _member(db, "data", "posted")
     rows = db.execute(
-        f"SELECT {fields} FROM record WHERE kind = 'order'"
-        " AND json_extract(data, '$.posted') >= ? AND json_extract(data, '$.posted') < ?",
+        f"SELECT {fields} FROM {db.record_table('order')} AS record"
+        f" WHERE {posted} >= ? AND {posted} < ?"
+        f" ORDER BY {posted}, {_member(db, 'data', 'id')}",  # as posted, in either store
         (period.start, period.end),
     )
     return [dict(zip(ORDER_COLUMNS, row, strict=True)) for row in rows]
@@ -204,8 +214,8 @@ def read_orders(db: sqlite3.Connection, period: Period) -> list[dict]:
 
 
 class Figures:
-    """Every report over one period. Each reads what it needs from the plant's database (on
-    a read-only connection of its own) when first asked: one report reads only its records."""
+    """Every report over one period. Each reads what it needs from the plant's store (on a
+    read-only connection of its own) when first asked: one report reads only its records."""
 
     def __init__(self, config: PlantConfig, period: Period, kanban: list[dict], now: int) -> None:
         self.config, self.period, self.now = config, period, now
@@ -214,15 +224,9 @@ class Figures:
             ln.id: Calendar(shift_windows(config, ln.id, period)) for ln in config.lines
         }
 
-    def _read(self, reader: Callable[[sqlite3.Connection], Any], nothing: Any) -> Any:
-        database = self.config.gateway.database
-        if not database.exists():
-            return nothing
-        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-        try:
-            return reader(db)
-        finally:
-            db.close()
+    def _read(self, reader: Callable[[Reader], Any], nothing: Any) -> Any:
+        """What `reader` finds; `nothing` before any gateway has stored anything."""
+        return read_plant(self.config, reader, nothing)
 
     @cached_property
     def stops(self) -> list[dict]:
@@ -248,7 +252,8 @@ class Figures:
             return max(0, window.worked(end) - window.worked(start))
         if self.period.shift is None:
             return max(0, end - start)
-        windows = self.calendars[stop["line"]].overlapping(start, end)
+        calendar = self.calendars.get(stop["line"])  # None: a line no longer in the plant
+        windows = calendar.overlapping(start, end) if calendar else []
         return sum(self._overlap(stop, w) for w in windows)
 
     def downtime_report(self) -> dict[str, list[dict]]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from andon.config import PlantConfig
@@ -777,8 +778,7 @@ class SqliteStore:
         return json.loads(found[0]) if found else None
 
     def records(self, kind: str) -> list[dict]:
-        rows = self.db.execute("SELECT data FROM record WHERE kind=? ORDER BY id", (kind,))
-        return [json.loads(data) for (data,) in rows]
+        return _records_in(self.db, kind)
 
     def rejections(self) -> dict[str, int]:
         rows = self.db.execute("SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason")
@@ -790,22 +790,7 @@ class SqliteStore:
         ).fetchall()
 
     def recent_rejections(self, since: int = 0, limit: int = 100) -> dict:
-        """Dead letters since `since` (ms): counts by reason, and the last `limit` of them."""
-        counts = self.db.execute(
-            "SELECT reason, COUNT(*), max(received) FROM dead_letter WHERE received >= ?"
-            " GROUP BY reason ORDER BY reason",
-            (since,),
-        ).fetchall()
-        rows = self.db.execute(
-            "SELECT received, topic, reason, detail, size, sha256 FROM dead_letter"
-            " WHERE received >= ? ORDER BY id DESC LIMIT ?",
-            (since, limit),
-        ).fetchall()
-        keys = ("received", "topic", "reason", "detail", "size", "sha256")
-        return {
-            "by_reason": {r: {"count": n, "last": last} for r, n, last in counts},
-            "recent": [dict(zip(keys, row, strict=True)) for row in reversed(rows)],
-        }
+        return _rejections_in(self.db, since, limit)
 
     def telemetry(self) -> dict[str, dict]:
         rows = self.db.execute("SELECT board, message FROM telemetry")
@@ -815,16 +800,52 @@ class SqliteStore:
         self.db.close()
 
 
+class Rows(Protocol):
+    def fetchone(self) -> tuple | None: ...
+    def fetchall(self) -> list[tuple]: ...
+    def __iter__(self) -> Iterator[tuple]: ...
+
+
+class Executes(Protocol):
+    """A connection to either store (or a `Reader`): what the reads both share need."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
+
+
+def _records_in(db: Executes, kind: str) -> list[dict]:
+    rows = db.execute("SELECT data FROM record WHERE kind=? ORDER BY id", (kind,))
+    return [json.loads(data) for (data,) in rows]
+
+
+def _rejections_in(db: Executes, since: int, limit: int) -> dict:
+    """Dead letters since `since` (ms): counts by reason, and the last `limit` of them."""
+    counts = db.execute(
+        "SELECT reason, COUNT(*), max(received) FROM dead_letter WHERE received >= ?"
+        " GROUP BY reason ORDER BY reason",
+        (since,),
+    ).fetchall()
+    rows = db.execute(
+        "SELECT received, topic, reason, detail, size, sha256 FROM dead_letter"
+        " WHERE received >= ? ORDER BY id DESC LIMIT ?",
+        (since, limit),
+    ).fetchall()
+    keys = ("received", "topic", "reason", "detail", "size", "sha256")
+    return {
+        "by_reason": {r: {"count": n, "last": last} for r, n, last in counts},
+        "recent": [dict(zip(keys, row, strict=True)) for row in reversed(rows)],
+    }
+
+
 def records(database: Path, kind: str) -> list[dict[str, Any]]:
-    """The call or order records in `database`, read on a connection of their own: beside a
-    running gateway (WAL), from any thread."""
+    """The call or order records in the SQLite file `database`, read on a read-only connection
+    of their own: beside a running gateway (WAL), from any thread."""
     if not database.exists():
         return []
-    store = SqliteStore(database)
+    reader = SqliteReader(database)
     try:
-        return store.records(kind)
+        return _records_in(reader, kind)
     finally:
-        store.close()
+        reader.close()
 
 
 def open_store(config: PlantConfig, owner: str = "") -> Store:
@@ -837,29 +858,106 @@ def open_store(config: PlantConfig, owner: str = "") -> Store:
     return SqliteStore(config.gateway.database, *limits)
 
 
-def _on_own_connection(config: PlantConfig, read: Callable[[SqliteStore], T], missing: T) -> T:
-    """What `read` finds in the plant's store, on a connection of its own (any thread, beside a
-    running gateway); `missing` when there is no SQLite database yet."""
-    if config.store.url:
-        from andon.runtime.store_pg import PgStore
+JsonKind = Literal["text", "int", "bool"]
+Spans = dict[str, list[tuple[int, int]]]  # per line, [start, end) ms, sorted and disjoint
 
-        store = PgStore(config.store.url)
-    elif config.gateway.database.exists():
-        store = SqliteStore(config.gateway.database)
-    else:
+
+class Reader(Executes, Protocol):
+    """A read-only connection to the plant's store, for the plant-wide views (the API's records
+    and rejections, reports, /metrics, doctor) beside running gateways. Their SQL is written
+    once, with `?` placeholders; these methods spell the few things SQLite and PostgreSQL say
+    differently."""
+
+    def record_table(self, kind: str) -> str:
+        """A SQL table of the records of `kind` (one of ours, not a user's): `id`, and `data`
+        parsed once per row where the database parses JSON apart from reading a member."""
+
+    def field(self, column: str, name: str, kind: JsonKind = "text") -> str:
+        """The SQL of the member `name` of the JSON object in `column`, as a `kind`."""
+
+    def joined(self, expr: str) -> str:
+        """The SQL aggregate of `expr`'s values in a group, comma-separated, NULLs left out."""
+
+    def record_id(self, line: str, key: str) -> str:
+        """The SQL of the `record` table's id of the record `key` of `line`."""
+
+    def within(self, line: str, at: str, spans: Spans) -> tuple[str, list]:
+        """A SQL condition, and its arguments: the time `at` lies in one of the spans of
+        `line` (both SQL expressions)."""
+
+    def close(self) -> None: ...
+
+
+class SqliteReader:
+    """The SQLite file opened read-only: WAL lets it read beside the writing gateway."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, args)
+
+    @staticmethod
+    def record_table(kind: str) -> str:
+        return f"(SELECT id, data FROM record WHERE kind = '{kind}')"  # flattened by SQLite
+
+    @staticmethod
+    def field(column: str, name: str, kind: JsonKind = "text") -> str:
+        return f"json_extract({column}, '$.{name}')"  # typed as the JSON has it
+
+    @staticmethod
+    def joined(expr: str) -> str:
+        return f"group_concat({expr})"
+
+    @staticmethod
+    def record_id(line: str, key: str) -> str:
+        return key
+
+    def within(self, line: str, at: str, spans: Spans) -> tuple[str, list]:
+        # A Python function: one bisection per row, no join (a year of calls, bench/board.py)
+        starts = {line_id: [start for start, _ in found] for line_id, found in spans.items()}
+
+        def inside(line_id: str, t: int) -> bool:
+            i = bisect_right(starts.get(line_id, []), t) - 1
+            return i >= 0 and t < spans[line_id][i][1]
+
+        self.db.create_function("within_spans", 2, inside, deterministic=True)
+        return f"within_spans({line}, {at})", []
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_reader(config: PlantConfig) -> Reader | None:
+    """A read-only connection to the plant's store; None while there is nothing to read (no
+    gateway has run with this plant yet)."""
+    if config.store.url:
+        from andon.runtime.store_pg import PgReader  # psycopg only where PostgreSQL is used
+
+        return PgReader.open(config.store.url)
+    if not config.gateway.database.exists():
+        return None
+    return SqliteReader(config.gateway.database)
+
+
+def read_plant(config: PlantConfig, read: Callable[[Reader], T], missing: T) -> T:
+    """What `read` finds in the plant's store on a read-only connection of its own (any
+    thread); `missing` when there is nothing to read yet."""
+    reader = open_reader(config)
+    if reader is None:
         return missing
     try:
-        return read(store)
+        return read(reader)
     finally:
-        store.close()
+        reader.close()
 
 
 def plant_records(config: PlantConfig, kind: str) -> list[dict]:
     """The plant's call or order records."""
-    return _on_own_connection(config, lambda store: store.records(kind), [])
+    return read_plant(config, lambda db: _records_in(db, kind), [])
 
 
 def plant_rejections(config: PlantConfig, since: int = 0, limit: int = 100) -> dict:
     """The plant's recent rejections (`SqliteStore.recent_rejections`)."""
     empty: dict = {"by_reason": {}, "recent": []}
-    return _on_own_connection(config, lambda store: store.recent_rejections(since, limit), empty)
+    return read_plant(config, lambda db: _rejections_in(db, since, limit), empty)

@@ -29,7 +29,9 @@ import psycopg
 from andon.runtime.store import (
     _FLUSHED,
     Fenced,
+    JsonKind,
     Projection,
+    Spans,
     SqliteStore,
     _Known,
     _SqliteTransaction,
@@ -37,6 +39,16 @@ from andon.runtime.store import (
 
 POS_BLOCK = 1000  # log positions a gateway reserves at once
 _MIGRATION_LOCK = 0x616E646F6E  # an advisory lock: two gateways starting together migrate once
+
+# A call record's row of call_fact: its id, then its JSON's members (`record`: the row)
+_CALL_COLUMNS = "{record}.id, " + ", ".join(
+    f"({{record}}.data::jsonb ->> '{name}'){cast}"
+    for name, cast in (
+        ("line", ""), ("station", ""), ("cause", ""), ("opened", "::bigint"),
+        ("acknowledged", "::bigint"), ("stopped", "::bigint"), ("resolved", "::bigint"),
+        ("reason", ""),
+    )
+)  # fmt: skip
 
 MIGRATIONS: list[str] = [
     f"""
@@ -91,6 +103,31 @@ MIGRATIONS: list[str] = [
     """
     -- the plant-wide view follows the log line by line (andon.runtime.replay.LogFollower)
     CREATE INDEX log_line_pos ON log (line, pos);
+    """,
+    f"""
+    -- The calls' times as plain indexed columns, kept by a trigger as the record table is
+    -- written (the SQLite store's call_fact): the reports read calls without parsing JSON.
+    -- `id` is the record's ("line/C-L1-000001").
+    CREATE TABLE call_fact (
+        id TEXT PRIMARY KEY, line TEXT, station TEXT, cause TEXT,
+        opened BIGINT, acknowledged BIGINT, stopped BIGINT, resolved BIGINT, reason TEXT
+    );
+    CREATE INDEX call_fact_opened ON call_fact (opened);
+    CREATE INDEX call_fact_stopped ON call_fact (line, stopped) WHERE stopped IS NOT NULL;
+    CREATE FUNCTION record_call_fact() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO call_fact SELECT {_CALL_COLUMNS.format(record="NEW")}
+        ON CONFLICT (id) DO UPDATE SET line=excluded.line, station=excluded.station,
+            cause=excluded.cause, opened=excluded.opened, acknowledged=excluded.acknowledged,
+            stopped=excluded.stopped, resolved=excluded.resolved, reason=excluded.reason;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER record_call AFTER INSERT OR UPDATE ON record
+        FOR EACH ROW WHEN (NEW.kind = 'call') EXECUTE FUNCTION record_call_fact();
+    INSERT INTO call_fact SELECT {_CALL_COLUMNS.format(record="record")}
+        FROM record WHERE kind = 'call';
+    -- a record looked up by its own id, whichever line's it is (`PgStore.record`)
+    CREATE INDEX record_key ON record (kind, split_part(id, '/', 2));
     """,
 ]
 
@@ -174,6 +211,9 @@ class _PgTransaction(_SqliteTransaction):
     def forget_records(self, lines: set[str]) -> None:
         """Drop the records of these lines: their new owner writes its own (see `record`)."""
         self.db.execute("DELETE FROM record WHERE split_part(id, '/', 1) = ANY(?)", (list(lines),))
+        self.db.execute(
+            "DELETE FROM call_fact WHERE split_part(id, '/', 1) = ANY(?)", (list(lines),)
+        )
 
     def outbox(self, topic: str, payload: bytes, created: int, channel: str = "mqtt") -> int:
         return self.db.execute(
@@ -245,8 +285,59 @@ class PgStore(SqliteStore):
             lost = sorted(line for line, epoch in self.fence.items() if held.get(line) != epoch)
             raise Fenced(f"{self.owner} no longer owns {', '.join(lost)}")
 
+    def record(self, kind: str, key: str) -> dict | None:
+        """The record `key`, of whichever line (stored as "line/key", see `_PgTransaction`)."""
+        found = self.db.execute(
+            "SELECT data FROM record WHERE kind=? AND split_part(id, '/', 2)=? ORDER BY id LIMIT 1",
+            (kind, key),
+        ).fetchone()
+        return json.loads(found[0]) if found else None
+
     def projection(self) -> Projection | None:
         row = self.db.execute(
             "SELECT pos, clock, snapshot FROM projection WHERE scope=?", (self.scope,)
         ).fetchone()
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
+
+
+_CASTS = {"text": "", "int": "::bigint", "bool": "::boolean"}
+
+
+class PgReader(_Qmark):
+    """The shared database in read-only transactions: one snapshot per reader, which sees a
+    takeover's rewrite of a line's records whole or not at all."""
+
+    @classmethod
+    def open(cls, url: str) -> PgReader | None:
+        """None while no gateway has created the schema (it is not created for a reader)."""
+        db = psycopg.connect(url)  # not autocommit: all reads in one transaction
+        db.read_only = True
+        db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # on one snapshot
+        if db.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            db.close()
+            return None
+        return cls(db)
+
+    @staticmethod
+    def record_table(kind: str) -> str:
+        # OFFSET 0 keeps the subquery whole: each row's JSON is parsed once, not per member
+        return f"(SELECT id, data::jsonb AS data FROM record WHERE kind = '{kind}' OFFSET 0)"
+
+    @staticmethod
+    def field(column: str, name: str, kind: JsonKind = "text") -> str:
+        return f"(({column})::jsonb ->> '{name}'){_CASTS[kind]}"
+
+    @staticmethod
+    def joined(expr: str) -> str:
+        return f"string_agg(({expr})::text, ',')"
+
+    @staticmethod
+    def record_id(line: str, key: str) -> str:
+        return f"({line} || '/' || {key})"  # as `_PgTransaction.record` keys them
+
+    @staticmethod
+    def within(line: str, at: str, spans: Spans) -> tuple[str, list]:
+        # each line's spans as one multirange: a lookup per row is a bisection, not a scan
+        lines = list(spans)
+        ranges = ["{" + ",".join(f"[{s},{e})" for s, e in spans[ln]) + "}" for ln in lines]
+        return f"{at} <@ (?::int8multirange[])[array_position(?::text[], {line})]", [ranges, lines]

@@ -100,7 +100,7 @@ def _run_scenario(line, plant, path: Path, stop: threading.Event) -> None:
         broker.host, broker.port, username=broker.username, password=broker.password
     )
     try:
-        Runner(line, observer, plant.gateway.database, report=typer.echo, stop=stop).run(scenario)
+        Runner(line, observer, report=typer.echo, stop=stop).run(scenario)
         typer.echo(f"scenario {scenario.name!r}: every step held")
     except ScenarioFailed as exc:
         typer.echo(f"scenario {scenario.name!r} FAILED: {exc}", err=True)

@@ -202,7 +202,7 @@ class Rig:
         return bool(seen) and bool((seen[-1].body or {}).get("online"))
 
     def runner(self, **kwargs: Any) -> Runner:
-        return Runner(self.line, self.observer, self.database, **kwargs)
+        return Runner(self.line, self.observer, **kwargs)
 
     def wait_line_up(self, timeout: float = 30.0) -> None:
         """Every board connected, with its cords' states at boot on its flash: whatever a test

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from andon import contract
 from andon.contract import Name, Uid
-from andon.runtime.store import records
+from andon.runtime.store import plant_records
 from andon.sim.line import BUTTONS, LIT, VERBS, WIRE_FAULTS, VirtualLine
 from andon.sim.observe import Observer
 
@@ -182,20 +182,19 @@ def lamps_match(want: dict[str, str], shown: dict[str, str] | None) -> bool:
 
 
 class Runner:
-    """Runs scenarios against a virtual line, watching the broker and the gateway's database."""
+    """Runs scenarios against a virtual line, watching the broker and the plant's store (its
+    SQLite file or its PostgreSQL)."""
 
     def __init__(
         self,
         line: VirtualLine,
         observer: Observer,
-        database: Path,
         report: Callable[[str], None] = lambda _text: None,
         stop: threading.Event | None = None,
     ) -> None:
         self.line = line
         self.observer = observer
         self.site = line.plant.site
-        self.database = database
         self.report = report
         self.stop = stop or threading.Event()
 
@@ -286,7 +285,7 @@ class Runner:
         return len(got) == step.count, f"{len(got)} triggers: {got}"
 
     def _expect_order(self, step: Step) -> tuple[bool, str]:
-        orders = [o for o in records(self.database, "order") if o["part"] == step.part]
+        orders = [o for o in plant_records(self.line.plant, "order") if o["part"] == step.part]
         last = orders[-1] if orders else None
         ok = last is not None and (last["received"] is not None) == step.received
         return ok, f"latest order {last}"
@@ -295,7 +294,7 @@ class Runner:
         at = step.where
         calls = [
             c
-            for c in records(self.database, "call")
+            for c in plant_records(self.line.plant, "call")
             if (c["line"], c["station"]) == at and step.cause in (None, c["cause"])
         ]
         last = calls[-1] if calls else None
