@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
 
-from andon.runtime.netloop import NetworkLoop
+from andon.runtime.netloop import BufferedClient, NetworkLoop
 from andon.sim.mosquitto import start_broker
 from andon.sim.observe import wait_for
 
@@ -45,10 +45,14 @@ class Listener:
 
 
 @contextmanager
-def looped(broker, keepalive: int = 60) -> Iterator[tuple[mqtt.Client, NetworkLoop, list]]:
+def looped(
+    broker, keepalive: int = 60, clean: bool = True
+) -> Iterator[tuple[BufferedClient, NetworkLoop, list]]:
     """A client with a Last Will, driven by a NetworkLoop; yields it, its loop and the log of
     its connects. The loop is stopped at the end unless the test stopped it."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="looped")
+    client = BufferedClient(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="looped", clean_session=clean
+    )
     client.will_set(WILL, b"gone", qos=1)
     connects: list[float] = []
     client.on_connect = lambda *_: connects.append(time.monotonic())
@@ -73,6 +77,41 @@ def test_publishes_from_another_thread_all_arrive_in_order(broker):
     finally:
         listener.close()
     assert [payload for _, payload in got] == [str(i).encode() for i in range(500)]
+
+
+def test_a_backlog_is_read_many_packets_a_recv_and_every_message_delivered_in_order(
+    broker, monkeypatch
+):
+    # paho reads each packet in three recv calls; the gateway's client reads chunks, and the
+    # loop parses what a chunk holds before it selects again.
+    reads = {"looped": 0}
+    paho_recv = mqtt.Client._sock_recv
+
+    def counted(self, bufsize):
+        reads[self._client_id.decode()] = reads.get(self._client_id.decode(), 0) + 1
+        return paho_recv(self, bufsize)
+
+    monkeypatch.setattr(mqtt.Client, "_sock_recv", counted)
+    got: queue.Queue = queue.Queue()
+    with looped(broker, clean=False) as (client, _loop, connects):  # the session to queue in
+        client.on_subscribe = lambda *_: got.put("subscribed")
+        wait_for("connected", lambda: connects)
+        client.subscribe("test/backlog", qos=1)
+        assert got.get(timeout=5) == "subscribed"
+    publisher = Listener(broker, "test/unused")
+    try:
+        for info in [
+            publisher.client.publish("test/backlog", b"%d" % i, qos=1) for i in range(300)
+        ]:
+            info.wait_for_publish(5)
+    finally:
+        publisher.close()
+    reads["looped"] = 0
+    with looped(broker, clean=False) as (client, _loop, connects):
+        client.on_message = lambda _c, _u, m: got.put(m.payload)
+        received = [got.get(timeout=10) for _ in range(300)]
+    assert received == [b"%d" % i for i in range(300)]
+    assert reads["looped"] < 100  # paho's own reading takes at least 900 for 300 messages
 
 
 def test_stop_disconnects_cleanly_so_the_broker_drops_the_will(broker):

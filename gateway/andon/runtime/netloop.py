@@ -22,12 +22,43 @@ import paho.mqtt.client as mqtt
 log = logging.getLogger("andon.mqtt")
 
 _TICK_S = 1.0  # select timeout: keepalive pings and the stop flag are looked at this often
+READ_CHUNK = 65536  # bytes one recv may take: a burst's packets in one system call
+READ_BURST = 1000  # packets read in a row from what is buffered, before writing again
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client, reading its socket in large chunks. paho reads each packet's type byte,
+    length and body with a `recv` each: three system calls per message, and on a busy gateway
+    three waits to retake the interpreter lock from the worker after each. Here one `recv`
+    serves many packets; `buffered()` tells the network loop what is read and not yet taken.
+    `_sock_recv` is paho's own (2.x): a paho that no longer reads through it reads as before,
+    and `buffered()` stays 0."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._offset = 0
+        self._chunk_of: object = None  # the socket the chunk came from
+
+    def buffered(self) -> int:
+        """Bytes of the current connection read from the socket and not yet parsed."""
+        return len(self._chunk) - self._offset if self._chunk_of is self.socket() else 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.buffered():
+            chunk = super()._sock_recv(max(bufsize, READ_CHUNK))  # raises as paho expects
+            self._chunk, self._offset, self._chunk_of = chunk, 0, self.socket()
+            if not chunk:
+                return b""  # the broker closed the connection
+        start = self._offset
+        self._offset = min(start + bufsize, len(self._chunk))
+        return self._chunk[start : self._offset]
 
 
 class NetworkLoop:
     """Drives one paho client: `start()` after `connect_async`; `stop()` disconnects."""
 
-    def __init__(self, client: mqtt.Client, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
+    def __init__(self, client: BufferedClient, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
         self._client = client
         self._backoff_min, self._backoff_max = backoff_s
         self._wake_r, self._wake_w = socket.socketpair()
@@ -97,12 +128,17 @@ class NetworkLoop:
         """One select round: read, write what paho has queued, then its timers."""
         pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS: already decrypted
         writing = [sock] if self._client.want_write() else []
-        readable, _, _ = select.select([sock, self._wake_r], writing, [], 0 if pending else _TICK_S)
+        ready = pending or self._client.buffered()
+        readable, _, _ = select.select([sock, self._wake_r], writing, [], 0 if ready else _TICK_S)
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 self._wake_r.recv(4096)
         rc = mqtt.MQTT_ERR_SUCCESS
-        if sock in readable or pending:
+        if sock in readable or pending or self._client.buffered():
+            rc = self._client.loop_read()
+        for _ in range(READ_BURST):  # the rest of what one recv brought, without a select each
+            if rc != mqtt.MQTT_ERR_SUCCESS or not self._client.buffered():
+                break
             rc = self._client.loop_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and self._client.want_write():
             rc = self._client.loop_write()

@@ -54,7 +54,7 @@ from andon.core.effects import (
 )
 from andon.core.state import dump
 from andon.runtime.logs import log_effects
-from andon.runtime.netloop import NetworkLoop
+from andon.runtime.netloop import BufferedClient, NetworkLoop
 from andon.runtime.replay import (
     SNAPSHOT_EVERY,
     LogFollower,
@@ -438,7 +438,7 @@ class Gateway:
 
     def _mqtt_client(self) -> mqtt.Client:
         client_id = self.config.gateway.client_id
-        client = mqtt.Client(
+        client = BufferedClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"{client_id}-{self.name}" if self.name else client_id,
             clean_session=False,
