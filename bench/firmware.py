@@ -8,8 +8,9 @@ at (bisection); on the 32-bit VM also the smallest heap share the firmware passe
 virtual hardware gets its own on top (`firmware_heap`: what an ESP32's heap must hold); the cost
 of one input scan pass; an idle board's CPU (bench/idle.py: the firmware's share apart from the
 harness's, and as an estimated share of an ESP32 by pystone scores); the flash stalls of the
-outbox on LittleFS with ESP32 flash timing (bench/flash.py); and pin-edge-to-PUBLISH latency on
-loopback. Ends with one JSON line. Run from the repository root:
+outbox on LittleFS with ESP32 flash timing (bench/flash.py); an RFID tag's placement to its scan
+event (the shortest tap a reader always catches); and pin-edge-to-PUBLISH latency on loopback.
+Ends with one JSON line. Run from the repository root:
 `.venv/bin/python -m bench.firmware [--quick]`.
 """
 
@@ -65,6 +66,48 @@ for i in range(N):
     ins.scan(i)
 us = time.ticks_diff(time.ticks_us(), t) - (bench.hardware_us - hw)
 emit({"scan_us": us / N, "alloc_bytes_per_pass": (gc.mem_alloc() - before) / N})
+"""
+
+# Two readers as on a station (default period, one bus lock); tags placed on the first at
+# random moments of its poll cycle, each lifted once scanned: placement to scan event, in ms.
+# A 7-byte UID (two cascade levels, as most badges and NTAG cards): the longest common read.
+TAP = """
+import asyncio, random, time, hal
+from vdevices import bench
+from vtest import emit
+from mfrc522_model import MFRC522 as Model
+from andon.mfrc522 import MFRC522
+from andon.rfid import Reader, PERIOD_MS
+
+scans = []
+def sink(kind, data, ticks):
+    if kind == "scan":
+        scans.append(ticks)
+
+async def main():
+    spi = hal.SPI(2)
+    tray = Model()
+    readers = []
+    for cs, model in ((5, tray), (15, Model())):
+        bench.attach(cs, model)
+        readers.append(Reader(str(cs), "badge", MFRC522(spi, hal.Pin(cs, hal.Pin.OUT, value=1))))
+    tasks = [asyncio.create_task(r.run(sink)) for r in readers]
+    random.seed(1)
+    out = []
+    for i in range(PLACEMENTS):
+        await asyncio.sleep_ms(random.randint(0, PERIOD_MS))
+        uid = bytes((0x04, i, 0xA1, 0xB2, 0xC3, 0xD4, 0x80))
+        tray.place(uid)
+        placed = time.ticks_ms()
+        while len(scans) == i:
+            await asyncio.sleep_ms(10)  # the scan's own ticks are measured, not this wait
+        out.append(time.ticks_diff(scans[i], placed))
+        tray.remove(uid)
+    for t in tasks:
+        t.cancel()
+    emit({"ms": out, "period_ms": PERIOD_MS})
+
+asyncio.run(main())
 """
 
 
@@ -213,6 +256,25 @@ def firmware_share(step: int) -> dict:
     }
 
 
+def tag_figures(bits: int, placements: int) -> dict:
+    """Placement to scan event over `placements` tags placed at random moments: its max is
+    the shortest tap always caught (a tag must lie on the reader until its read ends)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = TAP.replace("PLACEMENTS", str(placements))
+        data = run_script(source, Path(tmp), bits=bits, timeout=placements * 2 + 30).data
+    ms = sorted(data["ms"])
+    print(
+        f"[{bits}-bit] tag placed to scan event over {len(ms)} placements (poll period "
+        f"{data['period_ms']} ms): p50 {statistics.median(ms):.0f} ms, max {ms[-1]} ms",
+        flush=True,
+    )
+    return {
+        "tag_to_scan_ms_p50": statistics.median(ms),
+        "tag_to_scan_ms_max": ms[-1],
+        "rfid_period_ms": data["period_ms"],
+    }
+
+
 def cpu_figures(bits: int, idle_s: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         scan = run_script(SCAN, Path(tmp), bits=bits).data
@@ -251,12 +313,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="coarser bisection, shorter runs")
     args = parser.parse_args()
-    step, idle_s, edges = (8, 8.0, 40) if args.quick else (4, 20.0, 120)
+    step, idle_s, edges, placements = (8, 8.0, 40, 15) if args.quick else (4, 20.0, 120, 50)
     out: dict = {"board": BOARD}
     for bits in VMS:
         suffix = "" if bits == 64 else "_32bit"
         out.update({k + suffix: v for k, v in heap_figures(bits, step).items()})
         out.update({k + suffix: v for k, v in cpu_figures(bits, idle_s).items()})
+        out.update({k + suffix: v for k, v in tag_figures(bits, placements).items()})
     out.update(firmware_share(step))
     stalls = flash_stalls(32)
     print(

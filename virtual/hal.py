@@ -7,7 +7,7 @@ import gc
 import machine
 import time
 
-from vdevices import bench
+from vdevices import bench, hardware
 
 
 _PINS = {}
@@ -49,7 +49,8 @@ class Pin(machine.PinBase):
         if value is not None:
             self.value(value)
 
-    def value(self, v=None):
+    @hardware
+    def value(self, v=None, _=None):
         bench.sample_heap()
         if v is None:
             return bench.read(self.id)
@@ -80,7 +81,8 @@ class ADC:
     def atten(self, a):
         pass
 
-    def read_u16(self):
+    @hardware
+    def read_u16(self, _a=None, _b=None):
         bench.sample_heap()
         return bench.read_adc(self.id)
 
@@ -91,12 +93,14 @@ class SPI:
             raise ValueError("SPI(%s) doesn't exist" % id)
         self.id = id
 
+    @hardware
     def write_readinto(self, out, into):
         rx = bench.spi_transfer(self.id, out)
         for i in range(len(into)):
             into[i] = rx[i]
 
-    def write(self, out):
+    @hardware
+    def write(self, out, _=None):
         bench.spi_transfer(self.id, out)
 
     def readinto(self, into, write=0):

@@ -249,3 +249,51 @@ async def main():
     assert data["cleared"] is True
     assert data["faults"] == [["post", "reader"], ["post", "clear"]]
     assert data["scans"] == ["04A1B2C3D4E580"]
+
+
+def test_an_empty_poll_wakes_its_task_twice_and_touches_ten_registers(mpy):
+    # An idle board's readers poll 5 times a second each, and that is most of its CPU: each
+    # empty poll must cost the field's settling and the chip's receive window (two sleeps,
+    # where the driver polled its interrupt register every millisecond) and the few registers
+    # REQA needs, while still switching the field on and off and ending on the chip's timer.
+    data = run_bench(
+        mpy,
+        """
+sleeps = [0]
+sleep_ms = asyncio.sleep_ms
+def counted(ms):
+    sleeps[0] += 1
+    return sleep_ms(ms)
+asyncio.sleep_ms = counted
+
+class Counting(Model):
+    windows = 0  # chip-select windows: one register access each
+    fields = 0   # the field switched on
+    def select(self):
+        Counting.windows += 1
+        super().select()
+    def write(self, reg, v):
+        if reg == 0x14 and v & 0x03 and not self.field_on():
+            Counting.fields += 1
+        super().write(reg, v)
+
+async def main():
+    model = Counting()
+    r = reader("post", "post", 5, model)
+    await r._init()
+    await r.poll(sink)               # the first poll also checks the chip's registers
+    before = [sleeps[0], Counting.windows, Counting.fields]
+    for _ in range(10):
+        await r.poll(sink)
+    after = [sleeps[0], Counting.windows, Counting.fields]
+    return {"per_poll": [(a - b) / 10 for a, b in zip(after, before)],
+            "timer": model.regs[0x04] & 0x01, "field_on": model.field_on(), "scans": scans}
+""",
+    )
+    sleeps, registers, fields = data["per_poll"]
+    assert sleeps <= 2
+    assert registers <= 10
+    assert fields == 1  # the field came on once a poll...
+    assert data["field_on"] is False  # ...and is off between polls
+    assert data["timer"] == 1
+    assert data["scans"] == []

@@ -1,6 +1,6 @@
 # NXP MFRC522 driver at register level, for ISO 14443-3 Type A tags (4-, 7- and 10-byte UIDs).
-# Every wait yields to asyncio: the chip's own timer ends a receive, and we poll its interrupt
-# register once a millisecond instead of spinning on it.
+# Every wait yields to asyncio: the chip's own timer ends a receive, and the driver sleeps
+# through it in one go, then reads the interrupt register, instead of spinning on it.
 import asyncio
 import time
 from micropython import const
@@ -36,6 +36,7 @@ _RX_IRQ = const(0x20)
 _IDLE_IRQ = const(0x10)
 _ERR_IRQ = const(0x02)
 _TIMER_IRQ = const(0x01)
+_ENDS_RECEIVE = const(_RX_IRQ | _IDLE_IRQ | _ERR_IRQ | _TIMER_IRQ)
 _CRC_IRQ = const(0x04)
 _COLL_ERR = const(0x08)
 _BAD = const(0x13)  # BufferOvfl, ParityErr, ProtocolErr
@@ -49,9 +50,9 @@ _HLTA = b"\x50\x00\x57\xcd"  # HLTA with its CRC_A
 
 class MFRC522:
     # A Type A tag answers REQA, anticollision and SELECT within about 91 us (ISO 14443-3's
-    # frame delay time): a 3 ms timer covers it thirty times over, and an empty poll (no tag,
-    # the usual case) ends after 3 ms instead of 25, so an idle reader wakes its task a few
-    # times per poll, not 25.
+    # frame delay time), its longest answer (5 bytes) over by 0.6 ms: a 3 ms timer covers it
+    # five times over, and an empty poll (no tag, the usual case) ends after 3 ms instead of
+    # 25. The driver sleeps through that window once: an idle reader's receive is one wake.
     def __init__(self, spi, cs, rst=None, timeout_ms=3):
         self.spi = spi
         self.cs = cs
@@ -95,8 +96,8 @@ class MFRC522:
             self._write(_FIFO_DATA, data[i])
 
     async def _wait(self, reg, mask):
-        # The chip's timer normally ends a receive; the deadline backstops a chip that lost
-        # its settings (a brown-out) or went away.
+        # The chip's interrupt register, polled once a millisecond until `mask` shows. The
+        # deadline backstops a chip that lost its settings (a brown-out) or went away.
         deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms + 20)
         while True:
             irq = self._read(reg) & mask
@@ -144,9 +145,9 @@ class MFRC522:
         return "ok" if self._settings_kept() else "reset"
 
     def antenna(self, on):
-        # Off, every tag loses power and starts again from IDLE when the field returns.
-        v = self._read(_TX_CONTROL)
-        self._write(_TX_CONTROL, v | 0x03 if on else v & 0xFC)
+        # Off, every tag loses power and starts again from IDLE when the field returns. The
+        # register's other bits keep their reset value (80h): written whole, not read first.
+        self._write(_TX_CONTROL, 0x83 if on else 0x80)
 
     async def _crc(self, data, n):
         # CRC_A of data[:n], computed by the chip's coprocessor; None if it never finishes.
@@ -165,7 +166,13 @@ class MFRC522:
         self._write(_COM_IRQ, 0x7F)
         self._write(_COMMAND, _TRANSCEIVE)
         self._write(_BIT_FRAMING, 0x80 | align << 4 | bits)  # StartSend, RxAlign, TxLastBits
-        irq = await self._wait(_COM_IRQ, _RX_IRQ | _ERR_IRQ | _IDLE_IRQ | _TIMER_IRQ)
+        # An answer or the timer ends the receive within timeout_ms of the frame: sleep through
+        # that in one go (one more millisecond for the granularity of ticks_ms), then look. On
+        # the idle path (no tag) every wake and every coroutine counts: this is the only one.
+        await asyncio.sleep_ms(self.timeout_ms + 1)
+        irq = self._read(_COM_IRQ) & _ENDS_RECEIVE
+        if not irq:  # the timer never fired: the chip lost its settings, or went away
+            irq = await self._wait(_COM_IRQ, _ENDS_RECEIVE)
         self._write(_COMMAND, _IDLE)
         if not irq & (_RX_IRQ | _ERR_IRQ):
             return 0
@@ -187,10 +194,8 @@ class MFRC522:
         self.errors += 1
         return None
 
-    async def request(self, wake=False):
-        # REQA (tags in IDLE) or WUPA (IDLE and HALT): the ATQA, or None when nobody answers.
-        self._frame[0] = _WUPA if wake else _REQA
-        n = await self._transceive(self._frame, 1, 7)
+    def _atqa(self, n):
+        # The answer to REQA or WUPA, n bytes long: the ATQA, or None when nobody answered.
         if n == 0:
             return None
         if n != 2:
@@ -286,7 +291,8 @@ class MFRC522:
         # One tag's UID, which is then halted; None if no tag answers or its answer is bad.
         before = self.errors
         self._colls = 0
-        atqa = await self.request(wake)
+        self._frame[0] = _WUPA if wake else _REQA  # WUPA wakes HALT tags too; REQA only IDLE
+        atqa = self._atqa(await self._transceive(self._frame, 1, 7))
         if atqa is None and self.errors == before:
             return None  # nobody answered
         uid = None if atqa is None else await self.select()
