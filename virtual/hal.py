@@ -51,7 +51,7 @@ class Pin(machine.PinBase):
 
     @hardware
     def value(self, v=None, _=None):
-        bench.sample_heap()
+        bench.sample_heap_often()
         if v is None:
             return bench.read(self.id)
         bench.set_output(self.id, 1 if v else 0)
@@ -83,7 +83,7 @@ class ADC:
 
     @hardware
     def read_u16(self, _a=None, _b=None):
-        bench.sample_heap()
+        bench.sample_heap_often()
         return bench.read_adc(self.id)
 
 

@@ -29,7 +29,7 @@ CHIP_PINS = {
     "esp32": (_span(0, 19) | _span(21, 23) | _span(25, 27) | _span(32, 39), _span(34, 39)),
     "esp32s3": (_span(0, 21) | _span(26, 48), set()),
 }
-from time import ticks_diff, ticks_us
+from time import ticks_diff, ticks_ms, ticks_us
 
 
 HARDWARE_US_MASK = (1 << 30) - 1  # the largest small int of a 32-bit VM: no allocation
@@ -87,6 +87,7 @@ class Bench:
         self.clock_offset = 0  # ms the virtual RTC is ahead of the host clock
         self.wdt_feeds = 0
         self.heap_peak = 0
+        self._sampled_at = None  # ticks_ms of the last sample at a pin access
         self.hardware_us = 0  # time spent in the virtual hardware (hardware())
         self.timing = False  # inside a timed call: the calls it makes are counted with it
         self.irqs = {}  # pin -> (trigger mask, handler, pin object) or None: Pin.irq
@@ -195,6 +196,15 @@ class Bench:
         a = gc.mem_alloc()
         if a > self.heap_peak:
             self.heap_peak = a
+
+    def sample_heap_often(self):
+        # At a pin or ADC access, at most once a millisecond: gc.mem_alloc() walks the whole
+        # heap's allocation table, which took 90 % of a virtual register access and swamped
+        # the firmware's share of an idle board's CPU (bench/idle.py) with timing noise.
+        now = ticks_ms()
+        if now != self._sampled_at:
+            self._sampled_at = now
+            self.sample_heap()
 
 
 def _is_open(sock):

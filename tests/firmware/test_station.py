@@ -379,8 +379,8 @@ def test_the_status_led_blinks_while_unconnected_and_is_steady_once_connected(tm
         link_up(board)
         until("steady on", lambda: board.pin(led)["level"] == 1)
         steady = board.pin(led)
-        later = until("a second of refreshes", lambda: (p := board.pin(led))["refreshes"]
-                      >= steady["refreshes"] + 4 and p)
+        later = until("two more looks at the link", lambda: (p := board.pin(led))["refreshes"]
+                      >= steady["refreshes"] + 2 and p)
     finally:
         board.stop()
     assert later["toggles"] == steady["toggles"] and later["level"] == 1

@@ -15,6 +15,11 @@ from andon.uplink import Uplink
 TELEMETRY_MS = 30000
 NTP_RETRY_MS = 10000
 WIFI_POLL_MS = 250
+# The link's state (Wi-Fi, broker) changes unannounced: the light task looks at it this often
+# while the link is up (a drop shows on the tower within a second), and blinks the status LED
+# at the faster pace while it is not. Each wake costs an ESP32 what a PC's core barely notices.
+LINK_LOOK_UP_MS = 1000
+LINK_LOOK_DOWN_MS = 250
 SETTLED_MS = 600000  # a board up this long starts the next fault's back-off afresh
 NTP_RESYNC_MS = 6 * 3600 * 1000
 NON_CRITICAL = ("cycle",)  # may be refused when the outbox is full; nothing else is
@@ -182,9 +187,10 @@ class Station:
                 link = self.link_state()
                 self.refresh_light()
             self.refreshes += 1
+            up = self.link.state == "up"
             if self.led is not None:  # steady: connected; blinking: running, not connected
-                self.led.value(1 if self.link.state == "up" else self.refreshes & 1)
-            await asyncio.sleep_ms(250)
+                self.led.value(1 if up else self.refreshes & 1)
+            await asyncio.sleep_ms(LINK_LOOK_UP_MS if up else LINK_LOOK_DOWN_MS)
 
     async def run(self, wdt):
         fault.wdt = wdt  # a fault's back-off must keep feeding it
