@@ -10,6 +10,10 @@ MAX_TAGS = 4  # tags read per poll; a kanban post holds one card, a stack a few
 # other reader's turn and its own read (about 250 ms, bench/firmware.py measures it): a tap
 # of 300 ms or more is always caught. People tap for 0.3-1 s.
 PERIOD_MS = 200
+# A kanban card is not tapped on its post: it is put there and stays until it is collected.
+# Read within about 550 ms instead of 250 is nothing to a refill, and each poll with a card
+# on the post is a whole read (the field drops between polls): the post polls 2.5x less.
+POST_PERIOD_MS = 500
 INIT_RETRY_MS = 5000
 CHECK_EVERY = 20  # polls between checks of the chip's registers; at once after a failed read
 
@@ -18,11 +22,13 @@ BUS = asyncio.Lock()
 
 
 class Reader:
-    def __init__(self, name, role, driver, holdoff_ms=1500, period_ms=PERIOD_MS, lock=BUS):
+    def __init__(self, name, role, driver, holdoff_ms=1500, period_ms=None, lock=BUS):
         self.name = name
         self.role = role
         self.chip = driver
         self.holdoff_ms = holdoff_ms
+        if period_ms is None:
+            period_ms = POST_PERIOD_MS if role == "post" else PERIOD_MS
         self.period_ms = period_ms
         self.lock = lock
         self.present = {}  # uid hex -> ticks_ms when last seen

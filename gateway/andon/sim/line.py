@@ -32,7 +32,10 @@ log = logging.getLogger("andon.sim")
 REBOOT_POLL_S = 0.25  # how soon a board that reset itself boots again
 SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
 UID_DIGITS = (8, 14, 20)  # a 4, 7 or 10 byte tag UID, in hex
-SCAN_HOLD_MS = 400  # a tag lies on the reader this long: the firmware catches 300 ms taps
+# A tag lies on the reader this long: the firmware catches 300 ms taps (badge, receive), and a
+# card on its post within about 550 ms (it polls a post every 500 ms: rfid.POST_PERIOD_MS).
+SCAN_HOLD_MS = {"post": 800}
+TAP_HOLD_MS = 400
 DEFAULT_HOLDOFF_MS = 1500  # the firmware's, for a reader whose config gives none
 REPLACE_MARGIN_MS = 250  # and a few polls more before the same tag counts as placed again
 BUTTONS = {  # what a person calls a button -> the input's role
@@ -96,6 +99,10 @@ class SimBoard:
                 f"{self.key} has no {reader!r} reader; its readers: {', '.join(readers)}"
             )
         return reader
+
+    def reader_role(self, name: str) -> str:
+        readers = (self.config.get("rfid") or {}).get("readers", [])
+        return next(r["role"] for r in readers if r["name"] == name)
 
     def holdoff_s(self, reader: str) -> float:
         """The reader's hold-off, and a poll more (docs/board-config.md: 1500 ms default)."""
@@ -261,7 +268,7 @@ class VirtualLine:
         if last_uid == uid:
             time.sleep(max(0.0, lifted + sb.holdoff_s(name) - time.monotonic()))
         sb.board.place_tag(name, uid)
-        time.sleep(SCAN_HOLD_MS / 1000)
+        time.sleep(SCAN_HOLD_MS.get(sb.reader_role(name), TAP_HOLD_MS) / 1000)
         sb.board.remove_tag(name)
         sb.lifted[name] = (uid, time.monotonic())
 
