@@ -436,7 +436,7 @@ class Gateway:
 
     # --- MQTT (the network thread: enqueue only) ------------------------------------------
 
-    def _mqtt_client(self) -> mqtt.Client:
+    def _mqtt_client(self) -> BufferedClient:
         client_id = self.config.gateway.client_id
         client = BufferedClient(
             mqtt.CallbackAPIVersion.VERSION2,
