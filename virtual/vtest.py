@@ -16,6 +16,17 @@ def emit(data):
     sys.stdout.write(MARK + json.dumps(out) + "\n")
 
 
+async def until(cond, ms=10000, step_ms=5):
+    # Wait in the VM's own loop until cond() holds (True), or give up after ms (False).
+    import asyncio
+
+    for _ in range(ms // step_ms):
+        if cond():
+            return True
+        await asyncio.sleep_ms(step_ms)
+    return False
+
+
 def run(coro):
     # Run an async test body; its return value is emitted.
     import asyncio

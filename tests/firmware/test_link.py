@@ -27,7 +27,7 @@ import asyncio, json, os
 import hal
 from andon import link as linkmod
 from andon.link import Link
-from vtest import run
+from vtest import run, until as wait_until
 
 births = []
 got = []
@@ -52,12 +52,8 @@ def make(broker, client_id="S1"):
                 on_message=lambda t, p, r: got.append([t, p.decode(), r]),
                 on_up=lambda: ups.append(1))
 
-async def until(cond, ms=30000):
-    for _ in range(ms // 20):
-        if cond():
-            return True
-        await asyncio.sleep_ms(20)
-    return False
+async def until(cond, ms=30000):  # a link's reconnects take seconds
+    return await wait_until(cond, ms, 20)
 
 def exists(name):
     try:

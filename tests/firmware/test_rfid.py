@@ -150,12 +150,7 @@ run(main())
 
 
 async_until = """
-async def until(cond, ms=10000):
-    for _ in range(ms // 5):
-        if cond():
-            return True
-        await asyncio.sleep_ms(5)
-    return False
+from vtest import until
 """
 
 
