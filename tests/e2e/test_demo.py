@@ -133,6 +133,20 @@ def test_a_second_terminal_acts_on_the_demo_which_ctrl_c_ends_cleanly(tmp_path):
     assert not (tmp_path / "var" / "demo" / "sim" / "sim.json").exists()  # the line is down
 
 
+def brokers_in(cwd: Path) -> list[int]:
+    """Mosquitto processes running in `cwd` (the demo starts its broker there)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "comm").read_text().strip() == "mosquitto" and (
+                (proc / "cwd").resolve() == cwd.resolve()
+            ):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not a process
+    return found
+
+
 def test_sigterm_while_starting_stops_everything_cleanly(tmp_path):
     demo, lines = _start_demo(tmp_path)
     try:
@@ -145,6 +159,7 @@ def test_sigterm_while_starting_stops_everything_cleanly(tmp_path):
     stderr = demo.stderr.read()
     assert (code, stderr.strip()) == (0, "")
     assert any("stopped while starting" in x for x in lines)
+    assert brokers_in(tmp_path) == []  # it said so: its Mosquitto is gone too
     broker_conf = (tmp_path / "var/demo/broker/mosquitto.conf").read_text()
     assert "allow_anonymous false" in broker_conf and "acl_file" in broker_conf
 

@@ -77,6 +77,13 @@ class Broker:
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C at the terminal is the demo's to handle
         )
+        try:
+            self._wait_listening(timeout)
+        except BaseException:  # a failed start, or a signal meanwhile: no broker left behind
+            self.stop()
+            raise
+
+    def _wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -89,7 +96,6 @@ class Broker:
             ):
                 return
             time.sleep(0.02)
-        self.stop()
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout}s")
 
     def kill(self) -> None:

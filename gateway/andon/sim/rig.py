@@ -167,8 +167,8 @@ class Rig:
 
     def __enter__(self) -> Rig:
         try:
+            self._stack.callback(self.broker.stop)  # first: a signal may come during start
             self.broker.start()
-            self._stack.callback(self.broker.stop)
             user, password = (
                 (WATCHER, self.secured.watcher_password) if self.secured else (None, None)
             )
