@@ -134,9 +134,9 @@ class NetworkLoop:
             with contextlib.suppress(BlockingIOError):
                 self._wake_r.recv(4096)
         rc = mqtt.MQTT_ERR_SUCCESS
-        if sock in readable or pending or self._client.buffered():
+        if sock in readable or pending:
             rc = self._client.loop_read()
-        for _ in range(READ_BURST):  # the rest of what one recv brought, without a select each
+        for _ in range(READ_BURST):  # what a recv brought is parsed without a select each
             if rc != mqtt.MQTT_ERR_SUCCESS or not self._client.buffered():
                 break
             rc = self._client.loop_read()

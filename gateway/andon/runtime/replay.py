@@ -132,8 +132,8 @@ def plant_view(config: PlantConfig, at_ms: int | None = None) -> dict:
 
 class LogFollower:
     """The whole plant, kept up to date from a shared store's log: the plant-wide view a
-    gateway of several serves (`andon status`, the API, the board), reading only what was
-    logged since it last looked instead of the whole log at every request.
+    gateway of several serves (the API, the board, /metrics), reading only what was logged
+    since it last looked instead of the whole log at every request.
 
     The log is followed line by line. Gateways reserve log positions in blocks, so across lines
     a position may become visible after higher ones of another gateway; within a line, one
@@ -153,7 +153,7 @@ class LogFollower:
             if self._store is None:
                 self._store = open_store(self._config)
             self._catch_up(self._store)
-            self._plant.advance(max(wall_ms() if at_ms is None else at_ms, self._plant.now or 0))
+            self._plant.advance(wall_ms() if at_ms is None else at_ms)
             return self._plant.view()
 
     def _catch_up(self, store: Store) -> int:

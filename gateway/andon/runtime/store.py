@@ -418,9 +418,9 @@ class _SqliteTransaction:
         return done
 
     def _progress(self, board: str) -> Progress | None:
-        if board in self.touched or board not in self._forgotten:
-            return self.touched.get(board) or self.known.progress.get(board)
-        return None
+        if board in self.touched:
+            return self.touched[board]
+        return None if board in self._forgotten else self.known.progress.get(board)
 
     def forget_progress(self, board: str) -> None:
         """Drop what the store knows of the board's numbering (its progress, its events held

@@ -32,10 +32,9 @@ log = logging.getLogger("andon.sim")
 REBOOT_POLL_S = 0.25  # how soon a board that reset itself boots again
 SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
 UID_DIGITS = (8, 14, 20)  # a 4, 7 or 10 byte tag UID, in hex
-# A tag lies on the reader this long: the firmware catches 300 ms taps (badge, receive), and a
-# card on its post within about 550 ms (it polls a post every 500 ms: rfid.POST_PERIOD_MS).
-SCAN_HOLD_MS = {"post": 800}
-TAP_HOLD_MS = 400
+# A tag lies on the reader this long, by its role: the firmware catches 300 ms taps (badge,
+# receive), and a card on its post within about 550 ms (rfid.POST_PERIOD_MS: 500 ms polls).
+SCAN_HOLD_MS = {"post": 800, "receive": 400, "badge": 400}
 DEFAULT_HOLDOFF_MS = 1500  # the firmware's, for a reader whose config gives none
 REPLACE_MARGIN_MS = 250  # and a few polls more before the same tag counts as placed again
 BUTTONS = {  # what a person calls a button -> the input's role
@@ -100,14 +99,14 @@ class SimBoard:
             )
         return reader
 
-    def reader_role(self, name: str) -> str:
-        readers = (self.config.get("rfid") or {}).get("readers", [])
-        return next(r["role"] for r in readers if r["name"] == name)
+    def reader(self, name: str) -> dict:
+        """A reader's configuration, by a name `reader_named` gave."""
+        return next(r for r in self.config["rfid"]["readers"] if r["name"] == name)
 
     def holdoff_s(self, reader: str) -> float:
         """The reader's hold-off, and a poll more (docs/board-config.md: 1500 ms default)."""
-        readers = {r["name"]: r for r in self.config["rfid"]["readers"]}
-        return (readers[reader].get("holdoff_ms", DEFAULT_HOLDOFF_MS) + REPLACE_MARGIN_MS) / 1000
+        holdoff_ms = self.reader(reader).get("holdoff_ms", DEFAULT_HOLDOFF_MS)
+        return (holdoff_ms + REPLACE_MARGIN_MS) / 1000
 
     def power_up_levels(self) -> dict[str, bool]:
         """Every input idle at power-up: the NC cord closed, buttons released."""
@@ -268,7 +267,7 @@ class VirtualLine:
         if last_uid == uid:
             time.sleep(max(0.0, lifted + sb.holdoff_s(name) - time.monotonic()))
         sb.board.place_tag(name, uid)
-        time.sleep(SCAN_HOLD_MS.get(sb.reader_role(name), TAP_HOLD_MS) / 1000)
+        time.sleep(SCAN_HOLD_MS[sb.reader(name)["role"]] / 1000)
         sb.board.remove_tag(name)
         sb.lifted[name] = (uid, time.monotonic())
 
