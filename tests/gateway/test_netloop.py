@@ -46,14 +46,16 @@ class Listener:
 
 @contextmanager
 def looped(
-    broker, keepalive: int = 60, clean: bool = True
+    broker, keepalive: int = 60, clean: bool = True, on_message=None
 ) -> Iterator[tuple[BufferedClient, NetworkLoop, list]]:
     """A client with a Last Will, driven by a NetworkLoop; yields it, its loop and the log of
-    its connects. The loop is stopped at the end unless the test stopped it."""
+    its connects. The loop is stopped at the end unless the test stopped it. `on_message` is
+    set before the loop starts: a queued session's messages may arrive at the first read."""
     client = BufferedClient(
         mqtt.CallbackAPIVersion.VERSION2, client_id="looped", clean_session=clean
     )
     client.will_set(WILL, b"gone", qos=1)
+    client.on_message = on_message
     connects: list[float] = []
     client.on_connect = lambda *_: connects.append(time.monotonic())
     loop = NetworkLoop(client, backoff_s=(0.1, 0.5))
@@ -107,8 +109,7 @@ def test_a_backlog_is_read_many_packets_a_recv_and_every_message_delivered_in_or
     finally:
         publisher.close()
     reads["looped"] = 0
-    with looped(broker, clean=False) as (client, _loop, connects):
-        client.on_message = lambda _c, _u, m: got.put(m.payload)
+    with looped(broker, clean=False, on_message=lambda _c, _u, m: got.put(m.payload)):
         received = [got.get(timeout=10) for _ in range(300)]
     assert received == [b"%d" % i for i in range(300)]
     assert reads["looped"] < 100  # paho's own reading takes at least 900 for 300 messages
