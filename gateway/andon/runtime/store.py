@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+import pydantic_core
+
 if TYPE_CHECKING:
     from andon.config import PlantConfig
 
@@ -298,8 +300,14 @@ def _insert_all(db: sqlite3.Connection, table: str, rows: list[tuple]) -> None:
     conflict = f" WHERE true ON CONFLICT {upsert}" if upsert else ""
     db.execute(
         f"INSERT INTO {table} ({columns}) SELECT {values} FROM json_each(?){conflict}",
-        (json.dumps(rows),),
+        (to_json_text(rows),),
     )
+
+
+def to_json_text(data: object) -> str:
+    """JSON for a TEXT column; pydantic's encoder is several times faster than `json.dumps`
+    on the rows of a batch (and a str, not bytes: SQLite reads a BLOB as its binary JSONB)."""
+    return pydantic_core.to_json(data).decode()
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -577,7 +585,7 @@ class _SqliteTransaction:
             for b, p in self.touched.items()
             if p != known.get(b) or b in self._forgotten  # its row is deleted below
         ]
-        records = [(kind, key, json.dumps(data)) for (kind, key), data in self._records.items()]
+        records = [(kind, key, to_json_text(data)) for (kind, key), data in self._records.items()]
         presence = [(board, boot, online) for board, (boot, online) in self._presence.items()]
         for board in self._forgotten:
             self.db.execute("DELETE FROM progress WHERE board = ?", (board,))
