@@ -55,6 +55,7 @@ def looped(
         mqtt.CallbackAPIVersion.VERSION2, client_id="looped", clean_session=clean
     )
     client.will_set(WILL, b"gone", qos=1)
+    client.max_inflight_messages_set(0)  # as the gateway's: paho holds no publish back
     client.on_message = on_message
     connects: list[float] = []
     client.on_connect = lambda *_: connects.append(time.monotonic())
@@ -113,6 +114,86 @@ def test_a_backlog_is_read_many_packets_a_recv_and_every_message_delivered_in_or
         received = [got.get(timeout=10) for _ in range(300)]
     assert received == [b"%d" % i for i in range(300)]
     assert reads["looped"] < 100  # paho's own reading takes at least 900 for 300 messages
+
+
+class ChokedSocket:
+    """A socket that takes at most `most` bytes a send, and refuses every other send (a full
+    kernel buffer), as a slow link does."""
+
+    def __init__(self, sock: socket.socket, most: int) -> None:
+        self._sock, self._most, self._sends = sock, most, 0
+
+    def send(self, data) -> int:
+        self._sends += 1
+        if self._sends % 2 == 0:
+            raise BlockingIOError
+        return self._sock.send(bytes(data[: self._most]))
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def publish_held_back(client: BufferedClient, count: int) -> list[bytes]:
+    """Publish `count` messages while the network loop is held before its next write, so that
+    they are all queued when it writes: as when the worker publishes a batch's acks and states
+    while the network thread is busy reading."""
+    release = threading.Event()
+    paho_write = client.loop_write
+
+    def held_write():
+        release.wait(5)
+        return paho_write()
+
+    client.loop_write = held_write
+    payloads = [b"%d" % i for i in range(count)]
+    for payload in payloads:
+        client.publish("test/gathered", payload, qos=1)
+    release.set()
+    return payloads
+
+
+def sends_of(monkeypatch, client_id: str) -> list[int]:
+    """The sizes of what paho's own send puts on that client's socket."""
+    sizes: list[int] = []
+    paho_send = mqtt.Client._sock_send
+
+    def counted(self, buf):
+        sent = paho_send(self, buf)
+        if self._client_id == client_id.encode():
+            sizes.append(sent)
+        return sent
+
+    monkeypatch.setattr(mqtt.Client, "_sock_send", counted)
+    return sizes
+
+
+def test_queued_packets_go_out_together_in_order(broker, monkeypatch):
+    listener = Listener(broker, "test/gathered")
+    try:
+        with looped(broker) as (client, _loop, connects):
+            wait_for("connected", lambda: connects)
+            sizes = sends_of(monkeypatch, "looped")
+            payloads = publish_held_back(client, 300)
+            got = [listener.take() for _ in range(300)]
+    finally:
+        listener.close()
+    assert [payload for _, payload in got] == payloads
+    assert 1 <= len(sizes) < 10  # paho's own writing sends each of the 300 alone
+
+
+def test_a_socket_that_takes_little_at_a_time_still_gets_every_packet_in_order(broker, monkeypatch):
+    listener = Listener(broker, "test/gathered")
+    try:
+        with looped(broker) as (client, _loop, connects):
+            wait_for("connected", lambda: connects)
+            client._sock = ChokedSocket(client.socket(), 100)  # read and written through now
+            sizes = sends_of(monkeypatch, "looped")
+            payloads = publish_held_back(client, 300)
+            got = [listener.take() for _ in range(300)]
+    finally:
+        listener.close()
+    assert [payload for _, payload in got] == payloads
+    assert max(sizes) <= 100 and sum(sizes) > 300 * 10  # every byte, in pieces
 
 
 def test_stop_disconnects_cleanly_so_the_broker_drops_the_will(broker):

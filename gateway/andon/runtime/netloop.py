@@ -24,21 +24,30 @@ log = logging.getLogger("andon.mqtt")
 _TICK_S = 1.0  # select timeout: keepalive pings and the stop flag are looked at this often
 READ_CHUNK = 65536  # bytes one recv may take: a burst's packets in one system call
 READ_BURST = 1000  # packets read in a row from what is buffered, before writing again
+WRITE_CHUNK = 65536  # bytes of queued packets gathered into one send
+_DISCONNECT = 0xE0  # paho closes the socket once this packet is "sent": it must really be
 
 
 class BufferedClient(mqtt.Client):
-    """paho's client, reading its socket in large chunks. paho reads each packet's type byte,
-    length and body with a `recv` each: three system calls per message, and on a busy gateway
-    three waits to retake the interpreter lock from the worker after each. Here one `recv`
-    serves many packets; `buffered()` tells the network loop what is read and not yet taken.
-    `_sock_recv` is paho's own (2.x): a paho that no longer reads through it reads as before,
-    and `buffered()` stays 0."""
+    """paho's client, reading and writing its socket in large chunks.
+
+    paho reads each packet's type byte, length and body with a `recv` each: three system calls
+    per message, and on a busy gateway three waits to retake the interpreter lock from the
+    worker after each. Here one `recv` serves many packets; `buffered()` tells the network
+    loop what is read and not yet taken. paho also sends each packet it writes (a PUBACK per
+    event, a board's ack, a station's state) with a `send` of its own; here the packets queued
+    behind one are gathered and go out with the last in one `send`.
+
+    `_sock_recv`, `_sock_send` and `_out_packet` are paho's own (2.x): a paho that no longer
+    reads and writes through them reads and writes as before, and `buffered()` stays 0."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._chunk = b""
         self._offset = 0
         self._chunk_of: object = None  # the socket the chunk came from
+        self._held = bytearray()  # packets paho counts as sent, to go out with the next one
+        self._held_of: object = None
 
     def buffered(self) -> int:
         """Bytes of the current connection read from the socket and not yet parsed."""
@@ -53,6 +62,21 @@ class BufferedClient(mqtt.Client):
         start = self._offset
         self._offset = min(start + bufsize, len(self._chunk))
         return self._chunk[start : self._offset]
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        if self._held_of is not self.socket():  # a new connection: the old one's bytes died
+            self._held, self._held_of = bytearray(), self.socket()
+        if self._out_packet and len(self._held) < WRITE_CHUNK and buf[0] & 0xF0 != _DISCONNECT:
+            self._held += buf  # paho's write loop pops the next packet at once
+            return len(buf)
+        if not self._held:
+            return super()._sock_send(buf)
+        held = len(self._held)
+        sent = super()._sock_send(self._held + buf)  # raising, it sent nothing: all stays held
+        del self._held[:sent]
+        if sent <= held:
+            raise BlockingIOError  # this packet not begun: paho queues it again, writes later
+        return sent - held
 
 
 class NetworkLoop:
