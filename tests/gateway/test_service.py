@@ -193,10 +193,17 @@ def test_duplicates_and_an_outbox_replay_are_applied_once(running):
     w.publish(topic("S01"), evt(3, "cord_pulled", base=1))
     w.wait_for(lambda t, b: t == topic("S01", "ack") and b["seq"] == 3)
     assert logged(running.config) == [("S01", 1), ("S01", 2), ("S01", 3)]
+    # each pull applied once: two calls, not a third for the re-delivery or the replay (the
+    # states cannot tell: a batch publishes only a station's last state, and on a loaded
+    # machine the pull and the reset can share one)
+    store = SqliteStore(running.config.gateway.database)
+    try:
+        calls = [(c["station"], c["resolution"], c["repeats"]) for c in store.records("call")]
+    finally:
+        store.close()
+    assert calls == [("S01", "cord_reset", 0), ("S01", None, 0)]
     # a commit publishes the state before the ack, so the last state is in by now
-    states = [b["state"] for t, b in w.seen if t == topic("S01", "state")]
-    assert states.count("called") == 2
-    assert states[-3:] == ["called", "running", "called"]
+    assert [b["state"] for t, b in w.seen if t == topic("S01", "state")][-1] == "called"
 
 
 def test_the_ack_carries_the_highest_contiguous_seq(running):
