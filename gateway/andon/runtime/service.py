@@ -323,7 +323,7 @@ class Gateway:
             self._leases = LineLeases(
                 config.store.url,
                 self.store.owner,
-                [line.id for line in config.lines],
+                config.line_groups(),
                 config.gateway.lease_s,
                 lambda epochs: self._inbox.put(_Owned(epochs)),
             )
