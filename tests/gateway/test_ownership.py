@@ -9,6 +9,7 @@ from datetime import datetime
 
 import psycopg
 import pytest
+import tomli_w
 
 from andon.config import PlantConfig
 from andon.runtime.ownership import LineLeases
@@ -246,3 +247,46 @@ def test_a_loop_across_two_lines_is_served_by_one_gateway_even_across_a_takeover
         ),
         15,
     )
+
+
+def test_replay_check_on_postgresql_compares_each_lines_latest_projection(
+    two_gateways, postgres, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from andon.cli import app
+
+    (a, b), watcher, config = two_gateways
+    plant_file = tmp_path / "plant.toml"
+    plant_file.write_text(tomli_w.dumps(config.model_dump(mode="json", exclude_defaults=True)))
+
+    def replay_check():
+        return CliRunner().invoke(app, ["replay", "--config", str(plant_file), "--check"])
+
+    wait_for("the lines split", lambda: len(a._owned or ()) == len(b._owned or ()) == 1, 15)
+    nothing = replay_check()  # no gateway saved a projection yet
+    assert nothing.exit_code == 2, nothing.output
+    assert "no projection is stored yet" in nothing.output
+    for line, board in zip(["L1", "L2"], BOARDS.values(), strict=True):
+        watcher.publish(f"andon/v1/{SITE}/{line}/S01/evt", evt(1, board=board))
+        acked(watcher, line, 1)
+    a.stop()  # each saves the projection of the lines it owns
+    b.stop()
+    with psycopg.connect(postgres, autocommit=True) as db:
+        scopes = dict(db.execute("SELECT scope, snapshot FROM projection"))
+        assert set(scopes) in ({"L1", "L2"}, {"L1", "L1,L2"}, {"L2", "L1,L2"})
+        # an older projection of L2, superseded: not compared
+        db.execute("INSERT INTO projection VALUES ('L0,L2', 0, 0, '{}')")
+    passed = replay_check()
+    assert passed.exit_code == 0, passed.output
+    assert "the log rebuilds the stored projection of L1, L2" in passed.output
+    latest = max(scopes, key=len)
+    tampered = json.loads(scopes[latest]) | {"calls": []}
+    with psycopg.connect(postgres, autocommit=True) as db:
+        db.execute(
+            "UPDATE projection SET snapshot = %s WHERE scope = %s", (json.dumps(tampered), latest)
+        )
+    failed = replay_check()
+    assert failed.exit_code == 1, failed.output
+    assert f"[{latest}] calls: the log gives [" in failed.output
+    assert "the projection holds []" in failed.output

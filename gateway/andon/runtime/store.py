@@ -253,6 +253,10 @@ class Transaction(Protocol):
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]: ...
     def projection(self) -> Projection | None: ...
+    def projections(self) -> dict[str, Projection]:
+        """Every stored projection, by the lines it holds ("L1,L2"; "": the whole plant)."""
+        ...
+
     def clock(self) -> int: ...
     def log(self, after: int = 0, since: int | None = None) -> Iterator[LoggedEntry]: ...
     def line_log(self, line: str, after: int) -> list[LoggedEntry]: ...
@@ -713,6 +717,11 @@ class SqliteStore:
     def projection(self) -> Projection | None:
         row = self.db.execute("SELECT pos, clock, snapshot FROM projection").fetchone()
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
+
+    def projections(self) -> dict[str, Projection]:
+        """The one projection, of the whole plant (one gateway serves every line)."""
+        projection = self.projection()
+        return {"": projection} if projection else {}
 
     def clock(self) -> int:
         return self.db.execute("SELECT now FROM clock").fetchone()[0]

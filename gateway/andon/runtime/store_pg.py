@@ -222,6 +222,8 @@ class _PgTransaction(_SqliteTransaction):
         ).fetchone()[0]
 
     def save_projection(self, projection: Projection) -> None:
+        if not self.scope:  # a gateway that owns no line: its plant is empty
+            return
         self.db.execute(
             "INSERT INTO projection VALUES (?,?,?,?) ON CONFLICT (scope) DO UPDATE"
             " SET pos=excluded.pos, clock=excluded.clock, snapshot=excluded.snapshot",
@@ -298,6 +300,12 @@ class PgStore(SqliteStore):
             "SELECT pos, clock, snapshot FROM projection WHERE scope=?", (self.scope,)
         ).fetchone()
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
+
+    def projections(self) -> dict[str, Projection]:
+        """Each set of lines' projection, as the gateway that owned them last saved it (not
+        the empty plant an earlier version saved for a gateway that owned no line)."""
+        rows = self.db.execute("SELECT * FROM projection WHERE scope <> ''").fetchall()
+        return {scope: Projection(pos, clock, json.loads(snap)) for scope, pos, clock, snap in rows}
 
 
 _CASTS = {"text": "", "int": "::bigint", "bool": "::boolean"}
