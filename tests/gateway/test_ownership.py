@@ -290,3 +290,12 @@ def test_replay_check_on_postgresql_compares_each_lines_latest_projection(
     assert failed.exit_code == 1, failed.output
     assert f"[{latest}] calls: the log gives [" in failed.output
     assert "the projection holds []" in failed.output
+
+
+def test_a_gateway_that_serves_no_line_saves_no_projection(two_gateways_one_loop, postgres):
+    (a, b), _, _ = two_gateways_one_loop
+    wait_for("one serves both lines", lambda: [a._owned, b._owned] in OWN_BOTH, 15)
+    idle = a if not a._owned else b
+    idle.stop()  # an empty plant's projection would stand for every line in replay --check
+    with psycopg.connect(postgres) as db:
+        assert db.execute("SELECT scope FROM projection").fetchall() == []

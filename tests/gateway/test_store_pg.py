@@ -129,13 +129,11 @@ def test_the_migration_to_call_fact_fills_it_from_the_calls_already_stored(postg
     assert call_facts(postgres) == [("L1/C-000001", "L1", "S1", "quality", 100, 130, None, None)]
 
 
-def test_each_set_of_lines_keeps_its_projection_and_a_gateway_owning_none_saves_none(pg):
-    for scope, pos in (("", 1), ("L1", 2), ("L1,L2", 3)):
+def test_each_set_of_lines_keeps_its_projection_apart(pg):
+    saved = {"": 1, "L1": 2, "L1,L2": 3}  # scope -> position; "": a store of the whole plant
+    for scope, pos in saved.items():
         pg.scope = scope
         with pg.transaction() as tx:
             tx.save_projection(Projection(pos, 0, {"scope": scope}))
-    assert pg.projections() == {
-        "L1": Projection(2, 0, {"scope": "L1"}),
-        "L1,L2": Projection(3, 0, {"scope": "L1,L2"}),
-    }
+    assert pg.projections() == {s: Projection(p, 0, {"scope": s}) for s, p in saved.items()}
     assert pg.projection() == Projection(3, 0, {"scope": "L1,L2"})  # its own scope's
