@@ -222,8 +222,6 @@ class _PgTransaction(_SqliteTransaction):
         ).fetchone()[0]
 
     def save_projection(self, projection: Projection) -> None:
-        if not self.scope:  # a gateway that owns no line: its plant is empty
-            return
         self.db.execute(
             "INSERT INTO projection VALUES (?,?,?,?) ON CONFLICT (scope) DO UPDATE"
             " SET pos=excluded.pos, clock=excluded.clock, snapshot=excluded.snapshot",
@@ -302,9 +300,8 @@ class PgStore(SqliteStore):
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
 
     def projections(self) -> dict[str, Projection]:
-        """Each set of lines' projection, as the gateway that owned them last saved it (not
-        the empty plant an earlier version saved for a gateway that owned no line)."""
-        rows = self.db.execute("SELECT * FROM projection WHERE scope <> ''").fetchall()
+        """Each set of lines' projection, as the gateway that owned them last saved it."""
+        rows = self.db.execute("SELECT scope, pos, clock, snapshot FROM projection").fetchall()
         return {scope: Projection(pos, clock, json.loads(snap)) for scope, pos, clock, snap in rows}
 
 
@@ -342,6 +339,10 @@ class PgReader(_Qmark):
     @staticmethod
     def record_id(line: str, key: str) -> str:
         return f"({line} || '/' || {key})"  # as `_PgTransaction.record` keys them
+
+    @staticmethod
+    def bytewise(text: str) -> str:
+        return f'({text}) COLLATE "C"'
 
     @staticmethod
     def within(line: str, at: str, spans: Spans) -> tuple[str, list]:
