@@ -50,10 +50,21 @@ def postgres_cluster() -> Cluster:
 _databases = itertools.count(1)
 
 
+def _database(cluster: Cluster, options: str = "") -> str:
+    name = f"test{next(_databases)}"
+    with psycopg.connect(cluster.url, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name} {options}")
+    return cluster.url.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.fixture
 def postgres(postgres_cluster) -> str:
-    """The URL of an empty database of the test's own."""
-    name = f"test{next(_databases)}"
-    with psycopg.connect(postgres_cluster.url, autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")
-    return postgres_cluster.url.rsplit("/", 1)[0] + "/" + name
+    """The URL of an empty database of the test's own (text sorted by its bytes, C.UTF-8)."""
+    return _database(postgres_cluster)
+
+
+@pytest.fixture
+def postgres_icu(postgres_cluster) -> str:
+    """The URL of an empty database of the test's own that sorts text by ICU's English rules
+    ("a1" before "B1"), as a plant's database created under an en_US locale does."""
+    return _database(postgres_cluster, "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")

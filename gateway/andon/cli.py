@@ -314,23 +314,26 @@ def replay(
         bool, typer.Option("--check", help="Compare the rebuilt state with the projection.")
     ] = False,
 ) -> None:
-    """Rebuild the plant from the whole event log; with --check, exit 1 if it disagrees, 2 if
-    there is no projection to compare with."""
+    """Rebuild the plant from the whole event log and compare it with the stored projections
+    (on PostgreSQL, each line's latest); with --check, exit 1 if it disagrees, 2 if there is
+    no projection to compare with."""
     from andon.runtime.replay import NothingToCompare, replay_check
 
     plant = plant_or_exit(config)
     store = open_store(plant, config)
     try:
-        differences = replay_check(plant, store)
+        checked = replay_check(plant, store)
     except NothingToCompare as exc:
         typer.echo(f"andon replay: {exc}", err=True)
         raise typer.Exit(2) from None
     finally:
         store.close()
-    for line in differences:
+    for line in checked.differences:
         typer.echo(line)
-    if not differences:
-        typer.echo("replay: the whole log rebuilds the stored projection")
+    if checked.unchecked:
+        typer.echo(f"replay: no projection holds {', '.join(checked.unchecked)}: not checked")
+    if not checked.differences:
+        typer.echo(f"replay: the log rebuilds the stored projection of {', '.join(checked.lines)}")
     elif check:
         raise typer.Exit(1)
 

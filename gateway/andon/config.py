@@ -553,6 +553,21 @@ class PlantConfig(_Section):
         part.model_post_init(None)
         return part
 
+    def line_groups(self) -> list[list[str]]:
+        """The lines one gateway of several must own together: those a kanban loop links (its
+        post and receive stations), transitively. Each group in the plant file's order of
+        its lines, the groups in the order of their first line."""
+        group_of = {line.id: [line.id] for line in self.lines}
+        for loop in self.kanban:
+            post, receive = group_of[loop.post.line], group_of[loop.receive.line]
+            if post is not receive:
+                post.extend(receive)
+                for line_id in receive:
+                    group_of[line_id] = post
+        order = {line.id: i for i, line in enumerate(self.lines)}
+        groups = {id(g): sorted(g, key=order.__getitem__) for g in group_of.values()}
+        return sorted(groups.values(), key=lambda g: order[g[0]])
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

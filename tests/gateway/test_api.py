@@ -8,20 +8,23 @@ from fastapi.testclient import TestClient
 
 from andon.config import ConfigError, PlantConfig, hash_token, load_plant
 from andon.runtime.api import make_app
-from andon.runtime.store import SqliteStore
+from andon.runtime.store import SqliteStore, open_store
 
 TOKEN = "dashboard-0123456789abcdef"
 SUPERVISOR = "supervisor-0123456789abcdef"
 VIEW = {"site": "P1", "lines": [{"id": "L1", "state": "called"}, {"id": "L2", "state": "running"}]}
 
 
-def plant(tmp_path, **gateway) -> PlantConfig:
+def plant(
+    tmp_path, lines: list[dict] | None = None, store: dict | None = None, **gateway
+) -> PlantConfig:
     station = {"id": "S1", "name": "S1", "board": "B1", "profile": "esp32-devkitc"}
     return PlantConfig.model_validate(
         {
             "site": "P1",
             "gateway": {"database": str(tmp_path / "andon.db"), **gateway},
-            "lines": [{"id": "L1", "name": "L1", "stations": [station]}],
+            "store": store or {},
+            "lines": lines or [{"id": "L1", "name": "L1", "stations": [station]}],
             "api_tokens": [
                 {"name": "dashboard", "hash": hash_token(TOKEN)},  # role viewer by default
                 {"name": "boss", "role": "supervisor", "hash": hash_token(SUPERVISOR)},
@@ -174,3 +177,48 @@ def test_rejections_lists_recent_dead_letters_by_reason(tmp_path):
     assert [r["received"] for r in found["recent"]] == [2000, 3000]
     every = client.get("/api/v1/rejections", headers=auth()).json()
     assert every["recent"][0]["size"] == 5000 and len(every["recent"][0]["sha256"]) == 64
+
+
+# Calls and orders of three lines, begun out of their ids' order: (line, number, time). By id,
+# SQLite ("C-L1-B-000001") and PostgreSQL ("L1-B/C-L1-B-000001") would not even agree on L1-B.
+BEGUN = [("L2", 1, 1000), ("L1-B", 1, 2000), ("L1", 1, 3000), ("L2", 2, 3000), ("L1", 2, 5000)]
+OLDEST_FIRST = ["L2-000001", "L1-B-000001", "L1-000001", "L2-000002", "L1-000002"]
+
+
+def test_calls_and_orders_list_oldest_first_across_lines_the_same_in_either_store(
+    tmp_path, postgres_icu
+):
+    lines = [
+        {"id": ln, "name": ln, "stations": [{"id": "S1", "name": "S1", "board": f"B{ln}",
+                                             "profile": "esp32-devkitc"}]}
+        for ln in ("L1", "L2", "L1-B")
+    ]  # fmt: skip
+    listed = []
+    for store in ({}, {"url": postgres_icu}):  # SQLite, then PostgreSQL
+        config = plant(tmp_path, lines=lines, store=store)
+        db = open_store(config)
+        with db.transaction() as tx:
+            for line, n, begun in BEGUN:
+                call, order = f"C-{line}-{n:06d}", f"K-{line}-{n:06d}"
+                tx.record("call", call, {"id": call, "line": line, "opened": begun})
+                tx.record("order", order, {"id": order, "line": line, "posted": begun})
+        db.close()
+        client = TestClient(make_app(config, StandIn()))
+        listed.append(
+            [
+                [r["id"] for r in client.get(f"/api/v1/{route}{query}", headers=auth()).json()]
+                for route in ("calls", "orders")
+                for query in ("", "?limit=2")
+            ]
+        )
+    sqlite, postgresql = listed
+    assert (
+        sqlite
+        == postgresql
+        == [
+            [f"C-{i}" for i in OLDEST_FIRST],
+            [f"C-{i}" for i in OLDEST_FIRST[-2:]],  # the plant's latest two
+            [f"K-{i}" for i in OLDEST_FIRST],
+            [f"K-{i}" for i in OLDEST_FIRST[-2:]],
+        ]
+    )

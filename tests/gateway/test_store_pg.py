@@ -6,7 +6,7 @@ import json
 import psycopg
 import pytest
 
-from andon.runtime.store import Fenced
+from andon.runtime.store import Fenced, Projection
 from andon.runtime.store_pg import MIGRATIONS, POS_BLOCK, PgStore, migrate
 from tests.gateway.test_store import event
 
@@ -127,3 +127,13 @@ def test_the_migration_to_call_fact_fills_it_from_the_calls_already_stored(postg
         )
     PgStore(postgres).close()  # migrates
     assert call_facts(postgres) == [("L1/C-000001", "L1", "S1", "quality", 100, 130, None, None)]
+
+
+def test_each_set_of_lines_keeps_its_projection_apart(pg):
+    saved = {"": 1, "L1": 2, "L1,L2": 3}  # scope -> position; "": a store of the whole plant
+    for scope, pos in saved.items():
+        pg.scope = scope
+        with pg.transaction() as tx:
+            tx.save_projection(Projection(pos, 0, {"scope": scope}))
+    assert pg.projections() == {s: Projection(p, 0, {"scope": s}) for s, p in saved.items()}
+    assert pg.projection() == Projection(3, 0, {"scope": "L1,L2"})  # its own scope's

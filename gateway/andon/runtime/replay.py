@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from andon import contract
 from andon.config import PlantConfig
 from andon.core import Plant, Record
 from andon.core.effects import Effect
-from andon.runtime.store import OPERATOR, Entry, LoggedEntry, Store, open_store
+from andon.runtime.store import OPERATOR, Entry, LoggedEntry, Projection, Store, open_store
 
 log = logging.getLogger("andon.gateway")
 
@@ -95,20 +96,65 @@ def restorable(config: PlantConfig, store: Store) -> bool:
     return True
 
 
-def replay_check(config: PlantConfig, store: Store) -> list[str]:
-    """Rebuild from the whole log up to the stored projection and compare: the differences.
-    Raises NothingToCompare when no projection is stored: an empty comparison proves nothing."""
-    projection = store.projection()
-    if projection is None:
+@dataclass
+class Checked:
+    """What `replay_check` found: the differences, and the lines it compared and could not."""
+
+    differences: list[str]
+    lines: list[str]  # those a stored projection holds
+    unchecked: list[str]  # those no projection holds yet
+
+
+def replay_check(config: PlantConfig, store: Store) -> Checked:
+    """Rebuild from the log up to each stored projection and compare.
+
+    One gateway stores one projection, of the whole plant. Several on PostgreSQL store one per
+    set of lines a gateway owned: each line is checked against the latest that holds it (its
+    lines are rebuilt together, as the gateway that saved it had them). Raises
+    NothingToCompare when no projection is stored: an empty comparison proves nothing."""
+    latest = _latest_per_line(config, store.projections())
+    if not latest:
         raise NothingToCompare(
-            "no projection is stored yet (a gateway saves one when it stops, and every"
-            f" {SNAPSHOT_EVERY} log entries): there is nothing to compare the log with"
+            "no projection is stored yet for the plant's lines (a gateway saves one when it"
+            f" stops, and every {SNAPSHOT_EVERY} log entries): there is nothing to compare the"
+            " log with"
         )
-    plant = Plant(config)
+    differences = []
+    for scope, projection in latest.items():
+        part = config.only_lines(set(scope.split(","))) if scope else config
+        named = f"[{scope}] " if scope else ""
+        differences += [named + d for d in _compare(part, store, projection)]
+    held = {line.id: any(_holds(scope, line.id) for scope in latest) for line in config.lines}
+    return Checked(
+        differences,
+        lines=[line for line, checked in held.items() if checked],
+        unchecked=[line for line, checked in held.items() if not checked],
+    )
+
+
+def _holds(scope: str, line: str) -> bool:
+    return not scope or line in scope.split(",")
+
+
+def _latest_per_line(config: PlantConfig, stored: dict[str, Projection]) -> dict[str, Projection]:
+    """The projections to check: for each line, the latest that holds it ("": every line)."""
+    latest = {}
+    for line in config.lines:
+        holding = [scope for scope in stored if _holds(scope, line.id)]
+        if holding:
+            scope = max(holding, key=lambda s: (stored[s].pos, stored[s].clock))
+            latest[scope] = stored[scope]
+    return latest
+
+
+def _compare(config: PlantConfig, store: Store, projection: Projection) -> list[str]:
+    """The plant of `config`'s lines from the log up to the projection, against it."""
+    plant, lines = Plant(config), {line.id for line in config.lines}
     for entry in store.log():
         if entry.pos > projection.pos:
             break
-        plant.apply(record_of(config.site, entry))
+        if entry.line in lines:
+            plant.apply(record_of(config.site, entry))
     plant.advance(projection.clock)
     rebuilt, stored = plant.snapshot(), projection.snapshot
     return [

@@ -173,7 +173,7 @@ FROM stop
 LEFT JOIN record note ON note.kind = 'annotation' AND note.id = {call_id}
 LEFT JOIN call_fact fact ON fact.id = {call_id}
 WHERE stop.start < ? AND stop."end" > ?
-ORDER BY stop.start, stop.line
+ORDER BY stop.start, {stop_line}
 """
 STOP_COLUMNS = ("line", "station", "cause", "call", "start", "end", "reason")
 JSON_INTEGERS = ("started", "ended", "posted", "due", "received")  # ms times in the records
@@ -193,6 +193,7 @@ def read_stops(db: Reader, period: Period, now: int) -> list[dict]:
         reason=_member(db, "note.data", "reason"),
         call_id=db.record_id("stop.line", "stop.call"),
         stops=db.record_table("stop"),
+        stop_line=db.bytewise("stop.line"),
     )
     rows = db.execute(sql, (now, period.end, period.start))
     return [dict(zip(STOP_COLUMNS, row, strict=True)) for row in rows]
@@ -204,7 +205,7 @@ def read_orders(db: Reader, period: Period) -> list[dict]:
     rows = db.execute(
         f"SELECT {fields} FROM {db.record_table('order')} AS record"
         f" WHERE {posted} >= ? AND {posted} < ?"
-        f" ORDER BY {posted}, {_member(db, 'data', 'id')}",  # as posted, in either store
+        f" ORDER BY {posted}, {db.bytewise(_member(db, 'data', 'id'))}",  # as posted
         (period.start, period.end),
     )
     return [dict(zip(ORDER_COLUMNS, row, strict=True)) for row in rows]

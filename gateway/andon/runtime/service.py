@@ -323,7 +323,7 @@ class Gateway:
             self._leases = LineLeases(
                 config.store.url,
                 self.store.owner,
-                [line.id for line in config.lines],
+                config.line_groups(),
                 config.gateway.lease_s,
                 lambda epochs: self._inbox.put(_Owned(epochs)),
             )
@@ -837,6 +837,8 @@ class Gateway:
         return [*retained, *outbox], deliveries
 
     def _save_projection(self, tx: Transaction) -> None:
+        if self._owned == set():  # one of several, serving no line: its plant holds nothing
+            return
         tx.save_projection(Projection(self._pos, self._clock, self.plant.snapshot()))
         self._since_snapshot = 0
 

@@ -255,6 +255,10 @@ class Transaction(Protocol):
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]: ...
     def projection(self) -> Projection | None: ...
+    def projections(self) -> dict[str, Projection]:
+        """Every stored projection, by the lines it holds ("L1,L2"; "": the whole plant)."""
+        ...
+
     def clock(self) -> int: ...
     def log(self, after: int = 0, since: int | None = None) -> Iterator[LoggedEntry]: ...
     def line_log(self, line: str, after: int) -> list[LoggedEntry]: ...
@@ -722,6 +726,11 @@ class SqliteStore:
         row = self.db.execute("SELECT pos, clock, snapshot FROM projection").fetchone()
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
 
+    def projections(self) -> dict[str, Projection]:
+        """The one projection, of the whole plant (one gateway serves every line)."""
+        projection = self.projection()
+        return {"": projection} if projection else {}
+
     def clock(self) -> int:
         return self.db.execute("SELECT now FROM clock").fetchone()[0]
 
@@ -820,9 +829,20 @@ class Executes(Protocol):
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
 
 
+# When each kind of record begins: the lists of records are in that order.
+_RECORD_TIME = {"call": "opened", "order": "posted", "stop": "started", "alert": "opened"}
+
+
 def _records_in(db: Executes, kind: str) -> list[dict]:
-    rows = db.execute("SELECT data FROM record WHERE kind=? ORDER BY id", (kind,))
-    return [json.loads(data) for (data,) in rows]
+    """The records of `kind`, oldest first: by the time each began (a call's `opened`, an
+    order's `posted`), then line and id. Sorted here, on the records' own members: the order
+    is the same in either store, whatever the ids' form there ("line/id" in PostgreSQL) and
+    the database's collation, and a supervisor's last N are the plant's latest."""
+    rows = db.execute("SELECT data FROM record WHERE kind=?", (kind,))
+    time = _RECORD_TIME.get(kind, "at")  # annotations
+    found = [json.loads(data) for (data,) in rows]
+    found.sort(key=lambda r: (r.get(time) or 0, r.get("line") or "", r.get("id") or ""))
+    return found
 
 
 def _rejections_in(db: Executes, since: int, limit: int) -> dict:
@@ -889,6 +909,10 @@ class Reader(Executes, Protocol):
     def record_id(self, line: str, key: str) -> str:
         """The SQL of the `record` table's id of the record `key` of `line`."""
 
+    def bytewise(self, text: str) -> str:
+        """The SQL text `text`, ordered by its bytes as SQLite orders it (not by the
+        database's collation, which may put "a1" before "B1"): a list in the same order."""
+
     def within(self, line: str, at: str, spans: Spans) -> tuple[str, list]:
         """A SQL condition, and its arguments: the time `at` lies in one of the spans of
         `line` (both SQL expressions)."""
@@ -920,6 +944,10 @@ class SqliteReader:
     @staticmethod
     def record_id(line: str, key: str) -> str:
         return key
+
+    @staticmethod
+    def bytewise(text: str) -> str:
+        return text  # SQLite's own BINARY collation
 
     def within(self, line: str, at: str, spans: Spans) -> tuple[str, list]:
         # A Python function: one bisection per row, no join (a year of calls, bench/board.py)

@@ -299,6 +299,11 @@ class PgStore(SqliteStore):
         ).fetchone()
         return Projection(row[0], row[1], json.loads(row[2])) if row else None
 
+    def projections(self) -> dict[str, Projection]:
+        """Each set of lines' projection, as the gateway that owned them last saved it."""
+        rows = self.db.execute("SELECT scope, pos, clock, snapshot FROM projection").fetchall()
+        return {scope: Projection(pos, clock, json.loads(snap)) for scope, pos, clock, snap in rows}
+
 
 _CASTS = {"text": "", "int": "::bigint", "bool": "::boolean"}
 
@@ -334,6 +339,10 @@ class PgReader(_Qmark):
     @staticmethod
     def record_id(line: str, key: str) -> str:
         return f"({line} || '/' || {key})"  # as `_PgTransaction.record` keys them
+
+    @staticmethod
+    def bytewise(text: str) -> str:
+        return f'({text}) COLLATE "C"'
 
     @staticmethod
     def within(line: str, at: str, spans: Spans) -> tuple[str, list]:
