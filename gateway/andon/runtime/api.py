@@ -80,21 +80,15 @@ def make_app(config: PlantConfig, source: Source) -> FastAPI:
                 return each
         raise HTTPException(404, f"no line {line_id!r} in the plant")
 
-    def latest(kind: str, closed_by: str, open_only: bool, limit: int) -> list[dict]:
-        """The last `limit` records of `kind`, oldest first; with `open_only`, those whose
-        `closed_by` is still unset."""
-        found = plant_records(config, kind)
-        return [r for r in found if not open_only or r[closed_by] is None][-limit:]
-
     @app.get(f"{PREFIX}/calls", dependencies=authorized)
     def calls(open_only: OpenOnly = False, limit: Limit = 100) -> list[dict]:
         """Call records, oldest first: the last `limit`; `open=true`: not resolved yet."""
-        return latest("call", "resolved", open_only, limit)
+        return plant_records(config, "call", limit, open_only)
 
     @app.get(f"{PREFIX}/orders", dependencies=authorized)
     def orders(open_only: OpenOnly = False, limit: Limit = 100) -> list[dict]:
         """Replenishment orders, oldest first: the last `limit`; `open=true`: not received."""
-        return latest("order", "received", open_only, limit)
+        return plant_records(config, "order", limit, open_only)
 
     app.mount("/metrics", metrics_app(source))  # Prometheus, no token: like health
     return app

@@ -672,6 +672,10 @@ class _SqliteTransaction:
 class SqliteStore:
     """The embedded store: one SQLite file in WAL mode, one writer."""
 
+    @property
+    def dialect(self) -> Dialect:
+        return SqliteReader  # its SQL spellings are static
+
     def __init__(
         self,
         path: Path | str,
@@ -795,7 +799,7 @@ class SqliteStore:
         return json.loads(found[0]) if found else None
 
     def records(self, kind: str) -> list[dict]:
-        return _records_in(self.db, kind)
+        return _records_in(self.db, self.dialect, kind)
 
     def rejections(self) -> dict[str, int]:
         rows = self.db.execute("SELECT reason, COUNT(*) FROM dead_letter GROUP BY reason")
@@ -829,20 +833,33 @@ class Executes(Protocol):
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows: ...
 
 
-# When each kind of record begins: the lists of records are in that order.
+# When each kind of record begins, and the member set once it is closed: lists of records are
+# in the order of the first, and "open" ones are those without the second.
 _RECORD_TIME = {"call": "opened", "order": "posted", "stop": "started", "alert": "opened"}
+RECORD_CLOSED = {"call": "resolved", "order": "received"}
 
 
-def _records_in(db: Executes, kind: str) -> list[dict]:
+def _records_in(
+    db: Executes, dialect: Dialect, kind: str, limit: int | None = None, open_only: bool = False
+) -> list[dict]:
     """The records of `kind`, oldest first: by the time each began (a call's `opened`, an
-    order's `posted`), then line and id. Sorted here, on the records' own members: the order
-    is the same in either store, whatever the ids' form there ("line/id" in PostgreSQL) and
-    the database's collation, and a supervisor's last N are the plant's latest."""
-    rows = db.execute("SELECT data FROM record WHERE kind=?", (kind,))
-    time = _RECORD_TIME.get(kind, "at")  # annotations
-    found = [json.loads(data) for (data,) in rows]
-    found.sort(key=lambda r: (r.get(time) or 0, r.get("line") or "", r.get("id") or ""))
-    return found
+    order's `posted`), then line and id, all on the records' own members and bytewise, so that
+    the order is the same in either store, whatever the ids' form there ("line/id" in
+    PostgreSQL) and the database's collation. With `limit`, the plant's latest `limit`; with
+    `open_only`, those not closed yet. The database sorts and cuts: a year of records is never
+    parsed for a page of them."""
+    time = dialect.field("data", _RECORD_TIME.get(kind, "at"), "int")  # annotations: "at"
+    line, key = (
+        dialect.bytewise(f"coalesce({dialect.field('data', n)}, '')") for n in ("line", "id")
+    )
+    where = f" AND {dialect.field('data', RECORD_CLOSED[kind])} IS NULL" if open_only else ""
+    cut = "" if limit is None else f" LIMIT {int(limit)}"
+    rows = db.execute(
+        f"SELECT data FROM record WHERE kind = ?{where}"
+        f" ORDER BY coalesce({time}, 0) DESC, {line} DESC, {key} DESC{cut}",
+        (kind,),
+    ).fetchall()
+    return [json.loads(data) for (data,) in reversed(rows)]
 
 
 def _rejections_in(db: Executes, since: int, limit: int) -> dict:
@@ -871,7 +888,7 @@ def records(database: Path, kind: str) -> list[dict[str, Any]]:
         return []
     reader = SqliteReader(database)
     try:
-        return _records_in(reader, kind)
+        return _records_in(reader, reader, kind)
     finally:
         reader.close()
 
@@ -890,7 +907,18 @@ JsonKind = Literal["text", "int", "bool"]
 Spans = dict[str, list[tuple[int, int]]]  # per line, [start, end) ms, sorted and disjoint
 
 
-class Reader(Executes, Protocol):
+class Dialect(Protocol):
+    """What SQLite and PostgreSQL spell differently in the SQL both stores' reads share."""
+
+    def field(self, column: str, name: str, kind: JsonKind = "text") -> str:
+        """The SQL of the member `name` of the JSON object in `column`, as a `kind`."""
+
+    def bytewise(self, text: str) -> str:
+        """The SQL text `text`, ordered by its bytes as SQLite orders it (not by the
+        database's collation, which may put "a1" before "B1"): a list in the same order."""
+
+
+class Reader(Executes, Dialect, Protocol):
     """A read-only connection to the plant's store, for the plant-wide views (the API's records
     and rejections, reports, /metrics, doctor) beside running gateways. Their SQL is written
     once, with `?` placeholders; these methods spell the few things SQLite and PostgreSQL say
@@ -900,18 +928,11 @@ class Reader(Executes, Protocol):
         """A SQL table of the records of `kind` (one of ours, not a user's): `id`, and `data`
         parsed once per row where the database parses JSON apart from reading a member."""
 
-    def field(self, column: str, name: str, kind: JsonKind = "text") -> str:
-        """The SQL of the member `name` of the JSON object in `column`, as a `kind`."""
-
     def joined(self, expr: str) -> str:
         """The SQL aggregate of `expr`'s values in a group, comma-separated, NULLs left out."""
 
     def record_id(self, line: str, key: str) -> str:
         """The SQL of the `record` table's id of the record `key` of `line`."""
-
-    def bytewise(self, text: str) -> str:
-        """The SQL text `text`, ordered by its bytes as SQLite orders it (not by the
-        database's collation, which may put "a1" before "B1"): a list in the same order."""
 
     def within(self, line: str, at: str, spans: Spans) -> tuple[str, list]:
         """A SQL condition, and its arguments: the time `at` lies in one of the spans of
@@ -988,9 +1009,11 @@ def read_plant(config: PlantConfig, read: Callable[[Reader], T], missing: T) -> 
         reader.close()
 
 
-def plant_records(config: PlantConfig, kind: str) -> list[dict]:
-    """The plant's call or order records."""
-    return read_plant(config, lambda db: _records_in(db, kind), [])
+def plant_records(
+    config: PlantConfig, kind: str, limit: int | None = None, open_only: bool = False
+) -> list[dict]:
+    """The plant's call or order records (`_records_in`)."""
+    return read_plant(config, lambda db: _records_in(db, db, kind, limit, open_only), [])
 
 
 def plant_rejections(config: PlantConfig, since: int = 0, limit: int = 100) -> dict:

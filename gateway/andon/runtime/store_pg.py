@@ -236,6 +236,10 @@ class PgStore(SqliteStore):
     """The shared store. `owner` names the gateway; `fence` (line -> epoch), once set, is
     checked at every commit; `scope` names the projection this gateway reads and writes."""
 
+    @property
+    def dialect(self) -> type[PgReader]:
+        return PgReader
+
     def __init__(
         self,
         url: str,
