@@ -27,6 +27,12 @@ from pathlib import Path
 
 from bench.flash import flash_stalls
 from bench.idle import idle_rounds, on_esp32
+from bench.instructions import (
+    have_valgrind,
+    idle_instructions,
+    on_esp32_by_instructions,
+    pystone_instructions,
+)
 from tests.firmware.paho_watch import Watcher
 from tests.firmware.standin import AckStandIn
 from tests.firmware.test_station import (
@@ -276,6 +282,40 @@ def tag_figures(bits: int, placements: int) -> dict:
     }
 
 
+def instruction_figures(bits: int, window_s: float) -> dict:
+    """The idle station's firmware in instructions (bench/instructions.py): no machine load in
+    it. None without valgrind."""
+    if not have_valgrind():
+        print(f"[{bits}-bit] no valgrind (apt-get install -y valgrind): no instruction figures")
+        return dict.fromkeys(
+            (
+                "idle_instructions_per_s",
+                "idle_esp32_percent_by_instructions",
+                "idle_esp32_percent_by_instructions_without_rfid",
+                "pystone_instructions",
+            )
+        )
+    per_pystone = pystone_instructions(bits)
+    station = idle_instructions(bits, window_s)
+    bare = idle_instructions(bits, window_s, drop=("rfid",))
+    esp32 = on_esp32_by_instructions(station["per_s"], per_pystone)
+    esp32_bare = on_esp32_by_instructions(bare["per_s"], per_pystone)
+    print(
+        f"[{bits}-bit] idle station on stubbed hardware, counted by callgrind: "
+        f"{station['per_s'] / 1e6:.2f} M instructions/s ({station['rfid_polls_per_s']:.1f} RFID "
+        f"polls/s), {bare['per_s'] / 1e6:.2f} M without the readers; a pystone "
+        f"{per_pystone / 1e3:.1f} k instructions: ~ {esp32:.1f} % of an ESP32 "
+        f"({esp32_bare:.1f} % without the readers; an estimate, a lower bound)",
+        flush=True,
+    )
+    return {
+        "idle_instructions_per_s": round(station["per_s"]),
+        "idle_esp32_percent_by_instructions": round(esp32, 2),
+        "idle_esp32_percent_by_instructions_without_rfid": round(esp32_bare, 2),
+        "pystone_instructions": round(per_pystone),
+    }
+
+
 def _median(rounds: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rounds)
 
@@ -315,6 +355,7 @@ def cpu_figures(bits: int, rounds: int, window_s: float) -> dict:
         flush=True,
     )
     return {
+        **instruction_figures(bits, window_s),
         "pystones": round(score),
         "idle_cpu_percent": round(_median(station, "firmware_percent"), 4),
         "idle_harness_cpu_percent": round(_median(station, "harness_percent"), 4),
@@ -367,7 +408,10 @@ def main() -> None:
         "edges": len(lat),
         "debounce_ms": DEBOUNCE_MS,
     }
-    out["estimates"] = "*_esp32_*: the VM's CPU scaled by its pystones to an ESP32's 1,300/s"
+    out["estimates"] = (
+        "*_esp32_*: the VM's CPU scaled by its pystones to an ESP32's 1,300/s; *_by_instructions:"
+        " its instructions (callgrind) by a pystone's"
+    )
     print(json.dumps(out))
 
 
