@@ -94,14 +94,12 @@ def _shares(
     }
 
 
-def _user_share(pid: int, ticks_before: tuple[float, int, int]) -> float:
-    """The share of a VM's CPU in user mode since `ticks_before`: the kernel splits it by clock
-    ticks, too few in one window (a tick there moved a window's user time by a third), so
-    one split for all the rounds; the VM's whole life's if even these have none."""
+def _user_share(pid: int) -> float:
+    """The share of a VM's CPU in user mode, over its life: the kernel splits it by clock ticks,
+    far too few in an idle window (a few dozen in all the rounds: their split scattered by
+    20 points), so the boot's count too. It leans to user mode (a boot computes more than it
+    sleeps), so the estimate leans high."""
     _, utime, stime = cpu_times(pid)
-    du, ds = utime - ticks_before[1], stime - ticks_before[2]
-    if du + ds:
-        return du / (du + ds)
     return utime / (utime + stime) if utime + stime else 1.0
 
 
@@ -124,7 +122,6 @@ def idle_rounds(
             for board in boards.values():
                 booted(board)
                 until("boot report acked", lambda b=board: b.status()["outbox"] == 0)
-            ticks = {n: cpu_times(b.proc.pid) for n, b in boards.items()}
             samples: dict[str, list] = {n: [] for n in boards}
             scores = []
             for _ in range(rounds):
@@ -135,7 +132,7 @@ def idle_rounds(
                     samples[n].append((start[n], _sample(b)))
             out: dict[str, dict] = {}
             for n, b in boards.items():
-                user = _user_share(b.proc.pid, ticks[n])
+                user = _user_share(b.proc.pid)
                 shares = [_shares(a, z, user) for a, z in samples[n]]
                 for share, score in zip(shares, scores, strict=True):
                     share["pystones"] = score

@@ -6,9 +6,9 @@ from binascii import hexlify
 MAX_TAGS = 4  # tags read per poll; a kanban post holds one card, a stack a few
 # An idle poll wakes the readers' task 3 times (field on; REQA once the field has settled; the
 # chip's answer window, then field off): 5 polls a second of a tap reader and 2 of a post are
-# most of what an idle ESP32 does. A tag is read at the first poll after it is placed, within a period, the
-# other reader's turn and its own read (about 250 ms, bench/firmware.py measures it): a tap
-# of 300 ms or more is always caught. People tap for 0.3-1 s.
+# most of what an idle ESP32 does. A tag is read at the first poll after it is placed, within
+# a period, the other reader's turn and its own read (about 250 ms, bench/firmware.py measures
+# it): a tap of 300 ms or more is always caught. People tap for 0.3-1 s.
 PERIOD_MS = 200
 # A kanban card is not tapped on its post: it is put there and stays until it is collected.
 # Read within about 550 ms instead of 250 is nothing to a refill, and each poll with a card
@@ -112,10 +112,10 @@ class Reader:
 
 class Readers:
     # A station's readers in one task, which polls each when its period is due and sleeps
-    # until the next one is. They share the SPI bus and neighbouring antennas disturb each
-    # other, so they take turns anyway; one task also saves the wakes of a task per reader
-    # (readers due together are polled back to back: the one's field goes off and the next
-    # one's on in the same wake), each one's lock, and its heap.
+    # until the next one is. They take turns anyway (they share the SPI bus, and neighbouring
+    # antennas disturb each other): in one task the turns need no lock, readers due together
+    # are polled back to back (the one's field goes off and the next one's on in the same
+    # wake), and one probe tells the watchdog whether any reader hangs.
     def __init__(self, readers):
         self.all = readers
         self.rounds = 0  # advances every pass: a liveness probe for the watchdog
