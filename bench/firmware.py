@@ -335,7 +335,8 @@ def cpu_figures(bits: int, rounds: int, window_s: float) -> dict:
         f"{min(r['pystones'] for r in station):.0f} to {max(r['pystones'] for r in station):.0f}"
         f"); VM {_median(station, 'vm_user_percent'):.3f} % user CPU "
         f"({100 * idle['S1']['user_share']:.0f} % of its CPU), of which the virtual hardware "
-        f"{_median(station, 'harness_percent'):.3f} %, the firmware "
+        f"{_median(station, 'harness_percent'):.3f} % (its timing wrapper's "
+        f"{idle['S1']['wrapper_us']:.2f} us a call included), the firmware "
         f"{_median(station, 'firmware_percent'):.3f} % ~ {statistics.median(esp32):.1f} % of "
         f"an ESP32 (estimate; rounds from {esp32[0]:.1f} to {esp32[-1]:.1f}); "
         f"{wakes['per_s']:.1f} wakes/s, {wakes['rfid_polls_per_s']:.1f} RFID polls/s",
@@ -359,6 +360,7 @@ def cpu_figures(bits: int, rounds: int, window_s: float) -> dict:
         "pystones": round(score),
         "idle_cpu_percent": round(_median(station, "firmware_percent"), 4),
         "idle_harness_cpu_percent": round(_median(station, "harness_percent"), 4),
+        "hardware_wrapper_us": round(idle["S1"]["wrapper_us"], 2),
         "idle_esp32_percent": round(statistics.median(esp32), 1),
         "idle_esp32_percent_range": [round(esp32[0], 1), round(esp32[-1], 1)],
         "idle_esp32_percent_without_rfid": round(statistics.median(esp32_bare), 1),

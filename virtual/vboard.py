@@ -171,8 +171,9 @@ class Control:
                 "heap_free": gc.mem_free()}
 
     async def op_hardware_us(self, m):
-        # Time spent in the virtual hardware so far, modulo 2**30 (vdevices.HARDWARE_US_MASK).
-        return {"us": bench.hardware_us}
+        # Time spent in the virtual hardware so far, and the calls timed, modulo 2**30
+        # (vdevices.HARDWARE_US_MASK).
+        return {"us": bench.hardware_us, "calls": bench.hardware_calls}
 
     async def op_wakes(self, m):
         # The loop's timed waits (sleep_ms, wait_for_ms: each one a wake) a second over m["ms"],
