@@ -290,3 +290,38 @@ async def main():
     assert data["field_on"] is False  # ...and is off between polls
     assert data["timer"] == 1
     assert data["scans"] == []
+
+
+def test_readers_due_together_take_their_turns_in_one_wake(mpy):
+    # Two posts polling at the same pace, in the readers' one task: a round is one sleep for
+    # the period and each poll's two (the field settling, the answer window), the one's field
+    # going off and the next one's coming on in the same wake: 5 sleeps, where a task per
+    # reader slept 6.
+    data = run_bench(
+        mpy,
+        """
+sleep_ms = asyncio.sleep_ms
+sleeps = [0]
+def counted(ms):
+    sleeps[0] += 1
+    return sleep_ms(ms)
+
+async def main():
+    a = reader("left", "post", 5, Model(), period_ms=50)
+    b = reader("right", "post", 15, Model(), period_ms=50)
+    task = asyncio.create_task(Readers([a, b]).run(sink))
+    while b.polls < 3:  # both answered their init and poll
+        await sleep_ms(5)
+    asyncio.sleep_ms = counted
+    before = [sleeps[0], a.polls, b.polls]
+    while b.polls < before[2] + 10:
+        await sleep_ms(5)
+    asyncio.sleep_ms = sleep_ms
+    task.cancel()
+    polls = [a.polls - before[1], b.polls - before[2]]
+    return {"per_round": (sleeps[0] - before[0]) / polls[1], "polls": polls, "scans": scans}
+""",
+    )
+    assert data["polls"][0] - data["polls"][1] in (0, 1)  # they keep pace
+    assert data["per_round"] <= 5.2  # the first counted round may begin mid-way
+    assert data["scans"] == []

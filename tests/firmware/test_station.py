@@ -511,7 +511,7 @@ def test_an_idle_station_with_two_readers_wakes_few_times_a_second(board, broker
         booted(board)
         until("boot report acked", lambda: board.status()["outbox"] == 0)
         idle = board.call("wakes", ms=5000)  # counted in the VM, over 5 s of its clock
-    assert idle["rfid_polls_per_s"] >= 5  # the readers did poll
+    assert idle["rfid_polls_per_s"] > 2  # the readers did poll (6.8 a second when unloaded)
     assert idle["per_s"] <= IDLE_WAKES_PER_S
 
 
