@@ -163,6 +163,7 @@ def idle_rounds(
             for board in boards.values():
                 booted(board)
                 until("boot report acked", lambda b=board: b.status()["outbox"] == 0)
+                board.call("heap_sampling_off")
             wrapper = wrapper_us(bits)
             samples: dict[str, list] = {n: [] for n in boards}
             scores = []

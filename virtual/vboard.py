@@ -175,6 +175,11 @@ class Control:
         # (vdevices.HARDWARE_US_MASK).
         return {"us": bench.hardware_us, "calls": bench.hardware_calls}
 
+    async def op_heap_sampling_off(self, m):
+        # The heap's peak, sampled at pin accesses, is no subject of the bench's CPU figures,
+        # and sampling it walks the heap: the harness's share, which they take apart, halves.
+        bench.sample_heap_often = _no_sample
+
     async def op_wakes(self, m):
         # The loop's timed waits (sleep_ms, wait_for_ms: each one a wake) a second over m["ms"],
         # and the RFID readers' polls: what an idle board's CPU goes to. They are counted for
@@ -217,6 +222,10 @@ class Control:
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         writer.close()
+
+
+def _no_sample():
+    pass
 
 
 def reserve(firmware_heap):
