@@ -323,5 +323,5 @@ async def main():
 """,
     )
     assert data["polls"][0] - data["polls"][1] in (0, 1)  # they keep pace
-    assert data["per_round"] <= 5.2  # the first counted round may begin mid-way
+    assert data["per_round"] <= 5.5  # 6 with a task per reader; a loaded machine may part a round
     assert data["scans"] == []

@@ -19,6 +19,9 @@ CHECK_EVERY = 20  # polls between checks of the chip's registers; at once after 
 # The readers' task wakes at least this often, so that the watchdog sees it alive (Readers.
 # rounds) while every reader waits out INIT_RETRY_MS.
 ROUND_MAX_MS = 1000
+# A reader due this soon after another's turn (an empty poll's length) takes its turn with it,
+# a little early, rather than after a wake of its own: readers at one pace stay together.
+TOGETHER_MS = 10
 
 
 class Reader:
@@ -137,10 +140,10 @@ class Readers:
                 if time.ticks_diff(r.due, first.due) < 0:
                     first = r
             left = time.ticks_diff(first.due, time.ticks_ms())
-            if left > 0:
+            if left > TOGETHER_MS:
                 await asyncio.sleep_ms(min(left, ROUND_MAX_MS))
                 continue
-            # No sleep between turns that are due: the one's field goes off and the next
+            # No sleep between turns due together: the one's field goes off and the next
             # one's comes on in the same wake.
             ms = await first.turn(sink)
             first.due = time.ticks_add(time.ticks_ms(), ms)
