@@ -7,7 +7,9 @@ readers, a tower, 400 events pending) its live heap and the smallest `-X heapsiz
 at (bisection); on the 32-bit VM also the smallest heap share the firmware passes in when the
 virtual hardware gets its own on top (`firmware_heap`: what an ESP32's heap must hold); the cost
 of one input scan pass; an idle board's CPU (bench/idle.py: the firmware's share apart from the
-harness's, and as an estimated share of an ESP32 by pystone scores); the flash stalls of the
+harness's, and as an estimated share of an ESP32 by pystone scores, the median of rounds each
+scaled by its own score; and the board's wakes a second, which no machine load changes); the
+flash stalls of the
 outbox on LittleFS with ESP32 flash timing (bench/flash.py); an RFID tag's placement to its scan
 event (the shortest tap a reader always catches); and pin-edge-to-PUBLISH latency on loopback.
 Ends with one JSON line. Run from the repository root:
@@ -24,7 +26,13 @@ import time
 from pathlib import Path
 
 from bench.flash import flash_stalls
-from bench.idle import idle_cpu, on_esp32, pystones
+from bench.idle import idle_rounds, on_esp32
+from bench.instructions import (
+    have_valgrind,
+    idle_instructions,
+    on_esp32_by_instructions,
+    pystone_instructions,
+)
 from tests.firmware.paho_watch import Watcher
 from tests.firmware.standin import AckStandIn
 from tests.firmware.test_station import (
@@ -77,7 +85,7 @@ from vdevices import bench
 from vtest import emit
 from mfrc522_model import MFRC522 as Model
 from andon.mfrc522 import MFRC522
-from andon.rfid import Reader, PERIOD_MS
+from andon.rfid import Reader, Readers, PERIOD_MS
 
 scans = []
 def sink(kind, data, ticks):
@@ -91,7 +99,7 @@ async def main():
     for cs, model in ((5, tray), (15, Model())):
         bench.attach(cs, model)
         readers.append(Reader(str(cs), "badge", MFRC522(spi, hal.Pin(cs, hal.Pin.OUT, value=1))))
-    tasks = [asyncio.create_task(r.run(sink)) for r in readers]
+    task = asyncio.create_task(Readers(readers).run(sink))
     random.seed(1)
     out = []
     for i in range(PLACEMENTS):
@@ -103,8 +111,7 @@ async def main():
             await asyncio.sleep_ms(10)  # the scan's own ticks are measured, not this wait
         out.append(time.ticks_diff(scans[i], placed))
         tray.remove(uid)
-    for t in tasks:
-        t.cancel()
+    task.cancel()
     emit({"ms": out, "period_ms": PERIOD_MS})
 
 asyncio.run(main())
@@ -275,34 +282,92 @@ def tag_figures(bits: int, placements: int) -> dict:
     }
 
 
-def cpu_figures(bits: int, idle_s: float) -> dict:
+def instruction_figures(bits: int, window_s: float) -> dict:
+    """The idle station's firmware in instructions (bench/instructions.py): no machine load in
+    it. None without valgrind."""
+    if not have_valgrind():
+        print(f"[{bits}-bit] no valgrind (apt-get install -y valgrind): no instruction figures")
+        return dict.fromkeys(
+            (
+                "idle_instructions_per_s",
+                "idle_esp32_percent_by_instructions",
+                "idle_esp32_percent_by_instructions_without_rfid",
+                "pystone_instructions",
+            )
+        )
+    per_pystone = pystone_instructions(bits)
+    station = idle_instructions(bits, window_s)
+    bare = idle_instructions(bits, window_s, drop=("rfid",))
+    esp32 = on_esp32_by_instructions(station["per_s"], per_pystone)
+    esp32_bare = on_esp32_by_instructions(bare["per_s"], per_pystone)
+    print(
+        f"[{bits}-bit] idle station on stubbed hardware, counted by callgrind: "
+        f"{station['per_s'] / 1e6:.2f} M instructions/s ({station['rfid_polls_per_s']:.1f} RFID "
+        f"polls/s), {bare['per_s'] / 1e6:.2f} M without the readers; a pystone "
+        f"{per_pystone / 1e3:.1f} k instructions: ~ {esp32:.1f} % of an ESP32 "
+        f"({esp32_bare:.1f} % without the readers; an estimate, a lower bound)",
+        flush=True,
+    )
+    return {
+        "idle_instructions_per_s": round(station["per_s"]),
+        "idle_esp32_percent_by_instructions": round(esp32, 2),
+        "idle_esp32_percent_by_instructions_without_rfid": round(esp32_bare, 2),
+        "pystone_instructions": round(per_pystone),
+    }
+
+
+def _median(rounds: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
+
+
+def cpu_figures(bits: int, rounds: int, window_s: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         scan = run_script(SCAN, Path(tmp), bits=bits).data
-    score = pystones(bits)
-    idle = idle_cpu(bits, idle_s)
-    bare = idle_cpu(bits, idle_s, drop=("rfid",))  # the RFID readers' polling apart
+    idle = idle_rounds(bits, rounds, window_s, {"S1": (), "S2": ("rfid",)})
+    station, bare = idle["S1"]["rounds"], idle["S2"]["rounds"]  # S2: the readers apart
+    score = _median(station, "pystones")
+    esp32 = sorted(r["esp32_percent"] for r in station)
+    esp32_bare = sorted(r["esp32_percent"] for r in bare)
+    wakes, wakes_bare = idle["S1"]["wakes"], idle["S2"]["wakes"]
     print(
-        f"[{bits}-bit] {score:.0f} pystones/s of user CPU; idle board over {idle_s:.0f} s: "
-        f"VM {idle['vm_user_percent']:.3f} % user CPU, of which the virtual hardware "
-        f"{idle['harness_percent']:.3f} %, the firmware {idle['firmware_percent']:.3f} % "
-        f"~ {on_esp32(idle['firmware_percent'], score):.1f} % of an ESP32 (estimate); "
-        f"scan pass {scan['scan_us']:.1f} us ~ "
+        f"[{bits}-bit] idle board, {rounds} rounds of {window_s:.0f} s, each after its own "
+        f"pystone score (medians): {score:.0f} pystones/s of user CPU (from "
+        f"{min(r['pystones'] for r in station):.0f} to {max(r['pystones'] for r in station):.0f}"
+        f"); VM {_median(station, 'vm_user_percent'):.3f} % user CPU "
+        f"({100 * idle['S1']['user_share']:.0f} % of its CPU), of which the virtual hardware "
+        f"{_median(station, 'harness_percent'):.3f} % (its timing wrapper's "
+        f"{idle['S1']['wrapper_us']:.2f} us a call included), the firmware "
+        f"{_median(station, 'firmware_percent'):.3f} % ~ {statistics.median(esp32):.1f} % of "
+        f"an ESP32 (estimate; rounds from {esp32[0]:.1f} to {esp32[-1]:.1f}); "
+        f"{wakes['per_s']:.1f} wakes/s, {wakes['rfid_polls_per_s']:.1f} RFID polls/s",
+        flush=True,
+    )
+    print(
+        f"[{bits}-bit] idle without the RFID readers: firmware "
+        f"{_median(bare, 'firmware_percent'):.3f} % ~ {statistics.median(esp32_bare):.1f} % of "
+        f"an ESP32 (estimate; rounds from {esp32_bare[0]:.1f} to {esp32_bare[-1]:.1f}); "
+        f"{wakes_bare['per_s']:.1f} wakes/s",
+        flush=True,
+    )
+    print(
+        f"[{bits}-bit] scan pass {scan['scan_us']:.1f} us ~ "
         f"{on_esp32(scan['scan_us'], score):.0f} us on an ESP32 (estimate), "
         f"{scan['alloc_bytes_per_pass']} B/pass",
         flush=True,
     )
-    print(
-        f"[{bits}-bit] idle without the RFID readers: VM {bare['vm_user_percent']:.3f} %, "
-        f"firmware {bare['firmware_percent']:.3f} % ~ "
-        f"{on_esp32(bare['firmware_percent'], score):.1f} % of an ESP32 (estimate)",
-        flush=True,
-    )
     return {
+        **instruction_figures(bits, window_s),
         "pystones": round(score),
-        "idle_cpu_percent": round(idle["firmware_percent"], 4),
-        "idle_harness_cpu_percent": round(idle["harness_percent"], 4),
-        "idle_esp32_percent": round(on_esp32(idle["firmware_percent"], score), 1),
-        "idle_esp32_percent_without_rfid": round(on_esp32(bare["firmware_percent"], score), 1),
+        "idle_cpu_percent": round(_median(station, "firmware_percent"), 4),
+        "idle_harness_cpu_percent": round(_median(station, "harness_percent"), 4),
+        "hardware_wrapper_us": round(idle["S1"]["wrapper_us"], 2),
+        "idle_esp32_percent": round(statistics.median(esp32), 1),
+        "idle_esp32_percent_range": [round(esp32[0], 1), round(esp32[-1], 1)],
+        "idle_esp32_percent_without_rfid": round(statistics.median(esp32_bare), 1),
+        "idle_rounds": rounds,
+        "idle_wakes_per_s": round(wakes["per_s"], 1),
+        "idle_wakes_per_s_without_rfid": round(wakes_bare["per_s"], 1),
+        "idle_rfid_polls_per_s": round(wakes["rfid_polls_per_s"], 1),
         "scan_pass_us": round(scan["scan_us"], 2),
         "scan_pass_esp32_us": round(on_esp32(scan["scan_us"], score)),
         "scan_alloc_bytes_per_pass": scan["alloc_bytes_per_pass"],
@@ -313,12 +378,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="coarser bisection, shorter runs")
     args = parser.parse_args()
-    step, idle_s, edges, placements = (8, 8.0, 40, 15) if args.quick else (4, 20.0, 120, 50)
+    step, edges, placements = (8, 40, 15) if args.quick else (4, 120, 50)
+    rounds, window_s = (4, 2.0) if args.quick else (8, 3.0)
     out: dict = {"board": BOARD}
     for bits in VMS:
         suffix = "" if bits == 64 else "_32bit"
         out.update({k + suffix: v for k, v in heap_figures(bits, step).items()})
-        out.update({k + suffix: v for k, v in cpu_figures(bits, idle_s).items()})
+        out.update({k + suffix: v for k, v in cpu_figures(bits, rounds, window_s).items()})
         out.update({k + suffix: v for k, v in tag_figures(bits, placements).items()})
     out.update(firmware_share(step))
     stalls = flash_stalls(32)
@@ -344,7 +410,10 @@ def main() -> None:
         "edges": len(lat),
         "debounce_ms": DEBOUNCE_MS,
     }
-    out["estimates"] = "*_esp32_*: the VM's CPU scaled by its pystones to an ESP32's 1,300/s"
+    out["estimates"] = (
+        "*_esp32_*: the VM's CPU scaled by its pystones to an ESP32's 1,300/s; *_by_instructions:"
+        " its instructions (callgrind) by a pystone's"
+    )
     print(json.dumps(out))
 
 

@@ -171,8 +171,39 @@ class Control:
                 "heap_free": gc.mem_free()}
 
     async def op_hardware_us(self, m):
-        # Time spent in the virtual hardware so far, modulo 2**30 (vdevices.HARDWARE_US_MASK).
-        return {"us": bench.hardware_us}
+        # Time spent in the virtual hardware so far, and the calls timed, modulo 2**30
+        # (vdevices.HARDWARE_US_MASK).
+        return {"us": bench.hardware_us, "calls": bench.hardware_calls}
+
+    async def op_heap_sampling_off(self, m):
+        # The heap's peak, sampled at pin accesses, is no subject of the bench's CPU figures,
+        # and sampling it walks the heap: the harness's share, which they take apart, halves.
+        bench.sample_heap_often = _no_sample
+
+    async def op_wakes(self, m):
+        # The loop's timed waits (sleep_ms, wait_for_ms: each one a wake) a second over m["ms"],
+        # and the RFID readers' polls: what an idle board's CPU goes to. They are counted for
+        # that window only, so that the counting costs nothing to the CPU the bench times.
+        sleep_ms, wait_for_ms = asyncio.sleep_ms, asyncio.wait_for_ms
+        waits = [0]
+
+        def counted(wait):
+            def counting(*args):
+                waits[0] += 1
+                return wait(*args)
+
+            return counting
+
+        readers = self.station.readers.all if self.station.readers else []
+        polls = sum(r.polls for r in readers)
+        t = time.ticks_ms()
+        asyncio.sleep_ms, asyncio.wait_for_ms = counted(sleep_ms), counted(wait_for_ms)
+        try:
+            await sleep_ms(m["ms"])
+        finally:
+            asyncio.sleep_ms, asyncio.wait_for_ms = sleep_ms, wait_for_ms
+        s = time.ticks_diff(time.ticks_ms(), t) / 1000
+        return {"per_s": waits[0] / s, "rfid_polls_per_s": (sum(r.polls for r in readers) - polls) / s}
 
     async def op_heap(self, m):
         # The heap's shares (reserve()): the firmware's live heap is the rest of heap_live.
@@ -191,6 +222,10 @@ class Control:
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         writer.close()
+
+
+def _no_sample():
+    pass
 
 
 def reserve(firmware_heap):

@@ -11,7 +11,7 @@ from vdevices import bench
 from vtest import run
 from mfrc522_model import MFRC522 as Model
 from andon.mfrc522 import MFRC522
-from andon.rfid import Reader
+from andon.rfid import Reader, Readers
 
 spi = hal.SPI(2)
 scans = []
@@ -49,7 +49,7 @@ def test_a_tag_that_stays_scans_once_and_a_replacement_after_the_hold_off_scans_
 async def main():
     model = Model()
     r = reader("post", "post", 5, model, holdoff_ms=1000, period_ms=20)
-    task = asyncio.create_task(r.run(sink))
+    task = asyncio.create_task(Readers([r]).run(sink))
     out = {}
     model.place(TAG)
     await polls(r, 30)                 # it stays on the reader
@@ -83,7 +83,7 @@ async def main():
     r = reader("receive", "receive", 5, model, period_ms=20)
     model.place(TAG)
     model.place(bytes.fromhex("3A9F10C4"))
-    task = asyncio.create_task(r.run(sink))
+    task = asyncio.create_task(Readers([r]).run(sink))
     await polls(r, 10)
     task.cancel()
     return sorted(s[3] for s in scans)
@@ -113,11 +113,10 @@ async def main():
     b = reader("badge", "badge", 15, badge, period_ms=10)
     post.place(TAG)
     badge.place(bytes.fromhex("04881020304050607081"))
-    tasks = [asyncio.create_task(a.run(sink)), asyncio.create_task(b.run(sink))]
+    task = asyncio.create_task(Readers([a, b]).run(sink))
     await polls(a, 10)
     await polls(b, 10)
-    for t in tasks:
-        t.cancel()
+    task.cancel()
     return {"scans": sorted(scans), "overlaps": Watched.overlaps,
             "errors": [a.chip.errors, b.chip.errors]}
 """,
@@ -137,7 +136,7 @@ def test_a_reader_without_a_chip_keeps_retrying_without_crashing(mpy):
 async def main():
     r = Reader("post", "post", MFRC522(spi, hal.Pin(5, hal.Pin.OUT, value=1)))
     try:
-        await asyncio.wait_for_ms(r.run(sink), 200)
+        await asyncio.wait_for_ms(Readers([r]).run(sink), 200)
     except asyncio.TimeoutError:
         return {"scans": scans, "polls": r.polls, "faults": faults}
 
@@ -168,7 +167,7 @@ async def main():
     r = reader("receive", "receive", 5, model, period_ms=10, holdoff_ms=60000)
     for u in UIDS:
         model.place(bytes.fromhex(u))
-    task = asyncio.create_task(r.run(sink))
+    task = asyncio.create_task(Readers([r]).run(sink))
     every = await until(lambda: len(scans) == len(UIDS))
     await polls(r, 20)  # and no card comes again while they all stay
     task.cancel()
@@ -190,7 +189,7 @@ def test_a_chip_reset_is_found_and_the_chip_is_initialised_again(mpy):
 async def main():
     model = Model()
     r = reader("post", "post", 5, model, period_ms=10)
-    task = asyncio.create_task(r.run(sink))
+    task = asyncio.create_task(Readers([r]).run(sink))
     await polls(r, 2)
     model.soft_reset()                  # no card: found by the periodic register check
     await polls(r, 25)
@@ -224,7 +223,7 @@ def test_a_reader_that_stops_answering_raises_input_fault_until_it_recovers(mpy,
 async def main():
     model = Model()
     r = reader("post", "post", 5, model, period_ms=10)
-    task = asyncio.create_task(r.run(sink))
+    task = asyncio.create_task(Readers([r]).run(sink))
     await polls(r, 2)
     {break_it}
     raised = await until(lambda: faults == [["post", "reader"]])
@@ -275,8 +274,7 @@ class Counting(Model):
 async def main():
     model = Counting()
     r = reader("post", "post", 5, model)
-    await r._init()
-    await r.poll(sink)               # the first poll also checks the chip's registers
+    await r.turn(sink)               # init, and a first poll that checks the chip's registers
     before = [sleeps[0], Counting.windows, Counting.fields]
     for _ in range(10):
         await r.poll(sink)
@@ -291,4 +289,39 @@ async def main():
     assert fields == 1  # the field came on once a poll...
     assert data["field_on"] is False  # ...and is off between polls
     assert data["timer"] == 1
+    assert data["scans"] == []
+
+
+def test_readers_due_together_take_their_turns_in_one_wake(mpy):
+    # Two posts polling at the same pace, in the readers' one task: a round is one sleep for
+    # the period and each poll's two (the field settling, the answer window), the one's field
+    # going off and the next one's coming on in the same wake: 5 sleeps, where a task per
+    # reader slept 6.
+    data = run_bench(
+        mpy,
+        """
+sleep_ms = asyncio.sleep_ms
+sleeps = [0]
+def counted(ms):
+    sleeps[0] += 1
+    return sleep_ms(ms)
+
+async def main():
+    a = reader("left", "post", 5, Model(), period_ms=50)
+    b = reader("right", "post", 15, Model(), period_ms=50)
+    task = asyncio.create_task(Readers([a, b]).run(sink))
+    while b.polls < 3:  # both answered their init and poll
+        await sleep_ms(5)
+    asyncio.sleep_ms = counted
+    before = [sleeps[0], a.polls, b.polls]
+    while b.polls < before[2] + 10:
+        await sleep_ms(5)
+    asyncio.sleep_ms = sleep_ms
+    task.cancel()
+    polls = [a.polls - before[1], b.polls - before[2]]
+    return {"per_round": (sleeps[0] - before[0]) / polls[1], "polls": polls, "scans": scans}
+""",
+    )
+    assert data["polls"][0] - data["polls"][1] in (0, 1)  # they keep pace
+    assert data["per_round"] <= 5.5  # 6 with a task per reader; a loaded machine may part a round
     assert data["scans"] == []

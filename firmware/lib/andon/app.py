@@ -57,10 +57,10 @@ class Station:
         self.uplink = Uplink(self.outbox, self.link, self.topics.evt, self.board, boot)
 
     def _readers(self, rcfg):
-        if not rcfg:
-            return []
+        if not rcfg or not rcfg["readers"]:
+            return None
         from andon.mfrc522 import MFRC522
-        from andon.rfid import Reader
+        from andon.rfid import Reader, Readers
 
         s = rcfg["spi"]
         spi = hal.SPI(s["id"], baudrate=s["baudrate"], sck=hal.Pin(s["sck"]),
@@ -70,7 +70,7 @@ class Station:
             rst = hal.Pin(r["rst"], hal.Pin.OUT) if r.get("rst") is not None else None
             chip = MFRC522(spi, hal.Pin(r["cs"], hal.Pin.OUT, value=1), rst)
             out.append(Reader(r["name"], r["role"], chip, r["holdoff_ms"]))
-        return out
+        return Readers(out)
 
     # -- events: to flash first, then to the gateway --
     def record(self, kind, data, ticks):
@@ -140,7 +140,7 @@ class Station:
             "config_error": False,
             "cord": self.inputs.cord_pulled(),
             "local_call": self.call_seq is not None,
-            "fault": self.inputs.fault() or any(r.faulty for r in self.readers),
+            "fault": self.inputs.fault() or (self.readers is not None and self.readers.faulty()),
             "station": st,
             "line": ln["state"] if ln else None,
             "link": self.link_state(),
@@ -194,16 +194,16 @@ class Station:
 
     async def run(self, wdt):
         fault.wdt = wdt  # a fault's back-off must keep feeding it
-        self.health = Health(wdt, {
-            "inputs": lambda: self.inputs.passes,
-            "light": lambda: self.refreshes,
-        })
+        probes = {"inputs": lambda: self.inputs.passes, "light": lambda: self.refreshes}
         tasks = [self.inputs.run(), self.link.run(), self.uplink.run(), self.telemetry(),
-                 self.clock(), self.light_refresh(), self.health.run()]
+                 self.clock(), self.light_refresh()]
         if self.tower:
             tasks.append(self.tower.run())
-        for r in self.readers:
-            tasks.append(r.run(self.record))
+        if self.readers is not None:
+            probes["rfid"] = lambda: self.readers.rounds
+            tasks.append(self.readers.run(self.record))
+        self.health = Health(wdt, probes)
+        tasks.append(self.health.run())
         await asyncio.gather(*tasks)
 
 

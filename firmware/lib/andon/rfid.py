@@ -4,11 +4,11 @@ import time
 from binascii import hexlify
 
 MAX_TAGS = 4  # tags read per poll; a kanban post holds one card, a stack a few
-# An idle poll wakes its task 3 times (field on; REQA once the field has settled; the chip's
-# answer window, then field off): at 5 polls a second on each of two readers, most of what an
-# idle ESP32 does. A tag is read at the first poll after it is placed, within a period, the
-# other reader's turn and its own read (about 250 ms, bench/firmware.py measures it): a tap
-# of 300 ms or more is always caught. People tap for 0.3-1 s.
+# An idle poll wakes the readers' task 3 times (field on; REQA once the field has settled; the
+# chip's answer window, then field off): 5 polls a second of a tap reader and 2 of a post are
+# most of what an idle ESP32 does. A tag is read at the first poll after it is placed, within
+# a period, the other reader's turn and its own read (about 250 ms, bench/firmware.py measures
+# it): a tap of 300 ms or more is always caught. People tap for 0.3-1 s.
 PERIOD_MS = 200
 # A kanban card is not tapped on its post: it is put there and stays until it is collected.
 # Read within about 550 ms instead of 250 is nothing to a refill, and each poll with a card
@@ -16,13 +16,16 @@ PERIOD_MS = 200
 POST_PERIOD_MS = 500
 INIT_RETRY_MS = 5000
 CHECK_EVERY = 20  # polls between checks of the chip's registers; at once after a failed read
-
-# Readers take turns: they share the SPI bus, and neighbouring antennas disturb each other.
-BUS = asyncio.Lock()
+# The readers' task wakes at least this often, so that the watchdog sees it alive (Readers.
+# rounds) while every reader waits out INIT_RETRY_MS.
+ROUND_MAX_MS = 1000
+# A reader due this soon after another's turn (an empty poll's length) takes its turn with it,
+# a little early, rather than after a wake of its own: readers at one pace stay together.
+TOGETHER_MS = 10
 
 
 class Reader:
-    def __init__(self, name, role, driver, holdoff_ms=1500, period_ms=None, lock=BUS):
+    def __init__(self, name, role, driver, holdoff_ms=1500, period_ms=None):
         self.name = name
         self.role = role
         self.chip = driver
@@ -30,37 +33,33 @@ class Reader:
         if period_ms is None:
             period_ms = POST_PERIOD_MS if role == "post" else PERIOD_MS
         self.period_ms = period_ms
-        self.lock = lock
+        self.ready = False  # the chip answered its init
+        self.due = 0  # ticks_ms of its next turn (Readers.run)
         self.present = {}  # uid hex -> ticks_ms when last seen
-        self.polls = 0  # advances every poll: a liveness probe for the watchdog
+        self.polls = 0  # advances every poll
         self.faulty = False  # the chip does not answer sanely: input_fault "reader" was sent
 
     async def poll(self, sink):
         # Power the field, read every tag in it, power it down: each poll finds all tags
         # afresh (a halted tag wakes again only after the field drops). A faulty reader is
         # only checked, every CHECK_EVERY polls, until it answers again. An empty poll is the
-        # idle board's main work: its path is kept flat (no nested coroutines but the read's,
-        # the lock's acquire rather than `async with`, which makes three).
+        # idle board's main work: its path is kept flat (no nested coroutines but the read's).
         chip = self.chip
-        await self.lock.acquire()
-        try:
-            failed = False
-            if not self.faulty:
-                errors = chip.errors
-                chip.rotation = self.polls  # more tags than MAX_TAGS: others first next time
-                chip.antenna(True)
-                await asyncio.sleep_ms(5)  # ISO 14443-3: a tag is ready 5 ms after the field
-                for _ in range(MAX_TAGS):
-                    uid = await chip.read()
-                    if uid is None:
-                        break
-                    self._seen(hexlify(uid).decode().upper(), time.ticks_ms(), sink)
-                chip.antenna(False)
-                failed = chip.errors != errors
-            if failed or self.polls % CHECK_EVERY == 0:
-                await self._check(sink)
-        finally:
-            self.lock.release()
+        failed = False
+        if not self.faulty:
+            errors = chip.errors
+            chip.rotation = self.polls  # more tags than MAX_TAGS: others first next time
+            chip.antenna(True)
+            await asyncio.sleep_ms(5)  # ISO 14443-3: a tag is ready 5 ms after the field
+            for _ in range(MAX_TAGS):
+                uid = await chip.read()
+                if uid is None:
+                    break
+                self._seen(hexlify(uid).decode().upper(), time.ticks_ms(), sink)
+            chip.antenna(False)
+            failed = chip.errors != errors
+        if failed or self.polls % CHECK_EVERY == 0:
+            await self._check(sink)
         self._forget(time.ticks_ms())
         self.polls += 1
 
@@ -99,19 +98,52 @@ class Reader:
             if time.ticks_diff(now, seen) > self.holdoff_ms:
                 del self.present[uid]
 
-    async def _init(self):
-        async with self.lock:
-            ok = await self.chip.init()
-            if ok:
-                self.chip.antenna(False)  # the field is on only while polling
-        return ok
+    async def turn(self, sink):
+        # This reader's turn with the bus: its chip's init until one answers (a reader that
+        # never answered is a fault from the start), then a poll. The ms until its next turn.
+        if not self.ready:
+            self.ready = await self.chip.init()
+            if not self.ready:
+                print("rfid %s: no MFRC522 answers; retrying" % self.name)
+                self._report(True, sink)
+                return INIT_RETRY_MS
+            self.chip.antenna(False)  # the field is on only while polling
+            self._report(False, sink)
+        await self.poll(sink)
+        return self.period_ms
+
+
+class Readers:
+    # A station's readers in one task, which polls each when its period is due and sleeps
+    # until the next one is. They take turns anyway (they share the SPI bus, and neighbouring
+    # antennas disturb each other): in one task the turns need no lock, readers due together
+    # are polled back to back (the one's field goes off and the next one's on in the same
+    # wake), and one probe tells the watchdog whether any reader hangs.
+    def __init__(self, readers):
+        self.all = readers
+        self.rounds = 0  # advances every pass: a liveness probe for the watchdog
+
+    def faulty(self):
+        for r in self.all:
+            if r.faulty:
+                return True
+        return False
 
     async def run(self, sink):
-        while not await self._init():
-            print("rfid %s: no MFRC522 answers; retrying" % self.name)
-            self._report(True, sink)
-            await asyncio.sleep_ms(INIT_RETRY_MS)
-        self._report(False, sink)
+        readers = self.all
+        for r in readers:
+            r.due = time.ticks_ms()
         while True:
-            await self.poll(sink)
-            await asyncio.sleep_ms(self.period_ms)
+            self.rounds += 1
+            first = readers[0]  # the reader whose turn comes first, or came longest ago
+            for r in readers:
+                if time.ticks_diff(r.due, first.due) < 0:
+                    first = r
+            left = time.ticks_diff(first.due, time.ticks_ms())
+            if left > TOGETHER_MS:
+                await asyncio.sleep_ms(min(left, ROUND_MAX_MS))
+                continue
+            # No sleep between turns due together: the one's field goes off and the next
+            # one's comes on in the same wake.
+            ms = await first.turn(sink)
+            first.due = time.ticks_add(time.ticks_ms(), ms)
