@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from andon import contract
 from andon.core import Plant
 from andon.runtime import replay
-from andon.runtime.intake import Up
 from andon.runtime.service import RejectionLog
 from andon.runtime.store import FLAG_REDATED, SqliteStore, _SqliteTransaction
 from tests.gateway.intake_kit import BOARDS, NOW, Worker, event, plant_config, presence, topic
@@ -351,7 +350,7 @@ def test_health_names_an_unreachable_broker_and_a_stalled_worker(worker, monkeyp
     assert worker.gateway.health()["reasons"] == [
         "the intake is not subscribed to the boards (connecting)"
     ]
-    worker.gateway._process([Up(True)])  # what the intake says once subscribed
+    worker.gateway._on_intake_up(True)  # what the intake says once subscribed
     assert worker.gateway.health()["ok"] is True
     worker.gateway._inbox.put(object())  # waiting, and the worker has done nothing since
     worker.gateway._worked -= worker.config.gateway.stall_s + 1

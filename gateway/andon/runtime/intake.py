@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -51,13 +50,6 @@ class Inbound(NamedTuple):
     qos: int
     topic: str
     payload: bytes
-
-
-@dataclass(frozen=True)
-class Up:
-    """The intake is connected and subscribed to every topic asked (or down: `up` False)."""
-
-    up: bool
 
 
 class Lost(Exception):
@@ -93,13 +85,21 @@ class Intake:
     """The gateway's side: `start()` the process, `ack`, `subscribe`, `unsubscribe`, `stop()`.
     Topics subscribed before `start()` are the process's first.
 
-    What the process reads goes to `deliver` (from a reader thread of ours): `Inbound`
-    messages, `Up` states, and `Lost` if the process ends unasked."""
+    From a reader thread of ours: what the process reads goes to `deliver` (`Inbound`
+    messages, then `Lost` if the process ends unasked), and `up(True)` once it is connected
+    and subscribed to every topic asked, `up(False)` once it is not connected."""
 
-    def __init__(self, broker: dict, client_id: str, deliver: Callable[[object], None]) -> None:
+    def __init__(
+        self,
+        broker: dict,
+        client_id: str,
+        deliver: Callable[[object], None],
+        up: Callable[[bool], None],
+    ) -> None:
         self._hello = {"broker": broker, "client_id": client_id}
         self._topics: set[str] = set()
         self._deliver = deliver
+        self._up = up
         self._proc: subprocess.Popen | None = None
         self._reader = threading.Thread(target=self._read, name="andon-intake", daemon=True)
         self._sending = threading.Lock()
@@ -157,7 +157,7 @@ class Intake:
                 for message in value:
                     self._deliver(Inbound(*message))
             elif kind == "up":
-                self._deliver(Up(value))
+                self._up(value)
             else:  # "log"
                 log.log(*value)
         if not self._stopping:

@@ -52,7 +52,7 @@ from andon.core.effects import (
     StationChanged,
 )
 from andon.core.state import dump
-from andon.runtime.intake import Inbound, Intake, Lost, Up, topic_of
+from andon.runtime.intake import Inbound, Intake, Lost, topic_of
 from andon.runtime.logs import log_effects
 from andon.runtime.netloop import BufferedClient, NetworkLoop, prepare
 from andon.runtime.replay import (
@@ -294,6 +294,7 @@ class Gateway:
             config.broker.model_dump(),
             f"{client_id}-{self.name}" if self.name else client_id,
             self._inbox.put,
+            self._on_intake_up,
         )
         self._intake_up = False  # it is subscribed to the boards: the gateway may announce
         self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
@@ -438,10 +439,6 @@ class Gateway:
             "rejected": rejected,
         }
 
-    def _connected(self) -> bool:
-        """Both connections up: the gateway's own and its intake's, subscribed."""
-        return self._client.is_connected() and self._intake_up
-
     # --- MQTT (the network thread: enqueue only) ------------------------------------------
 
     def _mqtt_client(self) -> BufferedClient:
@@ -461,13 +458,27 @@ class Gateway:
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
-        """Read the retained downlinks the broker holds, until the echo of the birth the worker
-        publishes next (`_announce`) comes back."""
+        """Read the retained downlinks the broker holds, until the echo of our next birth."""
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
         client.subscribe([(topic, 0) for topic in self._owned_topics()])
+        if self._intake_up:
+            self._announce()
         self._inbox.put(_Connected())
+
+    def _on_intake_up(self, up: bool) -> None:
+        """The intake is subscribed to the boards (a new line's too), or went down. Either this
+        or `_on_connect` comes last, and sees the other's state: one of them announces."""
+        self._intake_up = up
+        if up and self._client.is_connected():
+            self._announce()
+
+    def _announce(self) -> None:
+        """A fresh birth: the boards resend at once what is not acknowledged. The retained
+        scan after a connect ends with its echo."""
+        self._birth = contract.gateway_birth(wall_ms())
+        self._client.publish(contract.GATEWAY_STATUS, self._birth, qos=1, retain=True)
 
     @staticmethod
     def _owned_topics() -> list[str]:
@@ -601,19 +612,8 @@ class Gateway:
         retained = [item.topic for item in batch if isinstance(item, _Retained)]
         if retained:
             self._clear_strangers(retained)
-        connected = any(isinstance(m, _Connected) for m in batch)
-        if connected:
+        if any(isinstance(m, _Connected) for m in batch):
             self._republish()
-        ups = [m.up for m in batch if isinstance(m, Up)]
-        if ups:
-            self._intake_up = ups[-1]
-        if (connected or any(ups)) and self._connected():
-            self._announce()
-
-    def _announce(self) -> None:
-        """A fresh birth: the boards resend at once what is not acknowledged."""
-        self._birth = contract.gateway_birth(wall_ms())
-        self._client.publish(contract.GATEWAY_STATUS, self._birth, qos=1, retain=True)
 
     def _isolate(self, p: _Poisoned, poison: dict, letters: list) -> None:
         """What the next try leaves out: the held event (released as lost, dead-lettered), or
