@@ -38,6 +38,7 @@ class StubClient:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, bool]] = []
+        self.on_publish = None
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False):
         self.published.append((topic, payload, retain))

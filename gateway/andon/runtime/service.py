@@ -282,7 +282,6 @@ class Gateway:
         self._watchers: list[Callable[[], None]] = []  # told after each change (the live board)
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
-        self._outbox_in_flight = 0  # how many of them: read by the network thread (_on_publish)
         self._worked = time.monotonic()  # when the worker last took or finished work (health)
         self._birth = b""  # the gateway birth last published: its echo ends the retained scan
         self._clock = self.store.clock()
@@ -454,7 +453,6 @@ class Gateway:
         client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        client.on_publish = self._on_publish
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
@@ -495,12 +493,10 @@ class Gateway:
             self._inbox.put(_Retained(topic))
 
     def _on_publish(self, _client, _userdata, mid: int, _reason, _props) -> None:
-        """Wake the worker only while a trigger or alert awaits its PUBACK (to mark it sent):
-        the PUBACKs of state and acks need nothing. The worker counts an outbox message in
-        before publishing it, so its PUBACK cannot slip through here unseen; the worker drops
-        the mids that are not in its outbox."""
-        if self._outbox_in_flight:
-            self._inbox.put(_Sent(mid))
+        """Set only while a trigger or alert awaits its PUBACK, to mark it sent (`_publish`):
+        paho builds a reason code and properties for every publish it reports, each state and
+        ack at QoS 0 too. The worker drops the mids that are not in its outbox."""
+        self._inbox.put(_Sent(mid))
 
     # --- the worker ------------------------------------------------------------------------
 
@@ -584,7 +580,8 @@ class Gateway:
         messages = [m for m in batch if isinstance(m, Inbound)]
         acked = (self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent))
         sent = [outbox_id for outbox_id in acked if outbox_id is not None]
-        self._outbox_in_flight -= len(sent)
+        if not self._in_flight:
+            self._client.on_publish = None
         outcomes = [m for m in batch if isinstance(m, Outcome)]
         operations = [m for m in batch if isinstance(m, _Operate)]
         poison: dict[int, contract.Rejected] = {}  # message index -> why
@@ -952,8 +949,8 @@ class Gateway:
         ack at QoS 0: only its last value counts, and a reconnect republishes them all
         (`_republish`), so a QoS 1 handshake for each would buy nothing but its cost."""
         for m in messages:
-            if m.outbox_id is not None:
-                self._outbox_in_flight += 1
+            if m.outbox_id is not None and self._client.on_publish is None:
+                self._client.on_publish = self._on_publish  # set first: its PUBACK may be quick
             info = self._client.publish(
                 m.topic, m.payload, qos=0 if m.retain else 1, retain=m.retain
             )
