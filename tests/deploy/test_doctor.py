@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sqlite3
 import struct
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import tomli_w
@@ -79,6 +81,11 @@ def _birth(board: str, fw: str) -> bytes:
     ).encode()
 
 
+def _births_logged(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return db.execute("SELECT count(*) FROM log WHERE kind = 'birth'").fetchone()[0]
+
+
 def test_doctor_names_offline_boards_and_old_firmware_and_exits_1(tmp_path, broker):
     config = plant_config(tmp_path, broker)
     gateway = Gateway(config)
@@ -88,7 +95,8 @@ def test_doctor_names_offline_boards_and_old_firmware_and_exits_1(tmp_path, brok
         watcher.wait_for(lambda t, b: t == "andon/v1/gateway/status" and b.get("online"))
         watcher.publish(topic("S01", "status"), _birth(BOARDS["S01"], firmware_version()))
         watcher.publish(topic("S02", "status"), _birth(BOARDS["S02"], "0.0.9"))
-        watcher.wait_for(lambda t, b: t == topic("S02", "state") and b["state"] != "offline")
+        # a station counts as online until a Will: only the log tells the births came
+        wait_for("both births logged", lambda: _births_logged(config.gateway.database) == 2)
     finally:
         gateway.stop()
         watcher.close()

@@ -129,12 +129,14 @@ class Intake:
             self._send("unsubscribe", topics)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Disconnect cleanly (what is not acknowledged stays with the broker) and end."""
+        """Disconnect, hand over what was read, and end. Commands after it go nowhere: what
+        the worker does after it is not acknowledged to the broker, which delivers it again
+        (the boards' progress makes that a no-op)."""
         if self._proc is None:
             return
-        self._stopping = True
-        with contextlib.suppress(OSError):
-            self._send("stop", None)
+        with self._sending, contextlib.suppress(OSError, ValueError):  # the process is gone
+            self._stopping = True
+            write_frame(self._proc.stdin, "stop", None)
             self._proc.stdin.close()
         try:
             self._proc.wait(timeout)
@@ -147,7 +149,8 @@ class Intake:
 
     def _send(self, kind: str, value: object) -> None:
         with self._sending:
-            write_frame(self._proc.stdin, kind, value)
+            if not self._stopping:
+                write_frame(self._proc.stdin, kind, value)
 
     def _read(self) -> None:
         source = self._proc.stdout

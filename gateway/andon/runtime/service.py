@@ -359,12 +359,12 @@ class Gateway:
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish what is queued, save the projection, publish offline status, disconnect."""
+        """Finish what was received, save the projection, publish offline status, disconnect."""
         self._webhooks.stop()  # first: the worker then records the last outcome
+        self._intake.stop(timeout)  # and what the intake read is queued before the stop
         if self._worker.is_alive():
             self._inbox.put(_Stop())
             self._worker.join(timeout)
-        self._intake.stop(timeout)  # what it handed over and was not acked, the broker keeps
         if self.failed is None:
             with contextlib.suppress(Fenced), self.store.transaction() as tx:
                 self._save_projection(tx)
