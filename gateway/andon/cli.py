@@ -229,7 +229,7 @@ def status(config: ConfigOption, as_json: JsonOption = False) -> None:
 
         from andon.status import WIDTH, status_tables
 
-        console = Console()
+        console = Console(markup=False, emoji=False)  # a name's [x] or :x: is printed as is
         console.width = min(console.width, WIDTH)  # a wider terminal gets the same tables
         for table in status_tables(view, plant.zone):
             console.print(table)

@@ -177,6 +177,20 @@ def test_status_and_events_as_json(tmp_path):
     assert json.loads(events.stdout) == []
 
 
+def test_status_prints_names_as_written_never_as_markup(tmp_path):
+    """A plant's names are free text: `[spare]` or `:x:` is printed, not taken for rich markup
+    or an emoji code, and a `[/]` does not stop the command."""
+    from andon.runtime.store import SqliteStore
+
+    name = "Press [spare] :x: [/]"
+    plant = tmp_path / "plant.toml"
+    plant.write_text(E2E_PLANT.read_text().replace('name = "Assembly"', f'name = "{name}"'))
+    SqliteStore(tmp_path / "andon.db").close()
+    status = andon("status", "--config", str(plant))
+    assert status.returncode == 0, status.stderr
+    assert name in status.stdout
+
+
 def test_the_gateway_names_the_broker_it_cannot_reach(tmp_path, caplog):
     from andon.runtime.service import Gateway
     from andon.sim.mosquitto import free_port

@@ -113,22 +113,56 @@ def test_the_installed_andon_provisions_and_compiles_the_firmware(installed, tmp
     assert list((tmp_path / "c").rglob("andon/app.mpy"))  # the firmware, built from the wheel
 
 
+HEAVY = ("paho", "fastapi", "uvicorn", "starlette", "psycopg", "prometheus_client", "playwright")
+
+
+def loaded_by(*args: str) -> list[str]:
+    """The modules an `andon ARGS` process has imported when it ends."""
+    code = f"""
+import json, sys
+from andon.cli import app
+sys.argv = ["andon", *{args!r}]
+try:
+    app()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(run.stderr.splitlines()[-1])
+
+
 def test_andon_help_imports_no_heavy_module():
     """`andon --help` and `andon status --help` import neither the gateway's network and
     storage stack nor the web server: what made every command take 0.7-0.9 s."""
     for args in (["--help"], ["status", "--help"]):
-        code = (
-            "import sys; from andon.cli import app;"
-            f"sys.argv = ['andon', *{args!r}];"
-            "exec('try:\\n app()\\nexcept SystemExit:\\n pass');"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in"
-            " ('paho', 'fastapi', 'uvicorn', 'sqlite3', 'prometheus_client', 'rich')"
-            " or m.startswith('andon.runtime') or m.startswith('andon.core')))"
-        )
-        loaded = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        ).stdout.splitlines()[-1]
-        assert loaded == "[]", (args, loaded)
+        loaded = [
+            m
+            for m in loaded_by(*args)
+            if m.split(".")[0] in (*HEAVY, "sqlite3", "rich")
+            or m.startswith(("andon.runtime", "andon.core"))
+        ]
+        assert loaded == [], (args, loaded)
+
+
+def test_status_imports_what_it_reads_and_shows_only(tmp_path):
+    """`andon status` on a SQLite plant rebuilds the plant from its store and prints it: no
+    network, web, PostgreSQL or metrics stack, not the gateway's service; `--json` no rich."""
+    from andon.runtime.store import SqliteStore
+
+    plant = tmp_path / "plant.toml"
+    plant.write_text((REPO / "tests" / "e2e" / "plant.toml").read_text())
+    SqliteStore(tmp_path / "andon.db").close()  # what a gateway leaves before any event
+    for args, unwanted in (([], ()), (["--json"], ("rich",))):
+        loaded = loaded_by("status", "--config", str(plant), *args)
+        assert "andon.runtime.replay" in loaded  # it did read the store
+        heavy = [
+            m
+            for m in loaded
+            if m.split(".")[0] in (*HEAVY, *unwanted)
+            or m.startswith(("andon.runtime.service", "andon.runtime.api", "andon.maint"))
+        ]
+        assert heavy == [], (args, heavy)
 
 
 def test_make_demo_installs_only_the_runtime_dependencies_with_progress(tmp_path):

@@ -68,3 +68,20 @@ def test_the_view_follows_each_line_and_misses_no_event_committed_out_of_positio
         follower.close()
         gw_a.close()
         gw_b.close()
+
+
+def test_a_gateway_owning_no_line_yet_rebuilds_without_reading_the_log(postgres):
+    """At its start a gateway of several owns no line yet: its empty plant needs no entry of
+    the shared log, so the log (all of it, without a projection of no line) is not read."""
+    config = two_lines(postgres)
+    store = PgStore(postgres, owner="gw-a")
+    try:
+        log(store, "L1", 1, "cord_pulled")
+        read, log_of = [], store.log
+        store.log = lambda after=0, since=None: read.append(after) or log_of(after, since)
+        assert rebuild(config.only_lines(set()), store)[1:] == (0, 0)  # position, replayed
+        assert read == []
+        assert rebuild(config.only_lines({"L1"}), store)[1:] == (1, 1)
+        assert read == [0]
+    finally:
+        store.close()

@@ -129,6 +129,23 @@ def test_the_migration_to_call_fact_fills_it_from_the_calls_already_stored(postg
     assert call_facts(postgres) == [("L1/C-000001", "L1", "S1", "quality", 100, 130, None, None)]
 
 
+def test_an_old_empty_scope_projection_is_dropped_and_the_lines_projections_kept(postgres):
+    """What an earlier gateway that owned no line saved (scope ''): gone at the next open."""
+    with psycopg.connect(postgres, autocommit=True) as db:
+        migrate(db, MIGRATIONS[:3])  # the schema before the migration that drops it
+        for scope, pos in {"": 9, "L1": 2, "L1,L2": 3}.items():
+            db.execute("INSERT INTO projection VALUES (%s, %s, 0, %s)", (scope, pos, '{"v": 1}'))
+    store = PgStore(postgres)  # migrates
+    try:
+        assert store.projections() == {
+            "L1": Projection(2, 0, {"v": 1}),
+            "L1,L2": Projection(3, 0, {"v": 1}),
+        }
+        assert store.projection() is None  # the scope of a store owning no line
+    finally:
+        store.close()
+
+
 def test_each_set_of_lines_keeps_its_projection_apart(pg):
     saved = {"": 1, "L1": 2, "L1,L2": 3}  # scope -> position; "": a store of the whole plant
     for scope, pos in saved.items():

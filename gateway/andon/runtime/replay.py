@@ -70,7 +70,8 @@ def rebuild(
     pos = projection.pos if projection else 0
     replayed = 0
     lines = {line.id for line in config.lines}  # one gateway of several: its own lines
-    for entry in store.log(after=pos):
+    # One that owns no line yet (at its start on PostgreSQL) has nothing in the log to apply.
+    for entry in store.log(after=pos) if lines else ():
         if entry.line not in lines:
             continue
         effects = plant.apply(record_of(config.site, entry))

@@ -129,6 +129,13 @@ MIGRATIONS: list[str] = [
     -- a record looked up by its own id, whichever line's it is (`PgStore.record`)
     CREATE INDEX record_key ON record (kind, split_part(id, '/', 2));
     """,
+    """
+    -- An earlier gateway that owned no line saved its empty plant's projection under the
+    -- scope of no line (''); none does now. Such a row reads as the whole plant's: when it
+    -- was the latest, `andon replay --check` compared every line with that empty plant and
+    -- reported differences that are not in the log.
+    DELETE FROM projection WHERE scope = '';
+    """,
 ]
 
 
