@@ -161,7 +161,7 @@ async def main():
         # whether the statuses made the uplink send everything again.
         n = len(link.sent)
         for online, since, retained in statuses:
-            up.on_gateway(online, since, retained)
+            up.on_gateway(None, online, since, retained)
             await asyncio.sleep_ms(0)
         seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
         up.kick()
@@ -194,6 +194,78 @@ vtest.run(main())
         "the Will": [5],
         "back online": [1, 2, 3, 4, 5, 6],
         "a new birth, retained at a reconnect": [7],
+    }
+
+
+def test_a_board_follows_its_lines_owner_among_several_gateways(mpy):
+    # Statuses and owners in the order a board may get them; after each step one new event:
+    # what went out up to it shows whether the step made the uplink send everything again.
+    data = mpy.run(
+        PRELUDE
+        + """
+async def main():
+    out = []
+    box = Outbox(capacity=100).open()
+    link = FakeLink()
+    up = Uplink(box, link, "andon/v1/P/L/S/evt", "B1", 1, resend_ms=60000)
+    task = asyncio.create_task(up.run())
+
+    async def after(label, owner=None, status=None):
+        n = len(link.sent)
+        if owner:
+            up.on_owner(*owner)
+        if status:
+            up.on_gateway(*status)
+        await asyncio.sleep_ms(0)
+        seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
+        up.kick()
+        for _ in range(500):
+            if seq in seqs(link, n):
+                break
+            await asyncio.sleep_ms(10)
+        out.append([label, seqs(link, n), up.followed(), up.gateway_offline()])
+
+    # no owner topic (a one-gateway plant): the plant's one gateway topic, as before
+    await after("first")
+    await after("one gateway's birth", status=(None, True, 100, False))
+    await after("one gateway's will", status=(None, False, None, False))
+    # several gateways: the owner topic, retained at the board's subscribe
+    await after("a's birth, retained", status=("gw-a", True, 10, True))
+    await after("owner a, retained", owner=("gw-a", 1, True))
+    await after("the one topic's birth", status=(None, True, 200, False))
+    await after("b's birth", status=("gw-b", True, 20, False))
+    await after("b's will: another line's owner died", status=("gw-b", False, None, False))
+    await after("b back", status=("gw-b", True, 21, False))
+    await after("a's will: the owner died", status=("gw-a", False, None, False))
+    await after("b takes the line", owner=("gw-b", 2, False))
+    await after("a paused, announces its old epoch", owner=("gw-a", 1, False))
+    await after("b's owner topic again", owner=("gw-b", 2, False))
+    await after("b's new birth", status=("gw-b", True, 22, False))
+    await after("b's will", status=("gw-b", False, None, False))
+    task.cancel()
+    return {"steps": out, "resends": up.resends}
+
+vtest.run(main())
+"""
+    ).data
+    assert data["resends"] == 0  # no timeout ever fired
+    steps = {label: (sent, followed, offline) for label, sent, followed, offline in data["steps"]}
+    assert steps == {
+        "first": ([1], None, False),
+        "one gateway's birth": ([1, 2], None, False),
+        "one gateway's will": ([3], None, True),
+        "a's birth, retained": ([4], None, True),
+        "owner a, retained": ([5], "gw-a", False),  # the connect sent everything already
+        "the one topic's birth": ([6], "gw-a", False),  # others' births: nothing
+        "b's birth": ([7], "gw-a", False),
+        "b's will: another line's owner died": ([8], "gw-a", False),
+        "b back": ([9], "gw-a", False),
+        "a's will: the owner died": ([10], "gw-a", True),
+        "b takes the line": (list(range(1, 12)), "gw-b", False),  # a higher epoch: all again
+        "a paused, announces its old epoch": ([12], "gw-b", False),  # a lower one: ignored
+        "b's owner topic again": ([13], "gw-b", False),
+        "b's new birth": (list(range(1, 15)), "gw-b", False),  # its owner's new birth
+        "b's will": ([15], "gw-b", True),
     }
 
 

@@ -300,6 +300,8 @@ class Gateway:
         self._worked = time.monotonic()  # when the worker last took or finished work (health)
         self._birth = b""  # the gateway birth last published: its echo ends the retained scan
         self._clock = self.store.clock()
+        # one of several gateways (named, on PostgreSQL) has a status topic of its own
+        self._presence = contract.Presence(config.site, self.name if config.store.url else None)
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
         self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
@@ -371,7 +373,7 @@ class Gateway:
         if self._leases is not None:
             self._leases.stop()
         offline = self._client.publish(
-            contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True
+            self._presence.status_topic, contract.GATEWAY_WILL, qos=1, retain=True
         )
         if self._client.is_connected():
             offline.wait_for_publish(timeout)
@@ -449,7 +451,7 @@ class Gateway:
             client.username_pw_set(broker.username, broker.password)
         if broker.tls:
             client.tls_set()
-        client.will_set(contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True)
+        client.will_set(self._presence.status_topic, contract.GATEWAY_WILL, qos=1, retain=True)
         # No cap on QoS 1 messages awaiting their PUBACK: with a cap, paho scans every one of
         # them at each PUBACK (quadratic under load); a batch bounds what we publish anyway.
         client.max_inflight_messages_set(0)
@@ -472,7 +474,8 @@ class Gateway:
             client.subscribe([(topic, 1) for topic in topics])
         client.subscribe([(topic, 0) for topic in self._owned_topics()])
         self._birth = contract.gateway_birth(wall_ms())
-        client.publish(contract.GATEWAY_STATUS, self._birth, qos=1, retain=True)
+        for topic in self._presence.birth_topics:  # the plant's one topic last: its echo
+            client.publish(topic, self._birth, qos=1, retain=True)
         self._inbox.put(_Connected())
 
     @staticmethod
@@ -897,10 +900,13 @@ class Gateway:
 
     def _own(self, epochs: dict[str, int]) -> None:
         """Serve these lines from now on: the store fences with their epochs, the plant is
-        rebuilt from what the previous owners committed, the subscriptions follow. A new line's
-        boards are told the gateway is back (so they send what is not acked at once)."""
+        rebuilt from what the previous owners committed, the subscriptions follow. A line taken
+        under a new epoch gets its owner topic, once subscribed: its boards follow this gateway
+        and send what is not acked at once (older firmware: on the plant's gateway birth)."""
         if epochs == self.store.fence:
             return
+        held = self.store.fence or {}
+        taken = {line: epoch for line, epoch in epochs.items() if held.get(line) != epoch}
         lines = set(epochs)
         dropped, added = self._owned - lines, lines - self._owned
         self._owned = lines
@@ -915,6 +921,8 @@ class Gateway:
             self._client.publish(
                 contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
             )
+        for topic, owner in self._presence.owners(taken, wall_ms()):
+            self._client.publish(topic, owner, qos=1, retain=True)
         if self._client.is_connected():
             self._republish()
 
