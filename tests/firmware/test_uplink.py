@@ -9,6 +9,7 @@ from tests.firmware.test_station import (
     GATEWAY_STATUS,
     booted,
     station_config,
+    until,
     vboard,
 )
 
@@ -223,7 +224,7 @@ async def main():
             if seq in seqs(link, n):
                 break
             await asyncio.sleep_ms(10)
-        out.append([label, seqs(link, n), up.followed(), up.gateway_offline()])
+        out.append([label, seqs(link, n), up.owner, up.online.get(up.owner) is False])
 
     # no owner topic (a one-gateway plant): the plant's one gateway topic, as before
     await after("first")
@@ -289,3 +290,51 @@ def test_a_board_resends_at_once_when_a_new_gateway_birth_reaches_it(tmp_path, b
             board.stop()
     assert status["outbox"] == 1  # never acked: still pending
     assert status["resends"] == 0  # not the timeout: the birth
+
+
+def test_a_board_of_a_plant_of_several_gateways_follows_its_lines_owner(tmp_path, broker):
+    # L1's owner is gw-a; gw-b serves other lines. A board follows gw-a only: gw-b's Will
+    # does not show "gateway offline" here, gw-b taking the line (a higher epoch) makes it
+    # resend at once, and gw-a announcing its old epoch again (it was paused) changes nothing.
+    board = vboard(tmp_path / "flash", station_config(broker.port))
+    owner, state = "andon/v1/P1/L1/gateway", "andon/v1/P1/L1/S1/state"
+    status = {name: f"andon/v1/gateway/{name}/status" for name in ("gw-a", "gw-b")}
+    with AckStandIn(broker, acking=False) as standin, Watcher(broker, client_id="gws") as gws:
+        gws.publish(status["gw-a"], b'{"online": true, "since": 1}', retain=True)
+        gws.publish(status["gw-b"], b'{"online": true, "since": 2}', retain=True)
+        gws.publish(owner, b'{"gateway": "gw-a", "epoch": 1, "since": 1}', retain=True)
+        log = standin.log(BOARD)
+
+        def sends() -> int:
+            return [e["seq"] for e in log.deliveries].count(1)
+
+        def then_lamps(station_state: str, lit: str) -> dict:
+            """The board's lamps once it has applied what came before this station state."""
+            gws.publish(state, f'{{"state": "{station_state}", "call": null}}'.encode())
+            return until(lit, lambda: (m := board.lamps())[lit] != "off" and m)
+
+        try:
+            board.start(inputs=CORD_UP)
+            booted(board)
+            standin.wait(lambda: 1 in log.by_seq, what="the boot report")
+            gws.publish(status["gw-b"], b'{"online": false}', retain=True)
+            assert then_lamps("running", "green")["white"] == "off"  # not its owner
+
+            before = sends()
+            gws.publish(owner, b'{"gateway": "gw-b", "epoch": 2, "since": 3}', retain=True)
+            standin.wait(lambda: sends() > before, what="a resend to the new owner")
+            # gw-b is offline (its Will above): the board follows gw-b now
+            until("gateway offline", lambda: board.lamps()["white"] == "on")
+
+            before = sends()
+            gws.publish(owner, b'{"gateway": "gw-a", "epoch": 1, "since": 4}', retain=True)
+            assert then_lamps("stopped", "red")["white"] == "on"  # still gw-b's offline
+            assert sends() == before  # no resend for an old owner
+
+            gws.publish(status["gw-b"], b'{"online": true, "since": 5}', retain=True)
+            standin.wait(lambda: sends() > before, what="a resend on the owner's new birth")
+            until("gateway online", lambda: board.lamps()["white"] == "off")
+            resends = board.status()["resends"]
+        finally:
+            board.stop()
+    assert resends == 0  # each resend came from an owner or a birth, not the timeout

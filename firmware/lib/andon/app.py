@@ -128,7 +128,8 @@ class Station:
     # -- the stack light --
     def link_state(self):
         s = self.link.state
-        if s == "up" and self.uplink.gateway_offline():
+        up = self.uplink
+        if s == "up" and up.online.get(up.owner) is False:  # the gateway it follows
             return "gateway_offline"
         return {"up": "ok", "no_wifi": "no_wifi", "no_time": "no_time"}.get(s, "no_broker")
 

@@ -28,11 +28,13 @@ class Uplink:
         self.resends = 0  # timeouts without progress
         self._progress_at = ticks_ms()  # the last ack that moved, or the oldest's last send
         self._rewind = False  # send from the oldest pending at the next chance
-        self._gateway = (None, None)  # (online, since) of the followed gateway's last status
-        # The line's owner (gateway, epoch) once its owner topic came; until then the plant's
-        # one gateway (None) is followed. Each gateway's last status: name -> online.
+        # The gateway followed: the line's owner once its owner topic came (of several
+        # gateways), else the plant's one gateway (None); and the owner's epoch.
         self.owner = None
-        self._online = {}
+        self._epoch = -1
+        # Each gateway's last status, by name (None: the plant's one): its birth's `since`
+        # while online, False after its Will.
+        self.online = {}
         self._wake = asyncio.Event()
 
     def kick(self):
@@ -43,33 +45,22 @@ class Uplink:
         self._rewind = True
         self._wake.set()
 
-    def followed(self):
-        return self.owner[0] if self.owner else None
-
-    def gateway_offline(self):
-        return self._online.get(self.followed()) is False
-
     def on_owner(self, gateway, epoch, retained):
         # A higher epoch is a takeover: the new owner may lack what its predecessor missed, so
         # it all goes again. A lower one is an old owner that was paused: ignored.
-        if self.owner and epoch <= self.owner[1]:
-            return
-        self.owner = (gateway, epoch)
-        self._gateway = (self._online.get(gateway), None)
-        if not retained:
-            self.rewind()
+        if epoch > self._epoch:
+            self.owner, self._epoch = gateway, epoch
+            if not retained:
+                self.rewind()
 
     def on_gateway(self, gateway, online, since, retained):
         # Only the followed gateway's status counts. A live birth we have not seen (another
         # `since`, or online after the Will) is a gateway that (re)connected: what it missed
         # meanwhile goes again now. The retained copy a (re)subscribe brings needs nothing:
         # that reconnect already rewound.
-        self._online[gateway] = online
-        if gateway != self.followed():
-            return
-        new = online and (since != self._gateway[1] or self._gateway[0] is False)
-        self._gateway = (online, since)
-        if new and not retained:
+        last = self.online.get(gateway)
+        self.online[gateway] = online and since
+        if online and since != last and gateway == self.owner and not retained:
             self.rewind()
 
     def on_ack(self, seq):

@@ -3,9 +3,8 @@
 import json
 
 ROOT = "andon/v1"
+# + "status": the plant's one gateway's status; + "{name}/status": one of several gateways'
 GATEWAY = ROOT + "/gateway/"
-GATEWAY_STATUS = GATEWAY + "status"  # the plant's one gateway
-GATEWAY_STATUSES = GATEWAY + "+/status"  # each of several gateways' own
 STATION_STATES = ("running", "called", "acknowledged", "stopped", "offline")
 LINE_STATES = ("running", "called", "stopped")
 CALLS = ("cord", "maintenance", "quality", "material")
@@ -24,8 +23,8 @@ class Topics:
         self.owner = self.line + "/gateway"  # which of several gateways serves the line
 
     def downlinks(self):
-        return (self.state, self.ack, self.line_state, self.owner, GATEWAY_STATUS,
-                GATEWAY_STATUSES)
+        return (self.state, self.ack, self.line_state, self.owner, GATEWAY + "status",
+                GATEWAY + "+/status")
 
 
 def event_payload(rec):
@@ -97,15 +96,14 @@ def decode(topics, board, topic, payload):
             return None
         return {"kind": "ack", "boot": m["boot"], "seq": m["seq"]}
     if topic == topics.owner:
-        g = m.get("gateway")
-        if not isinstance(g, str) or not g or not _int(m.get("epoch")):
+        if not isinstance(m.get("gateway"), str) or not _int(m.get("epoch")):
             return None
-        return {"kind": "owner", "gateway": g, "epoch": m["epoch"]}
+        return {"kind": "owner", "gateway": m["gateway"], "epoch": m["epoch"]}
     if topic.startswith(GATEWAY) and topic.endswith("/status"):
         if not isinstance(m.get("online"), bool):
             return None
         since = m.get("since")  # tells one gateway birth from the next
-        # gateway: the name in GATEWAY + "{name}/status", None on GATEWAY_STATUS
+        # gateway: the name of one of several, None for the plant's one
         return {"kind": "gateway", "gateway": topic[len(GATEWAY):-7] or None,
                 "online": m["online"], "since": since if _int(since) else None}
     return None
