@@ -145,32 +145,45 @@ vtest.run(main())
     assert max(seqs) <= 16  # never beyond the window
 
 
-def test_a_new_gateway_birth_resends_everything_pending_at_once(mpy):
-    # The timeout is a minute: whatever goes again here went because of a gateway status.
-    data = mpy.run(
-        PRELUDE
-        + """
-async def main():
-    out = {}
+# An uplink whose timeout is a minute, and a step: `apply()` (a gateway status, an owner), then
+# one new event. What went out up to that event shows whether the step made the uplink send
+# everything again.
+STEPS = (
+    PRELUDE
+    + """
+def stepped_uplink():
     box = Outbox(capacity=100).open()
     link = FakeLink()
     up = Uplink(box, link, "andon/v1/P/L/S/evt", "B1", 1, resend_ms=60000)
-    task = asyncio.create_task(up.run())
+    return box, link, up, asyncio.create_task(up.run())
 
-    async def after(label, *statuses):
-        # Apply gateway statuses, then one new event: what went out up to that event shows
-        # whether the statuses made the uplink send everything again.
-        n = len(link.sent)
-        for online, since, retained in statuses:
-            up.on_gateway(None, online, since, retained)
-            await asyncio.sleep_ms(0)
-        seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
-        up.kick()
-        for _ in range(500):
-            if seq in seqs(link, n):
-                break
-            await asyncio.sleep_ms(10)
-        out[label] = seqs(link, n)
+async def step(box, link, up, apply=None):
+    n = len(link.sent)
+    if apply:
+        apply()
+    await asyncio.sleep_ms(0)
+    seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
+    up.kick()
+    for _ in range(500):
+        if seq in seqs(link, n):
+            break
+        await asyncio.sleep_ms(10)
+    return seqs(link, n)
+"""
+)
+
+
+def test_a_new_gateway_birth_resends_everything_pending_at_once(mpy):
+    # Whatever goes again here went because of a gateway status, not the timeout.
+    data = mpy.run(
+        STEPS
+        + """
+async def main():
+    out = {}
+    box, link, up, task = stepped_uplink()
+
+    async def after(label, status=None):
+        out[label] = await step(box, link, up, status and (lambda: up.on_gateway(None, *status)))
 
     await after("first")
     await after("retained birth seen at subscribe", (True, 100, True))
@@ -199,32 +212,18 @@ vtest.run(main())
 
 
 def test_a_board_follows_its_lines_owner_among_several_gateways(mpy):
-    # Statuses and owners in the order a board may get them; after each step one new event:
-    # what went out up to it shows whether the step made the uplink send everything again.
+    # Statuses and owners in the order a board may get them.
     data = mpy.run(
-        PRELUDE
+        STEPS
         + """
 async def main():
     out = []
-    box = Outbox(capacity=100).open()
-    link = FakeLink()
-    up = Uplink(box, link, "andon/v1/P/L/S/evt", "B1", 1, resend_ms=60000)
-    task = asyncio.create_task(up.run())
+    box, link, up, task = stepped_uplink()
 
     async def after(label, owner=None, status=None):
-        n = len(link.sent)
-        if owner:
-            up.on_owner(*owner)
-        if status:
-            up.on_gateway(*status)
-        await asyncio.sleep_ms(0)
-        seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
-        up.kick()
-        for _ in range(500):
-            if seq in seqs(link, n):
-                break
-            await asyncio.sleep_ms(10)
-        out.append([label, seqs(link, n), up.owner, up.online.get(up.owner) is False])
+        apply = (lambda: up.on_owner(*owner)) if owner else status and (lambda: up.on_gateway(*status))
+        sent = await step(box, link, up, apply)
+        out.append([label, sent, up.owner, up.online.get(up.owner) is False])
 
     # no owner topic (a one-gateway plant): the plant's one gateway topic, as before
     await after("first")
