@@ -58,8 +58,9 @@ import tomli_w
 from andon import contract
 from andon.config import PlantConfig, load_plant
 from andon.core import Plant, Record
+from andon.runtime.netloop import no_delay
 from andon.runtime.replay import SNAPSHOT_EVERY
-from andon.runtime.service import entry_of, no_delay
+from andon.runtime.service import entry_of
 from andon.runtime.store import Projection, SqliteStore, connect, open_store
 from andon.runtime.store_pg import PgStore
 from andon.sim.mosquitto import start_broker

@@ -311,11 +311,14 @@ class Presence:
         """Its birth's and its Will's (a connection has one Will)."""
         return GATEWAY_STATUS if self.name is None else f"{ROOT}/gateway/{self.name}/status"
 
-    @property
-    def birth_topics(self) -> tuple[str, ...]:
-        """Its own status topic; for one of several, the plant's one topic after it: older
-        firmware, and boards of a line that has no owner topic yet, follow that one."""
-        return (self.status_topic,) if self.name is None else (self.status_topic, GATEWAY_STATUS)
+    def birth_topics(self, reconnected: bool) -> tuple[str, ...]:
+        """Where a birth goes: the plant's one topic every time, a takeover's birth included
+        (older firmware, and boards of a line that has no owner topic yet, follow that one);
+        the status topic of one of several when it has (re)connected, before that one (the
+        boards that follow it resend then, and not at each line it takes)."""
+        if self.name is None or not reconnected:
+            return (GATEWAY_STATUS,)
+        return (self.status_topic, GATEWAY_STATUS)
 
     def owners(self, epochs: dict[str, int], since: int) -> list[tuple[str, bytes]]:
         """The retained owner topic of each of these lines, taken at `since` under its epoch

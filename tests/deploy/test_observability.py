@@ -101,6 +101,8 @@ def test_a_gateway_on_postgresql_shows_the_telemetry_another_gateway_stored(
         owner.start()  # owns L1, the plant's one line, once this returns
         other.start()
         api.start()
+        # one telemetry message, not sent again: only once a's intake listens to L1
+        wait_for("a subscribed to L1", lambda: owner.health()["intake_up"])
         health = {"board": BOARDS["S02"], "boot": 1, "uptime_s": 60, "heap_free": 52000}
         health |= {"outbox": 7, "reconnects": 0, "rssi": None}
         watcher.publish(topic("S02", "telemetry"), json.dumps(health).encode())

@@ -1,7 +1,8 @@
 """The gateway's worker without a broker: messages in, what it publishes and acks out.
 
-`Worker` builds a real `Gateway` on a real SQLite store, with a stand-in for the paho client,
-and feeds batches straight to the worker's `_process`: the same code the worker thread runs.
+`Worker` builds a real `Gateway` on a real SQLite store, with stand-ins for the paho client and
+the intake, and feeds batches straight to the worker's `_process`: the same code the worker thread
+runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from andon.config import PlantConfig
+from andon.runtime.intake import Inbound
 from andon.runtime.replay import rebuild
 from andon.runtime.service import Gateway
 from tests.gateway.test_service import BOARDS, SITE, one_line
@@ -32,21 +34,27 @@ def plant_config(tmp_path, **gateway) -> PlantConfig:
 
 
 class StubClient:
-    """What the worker asks of paho: publish, ack, (un)subscribe; all recorded."""
+    """What the worker asks of paho: publish; recorded."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, bool]] = []
-        self.acked: list[int] = []
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False):
         self.published.append((topic, payload, retain))
         return mqtt.MQTTMessageInfo(len(self.published))
 
-    def ack(self, mid: int, qos: int) -> None:
-        self.acked.append(mid)
-
     def is_connected(self) -> bool:
         return False
+
+
+class StubIntake:
+    """What the worker asks of its intake: acks, recorded."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, mids: list[int]) -> None:
+        self.acked += mids
 
 
 def topic(station: str, leaf: str = "evt") -> str:
@@ -81,18 +89,18 @@ class Worker:
         self.gateway = Gateway(config)
         self.client = StubClient()
         self.gateway._client = self.client
+        self.intake = StubIntake()
+        self.gateway._intake = self.intake
         self.gateway.plant, self.gateway._pos, _ = rebuild(config, self.gateway.store)
         self.gateway._since_snapshot = 0
         self._mid = 0
 
-    def feed(self, *messages: tuple[str | bytes, bytes]) -> list[int]:
+    def feed(self, *messages: tuple[str, bytes]) -> list[int]:
         """One batch; the mids given to its messages."""
         batch = []
         for t, payload in messages:
             self._mid += 1
-            msg = mqtt.MQTTMessage(mid=self._mid, topic=t if isinstance(t, bytes) else t.encode())
-            msg.payload, msg.qos = payload, 1
-            batch.append(msg)
+            batch.append(Inbound(self._mid, 1, t, payload))
         self.gateway._process(batch)
         return [m.mid for m in batch]
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from andon import contract
 from andon.core import Plant
 from andon.runtime import replay
+from andon.runtime.intake import Up
 from andon.runtime.service import RejectionLog
 from andon.runtime.store import FLAG_REDATED, SqliteStore, _SqliteTransaction
 from tests.gateway.intake_kit import BOARDS, NOW, Worker, event, plant_config, presence, topic
@@ -80,7 +81,7 @@ def test_a_poison_event_leaves_the_core_as_it_was_and_the_next_event_applies(
     fault(monkeypatch)
     mids = worker.feed(event(1, "cord_pulled", station="S02"), event(2, "cord_pulled"))
     mids += worker.feed(event(3, "cord_pulled", station="S02"))  # the next valid message
-    assert worker.client.acked == mids  # the poison too: the broker does not deliver it again
+    assert worker.intake.acked == mids  # the poison too: the broker does not deliver it again
     assert (reason, topic("S01")) in dead_letters(worker)
     assert worker.gateway.rejected[reason] == 1
     assert worker.station("S01")["state"] == "running"  # the half-applied pull is undone
@@ -347,6 +348,10 @@ def test_health_names_an_unreachable_broker_and_a_stalled_worker(worker, monkeyp
     assert "the worker is not running" in health["reasons"]
     monkeypatch.setattr(worker.client, "is_connected", lambda: True)
     monkeypatch.setattr(type(worker.gateway), "running", property(lambda self: True))
+    assert worker.gateway.health()["reasons"] == [
+        "the intake is not subscribed to the boards (connecting)"
+    ]
+    worker.gateway._process([Up(True)])  # what the intake says once subscribed
     assert worker.gateway.health()["ok"] is True
     worker.gateway._inbox.put(object())  # waiting, and the worker has done nothing since
     worker.gateway._worked -= worker.config.gateway.stall_s + 1

@@ -367,6 +367,8 @@ def test_a_killed_gateways_lines_name_their_new_owner_and_only_its_own_status_go
     seen = seen_before + watcher.seen
     survivors_status = [body for t, body in seen if t == status[survivor]]
     assert survivors_status and all(body["online"] for body in survivors_status)
+    # no new birth of its own for a line it took: its other lines' boards have nothing to resend
+    assert [body for t, body in watcher.seen if t == status[survivor]] == []
     # the plant's one topic carries births (older firmware) and no Will of either gateway
     plant_status = [body for t, body in seen if t == "andon/v1/gateway/status"]
     assert plant_status and all(body["online"] for body in plant_status)

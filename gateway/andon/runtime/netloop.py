@@ -16,6 +16,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -26,6 +27,22 @@ READ_CHUNK = 65536  # bytes one recv may take: a burst's packets in one system c
 READ_BURST = 1000  # packets read in a row from what is buffered, before writing again
 WRITE_CHUNK = 65536  # bytes of queued packets gathered into one send
 _DISCONNECT = 0xE0  # paho closes the socket once this packet is "sent": it must really be
+
+
+def no_delay(_client, _userdata, sock) -> None:
+    """Turn off Nagle's algorithm: it holds a small packet back until the previous one is
+    acknowledged, which adds milliseconds to every state publish."""
+    with contextlib.suppress(OSError, AttributeError):  # not TCP (a unix socket, a proxy)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def prepare(client: mqtt.Client, broker: dict) -> None:
+    """Credentials and TLS as the plant file's `[broker]` says; Nagle off."""
+    if broker["username"]:
+        client.username_pw_set(broker["username"], broker["password"])
+    if broker["tls"]:
+        client.tls_set()
+    client.on_socket_open = no_delay  # a state or an ack goes out now, not with the next
 
 
 class BufferedClient(mqtt.Client):
@@ -80,10 +97,17 @@ class BufferedClient(mqtt.Client):
 
 
 class NetworkLoop:
-    """Drives one paho client: `start()` after `connect_async`; `stop()` disconnects."""
+    """Drives one paho client: `start()` after `connect_async`; `stop()` disconnects.
+    `after_read` is called on its thread after each round's reads, before its writes."""
 
-    def __init__(self, client: BufferedClient, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
+    def __init__(
+        self,
+        client: BufferedClient,
+        backoff_s: tuple[float, float] = (0.2, 5.0),
+        after_read: Callable[[], None] = lambda: None,
+    ) -> None:
         self._client = client
+        self._after_read = after_read
         self._backoff_min, self._backoff_max = backoff_s
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -91,7 +115,7 @@ class NetworkLoop:
         self._stopping = threading.Event()
         self._stop_timeout = 10.0
         self._thread = threading.Thread(target=self._run, name="andon-mqtt", daemon=True)
-        client.on_socket_register_write = lambda *_: self._wake()
+        client.on_socket_register_write = lambda *_: self.wake()
 
     def start(self) -> None:
         self._thread.start()
@@ -100,13 +124,14 @@ class NetworkLoop:
         """Write what is queued, disconnect, and end the thread."""
         self._stop_timeout = timeout
         self._stopping.set()
-        self._wake()
+        self.wake()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout + 1)
         self._wake_r.close()
         self._wake_w.close()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """End the thread's wait: it has something to do (from another thread)."""
         with contextlib.suppress(BlockingIOError, OSError):  # already awake, or closed
             self._wake_w.send(b"\0")
 
@@ -164,6 +189,7 @@ class NetworkLoop:
             if rc != mqtt.MQTT_ERR_SUCCESS or not self._client.buffered():
                 break
             rc = self._client.loop_read()
+        self._after_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and self._client.want_write():
             rc = self._client.loop_write()
         if rc == mqtt.MQTT_ERR_SUCCESS:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -53,8 +52,9 @@ from andon.core.effects import (
     StationChanged,
 )
 from andon.core.state import dump
+from andon.runtime.intake import Inbound, Intake, Lost, Up, topic_of
 from andon.runtime.logs import log_effects
-from andon.runtime.netloop import BufferedClient, NetworkLoop
+from andon.runtime.netloop import BufferedClient, NetworkLoop, prepare
 from andon.runtime.replay import (
     SNAPSHOT_EVERY,
     LogFollower,
@@ -167,13 +167,6 @@ def alert_payload(alert: Alert, zone: tzinfo) -> dict:
     }
 
 
-def no_delay(_client, _userdata, sock) -> None:
-    """Turn off Nagle's algorithm: it holds a small packet back until the previous one is
-    acknowledged, which adds milliseconds to every state publish."""
-    with contextlib.suppress(OSError, AttributeError):  # not TCP (a unix socket, a proxy)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class _Stop:
     """Queue marker: finish what came before, then stop."""
 
@@ -219,13 +212,6 @@ class _Poisoned(Exception):
         self.key = key
         self.entry: Entry | None = None
         self.index = -1
-
-
-def _topic_of(msg: mqtt.MQTTMessage) -> str:
-    try:
-        return msg.topic
-    except UnicodeDecodeError:  # brokers refuse such topics; should one pass, it is rejected
-        return repr(msg._topic)
 
 
 class RejectionLog:
@@ -302,8 +288,17 @@ class Gateway:
         self._clock = self.store.clock()
         # one of several gateways (named, on PostgreSQL) has a status topic of its own
         self._presence = contract.Presence(config.site, self.name if config.store.url else None)
+        self._taken: dict[str, int] = {}  # lines taken, their owner topic not yet published
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
+        # the boards' messages come through a process of its own, on the persistent session
+        client_id = settings.client_id
+        self._intake = Intake(
+            config.broker.model_dump(),
+            f"{client_id}-{self.name}" if self.name else client_id,
+            self._inbox.put,
+        )
+        self._intake_up = False  # it is subscribed to the boards: the gateway may announce
         self._worker = threading.Thread(target=self._run, name="andon-worker", daemon=True)
         # webhook outcomes come back through the inbox: only the worker writes the store
         self._webhooks = WebhookSender(
@@ -352,10 +347,15 @@ class Gateway:
             self._since_snapshot,  # the next projection bounds the replay again
             time.perf_counter() - started,
         )
+        if self._leases is None:
+            self._intake.subscribe(contract.board_subscriptions())
+        else:  # the lines it took at once: the intake's first topics
+            self._own(dict(self._leases.owned))
         for row in self.store.pending_webhooks():  # before the first tick adds its own
             self._webhooks.submit(Delivery(*row))
         self._process([])  # timers that came due while the gateway was down
         self._webhooks.start()
+        self._intake.start()
         broker = self.config.broker
         self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
         self._network.start()
@@ -367,6 +367,7 @@ class Gateway:
         if self._worker.is_alive():
             self._inbox.put(_Stop())
             self._worker.join(timeout)
+        self._intake.stop(timeout)  # what it handed over and was not acked, the broker keeps
         if self.failed is None:
             with contextlib.suppress(Fenced), self.store.transaction() as tx:
                 self._save_projection(tx)
@@ -415,7 +416,8 @@ class Gateway:
 
     def health(self) -> dict:
         """`ok`, or the `reasons` it is not: the worker stopped (a store that failed stops
-        it), the broker is unreachable, or messages wait while the worker makes no progress."""
+        it), the broker is unreachable, the intake is not subscribed to the boards' topics, or
+        messages wait while the worker makes no progress."""
         with self._state:
             rejected = sum(self.rejected.values())
         reasons = []
@@ -424,6 +426,8 @@ class Gateway:
             reasons.append(f"the worker is not running{failed}")
         if not self._client.is_connected():
             reasons.append("the broker is unreachable")
+        elif not self._intake_up:
+            reasons.append("the intake is not subscribed to the boards (connecting)")
         waiting, idle = self._inbox.qsize(), time.monotonic() - self._worked
         if waiting and self.running and idle > self.config.gateway.stall_s:
             reasons.append(f"the worker has stalled: {waiting} waiting, none done in {idle:.0f} s")
@@ -432,50 +436,40 @@ class Gateway:
             "reasons": reasons,
             "running": self.running,
             "broker_connected": self._client.is_connected(),
+            "intake_up": self._intake_up,
             "log_position": self._pos,
             "rejected": rejected,
         }
 
+    def _connected(self) -> bool:
+        """Both connections up: the gateway's own and its intake's, subscribed."""
+        return self._client.is_connected() and self._intake_up
+
     # --- MQTT (the network thread: enqueue only) ------------------------------------------
 
     def _mqtt_client(self) -> BufferedClient:
+        """The gateway's own connection: its status, the downlinks it publishes and scans.
+        The boards' messages come through the intake's, on the persistent session."""
         client_id = self.config.gateway.client_id
-        client = BufferedClient(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{client_id}-{self.name}" if self.name else client_id,
-            clean_session=False,
-            manual_ack=True,
-        )
-        broker = self.config.broker
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set()
+        name = f"{client_id}-{self.name}" if self.name else client_id
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-out")
+        prepare(client, self.config.broker.model_dump())
         client.will_set(self._presence.status_topic, contract.GATEWAY_WILL, qos=1, retain=True)
         # No cap on QoS 1 messages awaiting their PUBACK: with a cap, paho scans every one of
         # them at each PUBACK (quadratic under load); a batch bounds what we publish anyway.
         client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
-        client.on_socket_open = no_delay  # a state or an ack goes out now, not with the next
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _props) -> None:
-        """Subscribe, publish a fresh birth (boards resend at once on a new one) and read the
-        retained downlinks the broker holds, until the birth's own echo comes back."""
+        """Read the retained downlinks the broker holds, until the echo of the birth the worker
+        publishes next (`_announce`) comes back."""
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        topics = (
-            contract.board_subscriptions() if self._owned is None else self._topics(self._owned)
-        )
-        if topics:
-            client.subscribe([(topic, 1) for topic in topics])
         client.subscribe([(topic, 0) for topic in self._owned_topics()])
-        self._birth = contract.gateway_birth(wall_ms())
-        for topic in self._presence.birth_topics:  # the plant's one topic last: its echo
-            client.publish(topic, self._birth, qos=1, retain=True)
         self._inbox.put(_Connected())
 
     @staticmethod
@@ -483,17 +477,14 @@ class Gateway:
         return [*contract.downlink_subscriptions(), contract.GATEWAY_STATUS]
 
     def _on_message(self, client: mqtt.Client, _userdata, msg: mqtt.MQTTMessage) -> None:
-        """Board messages go to the worker; of the gateway's own topics, only what the broker
-        held retained (the rest is its own echo)."""
-        topic = _topic_of(msg)
+        """Of the gateway's own topics, only what the broker held retained goes to the worker
+        (the rest is its own echo)."""
+        topic = topic_of(msg)
         if topic == contract.GATEWAY_STATUS:
             if not msg.retain and msg.payload == self._birth:  # every retained one came before
                 client.unsubscribe(self._owned_topics())
-        elif topic.endswith(("/state", "/ack")):
-            if msg.retain and msg.payload:
-                self._inbox.put(_Retained(topic))
-        else:
-            self._inbox.put(msg)
+        elif msg.retain and msg.payload:
+            self._inbox.put(_Retained(topic))
 
     def _on_publish(self, _client, _userdata, mid: int, _reason, _props) -> None:
         """Wake the worker only while a trigger or alert awaits its PUBACK (to mark it sent):
@@ -577,9 +568,12 @@ class Gateway:
         whole transaction rolls back, the core is rebuilt from the store, and the batch is done
         again with that message dead-lettered. The core is never left half-changed, and the
         normal path pays nothing for it."""
+        lost = next((m for m in batch if isinstance(m, Lost)), None)
+        if lost is not None:
+            raise lost
         for owned in (m for m in batch if isinstance(m, _Owned)):
             self._own(owned.epochs)
-        messages = [m for m in batch if isinstance(m, mqtt.MQTTMessage)]
+        messages = [m for m in batch if isinstance(m, Inbound)]
         acked = (self._in_flight.pop(m.mid, None) for m in batch if isinstance(m, _Sent))
         sent = [outbox_id for outbox_id in acked if outbox_id is not None]
         self._outbox_in_flight -= len(sent)
@@ -597,8 +591,7 @@ class Gateway:
                 self.plant, self._pos, _ = rebuild(self._served_config(), self.store)
         if done is not None:
             outgoing, deliveries, touched, rejected, refusals, changed = done
-            for m in messages:
-                self._client.ack(m.mid, m.qos)
+            self._intake.ack([m.mid for m in messages if m.qos])
             self._publish(outgoing + self._acks(touched))
             self._submit(deliveries)
             for o, refusal in zip(operations, refusals, strict=True):
@@ -611,8 +604,27 @@ class Gateway:
         retained = [item.topic for item in batch if isinstance(item, _Retained)]
         if retained:
             self._clear_strangers(retained)
-        if any(isinstance(m, _Connected) for m in batch):
+        connected = any(isinstance(m, _Connected) for m in batch)
+        if connected:
             self._republish()
+        ups = [m.up for m in batch if isinstance(m, Up)]
+        # a connection came back, not only a subscription (an intake up all along: a take)
+        reconnected = connected or not self._intake_up or not all(ups)
+        if ups:
+            self._intake_up = ups[-1]
+        if (connected or any(ups)) and self._connected():
+            self._announce(reconnected)
+
+    def _announce(self, reconnected: bool = True) -> None:
+        """A fresh birth: the boards resend at once what is not acknowledged. And the owner
+        topic of the lines taken since the last one, now that the intake is subscribed to
+        them: their boards follow this gateway from now on (and resend to it)."""
+        self._birth = contract.gateway_birth(wall_ms())
+        for topic in self._presence.birth_topics(reconnected):  # the echo's last
+            self._client.publish(topic, self._birth, qos=1, retain=True)
+        for topic, owner in self._presence.owners(self._taken, wall_ms()):
+            self._client.publish(topic, owner, qos=1, retain=True)
+        self._taken = {}
 
     def _isolate(self, p: _Poisoned, poison: dict, letters: list) -> None:
         """What the next try leaves out: the held event (released as lost, dead-lettered), or
@@ -633,7 +645,7 @@ class Gateway:
     def _commit(
         self,
         batch: list,
-        messages: list[mqtt.MQTTMessage],
+        messages: list[Inbound],
         sent: list[int],
         outcomes: list[Outcome],
         operations: list[_Operate],
@@ -655,7 +667,7 @@ class Gateway:
                 self._reject(tx, topic, payload, now, why)
             for index, m in enumerate(messages):
                 if index in poison:
-                    self._reject(tx, _topic_of(m), m.payload, now, poison[index])
+                    self._reject(tx, m.topic, m.payload, now, poison[index])
                     continue
                 try:
                     effects += self._accept(tx, m, now)
@@ -687,10 +699,10 @@ class Gateway:
         for delivery in deliveries:
             self._webhooks.submit(delivery)
 
-    def _accept(self, tx: Transaction, msg: mqtt.MQTTMessage, now: int) -> list[Effect]:
+    def _accept(self, tx: Transaction, msg: Inbound, now: int) -> list[Effect]:
         """Validate one message, store it, and apply what it makes applicable (in seq order).
         Its effects. A failure past validation raises _Poisoned."""
-        topic = _topic_of(msg)
+        topic = msg.topic
         try:
             station, message = contract.decode_uplink(topic, msg.payload)
             line, station_id = self._where(station, message.board)
@@ -900,13 +912,17 @@ class Gateway:
 
     def _own(self, epochs: dict[str, int]) -> None:
         """Serve these lines from now on: the store fences with their epochs, the plant is
-        rebuilt from what the previous owners committed, the subscriptions follow. A line taken
-        under a new epoch gets its owner topic, once subscribed: its boards follow this gateway
-        and send what is not acked at once (older firmware: on the plant's gateway birth)."""
+        rebuilt from what the previous owners committed, the subscriptions follow. The lines
+        taken under a new epoch get their owner topic once subscribed (`_announce`): their
+        boards then send what is not acked at once."""
         if epochs == self.store.fence:
             return
         held = self.store.fence or {}
-        taken = {line: epoch for line, epoch in epochs.items() if held.get(line) != epoch}
+        self._taken = {
+            line: epoch
+            for line, epoch in epochs.items()
+            if line in self._taken or held.get(line) != epoch
+        }
         lines = set(epochs)
         dropped, added = self._owned - lines, lines - self._owned
         self._owned = lines
@@ -915,14 +931,11 @@ class Gateway:
         self.store.reload()
         self._rebuild(rewrite=lines)  # the replay numbers every served line's calls anew
         if dropped:
-            self._client.unsubscribe(self._topics(sorted(dropped)))
-        if added:
-            self._client.subscribe([(topic, 1) for topic in self._topics(sorted(added))])
-            self._client.publish(
-                contract.GATEWAY_STATUS, contract.gateway_birth(wall_ms()), qos=1, retain=True
-            )
-        for topic, owner in self._presence.owners(taken, wall_ms()):
-            self._client.publish(topic, owner, qos=1, retain=True)
+            self._intake.unsubscribe(self._topics(sorted(dropped)))
+        if added:  # subscribed, the intake says it is up again: then the birth (`_announce`)
+            self._intake.subscribe(self._topics(sorted(added)))
+        elif self._taken and self._connected():  # taken again, subscribed all along
+            self._announce(reconnected=False)
         if self._client.is_connected():
             self._republish()
 
@@ -950,9 +963,7 @@ class Gateway:
         applied is dropped with it (the plant is rebuilt from the store); its boards send the
         events again, to the line's new owner, since none was acknowledged to them."""
         log.warning("commit refused: %s", exc)
-        for m in batch:
-            if isinstance(m, mqtt.MQTTMessage):
-                self._client.ack(m.mid, m.qos)
+        self._intake.ack([m.mid for m in batch if isinstance(m, Inbound) and m.qos])
         with self._state:
             self._rebuild()
 
