@@ -15,7 +15,9 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 ROOT = "andon/v1"
+# The plant's one gateway status topic; each of several gateways also has its own (`Presence`)
 GATEWAY_STATUS = f"{ROOT}/gateway/status"
+GATEWAY_STATUSES = f"{ROOT}/gateway/+/status"
 MAX_PAYLOAD = 512
 NAME_RE = r"^[A-Za-z0-9_-]{1,32}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]
@@ -69,6 +71,10 @@ class Station:
 
 def line_state_topic(site: str, line: str) -> str:
     return f"{ROOT}/{site}/{line}/state"
+
+
+def line_owner_topic(site: str, line: str) -> str:
+    return f"{ROOT}/{site}/{line}/gateway"
 
 
 def replenish_topic(site: str, part: str) -> str:
@@ -284,6 +290,45 @@ def gateway_birth(since: int) -> bytes:
 
 
 GATEWAY_WILL = _dump({"online": False})
+
+
+def line_owner(gateway: str, epoch: int, since: int) -> bytes:
+    return _dump({"gateway": gateway, "epoch": epoch, "since": since})
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Where a gateway says it is alive (docs/protocol.md, Gateway status). `name`: one of
+    several gateways that own lines through leases (PostgreSQL), which has a status topic of
+    its own and names itself on the owner topic of each line it takes; None: the plant's one
+    gateway, on the one topic that every board follows unless its line has an owner."""
+
+    site: str
+    name: str | None
+
+    @property
+    def status_topic(self) -> str:
+        """Its birth's and its Will's (a connection has one Will)."""
+        return GATEWAY_STATUS if self.name is None else f"{ROOT}/gateway/{self.name}/status"
+
+    def birth_topics(self, reconnected: bool) -> tuple[str, ...]:
+        """Where a birth goes: the plant's one topic every time, a takeover's birth included
+        (older firmware, and boards of a line that has no owner topic yet, follow that one);
+        the status topic of one of several when it has (re)connected, before that one (the
+        boards that follow it resend then, and not at each line it takes)."""
+        if self.name is None or not reconnected:
+            return (GATEWAY_STATUS,)
+        return (self.status_topic, GATEWAY_STATUS)
+
+    def owners(self, epochs: dict[str, int], since: int) -> list[tuple[str, bytes]]:
+        """The retained owner topic of each of these lines, taken at `since` under its epoch
+        (line -> epoch); none for the plant's one gateway."""
+        if self.name is None:
+            return []
+        return [
+            (line_owner_topic(self.site, line), line_owner(self.name, epoch, since))
+            for line, epoch in sorted(epochs.items())
+        ]
 
 
 def encode(obj: dict) -> bytes:

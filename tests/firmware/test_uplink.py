@@ -9,6 +9,7 @@ from tests.firmware.test_station import (
     GATEWAY_STATUS,
     booted,
     station_config,
+    until,
     vboard,
 )
 
@@ -144,32 +145,45 @@ vtest.run(main())
     assert max(seqs) <= 16  # never beyond the window
 
 
-def test_a_new_gateway_birth_resends_everything_pending_at_once(mpy):
-    # The timeout is a minute: whatever goes again here went because of a gateway status.
-    data = mpy.run(
-        PRELUDE
-        + """
-async def main():
-    out = {}
+# An uplink whose timeout is a minute, and a step: `apply()` (a gateway status, an owner), then
+# one new event. What went out up to that event shows whether the step made the uplink send
+# everything again.
+STEPS = (
+    PRELUDE
+    + """
+def stepped_uplink():
     box = Outbox(capacity=100).open()
     link = FakeLink()
     up = Uplink(box, link, "andon/v1/P/L/S/evt", "B1", 1, resend_ms=60000)
-    task = asyncio.create_task(up.run())
+    return box, link, up, asyncio.create_task(up.run())
 
-    async def after(label, *statuses):
-        # Apply gateway statuses, then one new event: what went out up to that event shows
-        # whether the statuses made the uplink send everything again.
-        n = len(link.sent)
-        for online, since, retained in statuses:
-            up.on_gateway(online, since, retained)
-            await asyncio.sleep_ms(0)
-        seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
-        up.kick()
-        for _ in range(500):
-            if seq in seqs(link, n):
-                break
-            await asyncio.sleep_ms(10)
-        out[label] = seqs(link, n)
+async def step(box, link, up, apply=None):
+    n = len(link.sent)
+    if apply:
+        apply()
+    await asyncio.sleep_ms(0)
+    seq = box.append(1, "cycle", {"input": "cyc"}, None, time.ticks_ms(), False)
+    up.kick()
+    for _ in range(500):
+        if seq in seqs(link, n):
+            break
+        await asyncio.sleep_ms(10)
+    return seqs(link, n)
+"""
+)
+
+
+def test_a_new_gateway_birth_resends_everything_pending_at_once(mpy):
+    # Whatever goes again here went because of a gateway status, not the timeout.
+    data = mpy.run(
+        STEPS
+        + """
+async def main():
+    out = {}
+    box, link, up, task = stepped_uplink()
+
+    async def after(label, status=None):
+        out[label] = await step(box, link, up, status and (lambda: up.on_gateway(None, *status)))
 
     await after("first")
     await after("retained birth seen at subscribe", (True, 100, True))
@@ -197,6 +211,64 @@ vtest.run(main())
     }
 
 
+def test_a_board_follows_its_lines_owner_among_several_gateways(mpy):
+    # Statuses and owners in the order a board may get them.
+    data = mpy.run(
+        STEPS
+        + """
+async def main():
+    out = []
+    box, link, up, task = stepped_uplink()
+
+    async def after(label, owner=None, status=None):
+        apply = (lambda: up.on_owner(*owner)) if owner else status and (lambda: up.on_gateway(*status))
+        sent = await step(box, link, up, apply)
+        out.append([label, sent, up.owner, up.online.get(up.owner) is False])
+
+    # no owner topic (a one-gateway plant): the plant's one gateway topic, as before
+    await after("first")
+    await after("one gateway's birth", status=(None, True, 100, False))
+    await after("one gateway's will", status=(None, False, None, False))
+    # several gateways: the owner topic, retained at the board's subscribe
+    await after("a's birth, retained", status=("gw-a", True, 10, True))
+    await after("owner a, retained", owner=("gw-a", 1, True))
+    await after("the one topic's birth", status=(None, True, 200, False))
+    await after("b's birth", status=("gw-b", True, 20, False))
+    await after("b's will: another line's owner died", status=("gw-b", False, None, False))
+    await after("b back", status=("gw-b", True, 21, False))
+    await after("a's will: the owner died", status=("gw-a", False, None, False))
+    await after("b takes the line", owner=("gw-b", 2, False))
+    await after("a paused, announces its old epoch", owner=("gw-a", 1, False))
+    await after("b's owner topic again", owner=("gw-b", 2, False))
+    await after("b's new birth", status=("gw-b", True, 22, False))
+    await after("b's will", status=("gw-b", False, None, False))
+    task.cancel()
+    return {"steps": out, "resends": up.resends}
+
+vtest.run(main())
+"""
+    ).data
+    assert data["resends"] == 0  # no timeout ever fired
+    steps = {label: (sent, followed, offline) for label, sent, followed, offline in data["steps"]}
+    assert steps == {
+        "first": ([1], None, False),
+        "one gateway's birth": ([1, 2], None, False),
+        "one gateway's will": ([3], None, True),
+        "a's birth, retained": ([4], None, True),
+        "owner a, retained": ([5], "gw-a", False),  # the connect sent everything already
+        "the one topic's birth": ([6], "gw-a", False),  # others' births: nothing
+        "b's birth": ([7], "gw-a", False),
+        "b's will: another line's owner died": ([8], "gw-a", False),
+        "b back": ([9], "gw-a", False),
+        "a's will: the owner died": ([10], "gw-a", True),
+        "b takes the line": (list(range(1, 12)), "gw-b", False),  # a higher epoch: all again
+        "a paused, announces its old epoch": ([12], "gw-b", False),  # a lower one: ignored
+        "b's owner topic again": ([13], "gw-b", False),
+        "b's new birth": (list(range(1, 15)), "gw-b", False),  # its owner's new birth
+        "b's will": ([15], "gw-b", True),
+    }
+
+
 def test_a_board_resends_at_once_when_a_new_gateway_birth_reaches_it(tmp_path, broker):
     # The board's 5 s timeout never fires here: the resend comes from the birth.
     board = vboard(tmp_path / "flash", station_config(broker.port))
@@ -217,3 +289,51 @@ def test_a_board_resends_at_once_when_a_new_gateway_birth_reaches_it(tmp_path, b
             board.stop()
     assert status["outbox"] == 1  # never acked: still pending
     assert status["resends"] == 0  # not the timeout: the birth
+
+
+def test_a_board_of_a_plant_of_several_gateways_follows_its_lines_owner(tmp_path, broker):
+    # L1's owner is gw-a; gw-b serves other lines. A board follows gw-a only: gw-b's Will
+    # does not show "gateway offline" here, gw-b taking the line (a higher epoch) makes it
+    # resend at once, and gw-a announcing its old epoch again (it was paused) changes nothing.
+    board = vboard(tmp_path / "flash", station_config(broker.port))
+    owner, state = "andon/v1/P1/L1/gateway", "andon/v1/P1/L1/S1/state"
+    status = {name: f"andon/v1/gateway/{name}/status" for name in ("gw-a", "gw-b")}
+    with AckStandIn(broker, acking=False) as standin, Watcher(broker, client_id="gws") as gws:
+        gws.publish(status["gw-a"], b'{"online": true, "since": 1}', retain=True)
+        gws.publish(status["gw-b"], b'{"online": true, "since": 2}', retain=True)
+        gws.publish(owner, b'{"gateway": "gw-a", "epoch": 1, "since": 1}', retain=True)
+        log = standin.log(BOARD)
+
+        def sends() -> int:
+            return [e["seq"] for e in log.deliveries].count(1)
+
+        def then_lamps(station_state: str, lit: str) -> dict:
+            """The board's lamps once it has applied what came before this station state."""
+            gws.publish(state, f'{{"state": "{station_state}", "call": null}}'.encode())
+            return until(lit, lambda: (m := board.lamps())[lit] != "off" and m)
+
+        try:
+            board.start(inputs=CORD_UP)
+            booted(board)
+            standin.wait(lambda: 1 in log.by_seq, what="the boot report")
+            gws.publish(status["gw-b"], b'{"online": false}', retain=True)
+            assert then_lamps("running", "green")["white"] == "off"  # not its owner
+
+            before = sends()
+            gws.publish(owner, b'{"gateway": "gw-b", "epoch": 2, "since": 3}', retain=True)
+            standin.wait(lambda: sends() > before, what="a resend to the new owner")
+            # gw-b is offline (its Will above): the board follows gw-b now
+            until("gateway offline", lambda: board.lamps()["white"] == "on")
+
+            before = sends()
+            gws.publish(owner, b'{"gateway": "gw-a", "epoch": 1, "since": 4}', retain=True)
+            assert then_lamps("stopped", "red")["white"] == "on"  # still gw-b's offline
+            assert sends() == before  # no resend for an old owner
+
+            gws.publish(status["gw-b"], b'{"online": true, "since": 5}', retain=True)
+            standin.wait(lambda: sends() > before, what="a resend on the owner's new birth")
+            until("gateway online", lambda: board.lamps()["white"] == "off")
+            resends = board.status()["resends"]
+        finally:
+            board.stop()
+    assert resends == 0  # each resend came from an owner or a birth, not the timeout

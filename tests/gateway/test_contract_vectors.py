@@ -52,9 +52,14 @@ def test_gateway_encodes_downlink_vectors(message):
     p = message["payload"]
     st = DOWNLINK["station"]
     station = contract.Station(st["site"], st["line"], st["station"])
-    leaf = message["topic"].rsplit("/", 1)[1]
-    if message["topic"] == contract.GATEWAY_STATUS:
+    levels = message["topic"].split("/")
+    leaf = levels[-1]
+    if levels[2] == "gateway" and leaf == "status":  # the plant's one gateway, or one of several
+        name = levels[3] if len(levels) == 5 else None
+        assert contract.Presence(st["site"], name).status_topic == message["topic"]
         encoded = contract.gateway_birth(p["since"]) if p["online"] else contract.GATEWAY_WILL
+    elif message["topic"] == contract.line_owner_topic(st["site"], st["line"]):
+        encoded = contract.line_owner(p["gateway"], p["epoch"], p["since"])
     elif message["topic"] == station.line_topic:
         encoded = contract.line_state(p["state"], p["stopped"], p["called"], p["since"])
     elif leaf == "state":

@@ -314,3 +314,61 @@ def test_a_gateway_that_serves_no_line_saves_no_projection(two_gateways_one_loop
     idle.stop()  # an empty plant's projection would stand for every line in replay --check
     with psycopg.connect(postgres) as db:
         assert db.execute("SELECT scope FROM projection").fetchall() == []
+
+
+def test_a_killed_gateways_lines_name_their_new_owner_and_only_its_own_status_goes_offline(
+    tmp_path, broker, postgres
+):
+    """kill -9 of one of two gateway processes: its Will says offline on its own status topic
+    only, the survivor's status stays online, and the owner topic of the line it held names the
+    survivor under a higher epoch, published once the survivor is subscribed to the line."""
+    from andon.sim.rig import GatewayProcess
+
+    config = plant_config(tmp_path, broker, postgres)
+    plant_file = tmp_path / "plant.toml"
+    plant_file.write_text(tomli_w.dumps(config.model_dump(mode="json", exclude_defaults=True)))
+    processes = {
+        name: GatewayProcess(plant_file, tmp_path / f"gateway-{name}.log", name)
+        for name in ("a", "b")
+    }
+    watcher = Watcher(broker)
+    line_of = {f"andon/v1/{SITE}/{line}/gateway": line for line in ("L1", "L2")}
+    before: dict[str, dict] = {}  # line -> its latest owner message
+
+    def split(topic: str, body: dict) -> bool:
+        """Each line's owner topic names another gateway, as the messages so far have it."""
+        if topic in line_of:
+            before[line_of[topic]] = body
+        return len({owner["gateway"] for owner in before.values()}) == 2
+
+    try:
+        for gw in processes.values():
+            gw.start()
+        watcher.wait_for(split, 60)
+        victim = before["L1"]["gateway"]
+        survivor = before["L2"]["gateway"]
+        status = {name: f"andon/v1/gateway/{name}/status" for name in processes}
+        seen_before = list(watcher.seen)
+        watcher.seen.clear()  # what comes from now on is the takeover's
+        processes[victim].kill()
+        after = watcher.wait_for(
+            lambda t, body: line_of.get(t) == "L1" and body.get("gateway") == survivor, 30
+        )
+        # subscribed to L1 before it said so: an event sent once now is acknowledged
+        watcher.publish(f"andon/v1/{SITE}/L1/S01/evt", evt(1, board="B0000000001"))
+        acked(watcher, "L1", 1)
+        watcher.wait_for(lambda t, body: t == status[victim] and body == {"online": False})
+    finally:
+        for gw in processes.values():
+            gw.kill()
+        watcher.close()
+    assert after["epoch"] > before["L1"]["epoch"]
+    assert after["since"] >= before["L1"]["since"]
+    seen = seen_before + watcher.seen
+    survivors_status = [body for t, body in seen if t == status[survivor]]
+    assert survivors_status and all(body["online"] for body in survivors_status)
+    # no new birth of its own for a line it took: its other lines' boards have nothing to resend
+    assert [body for t, body in watcher.seen if t == status[survivor]] == []
+    # the plant's one topic carries births (older firmware) and no Will of either gateway
+    plant_status = [body for t, body in seen if t == "andon/v1/gateway/status"]
+    assert plant_status and all(body["online"] for body in plant_status)

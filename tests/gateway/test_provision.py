@@ -379,6 +379,34 @@ def test_a_board_reads_its_own_station_and_line_but_not_another_station(secured_
         board.got.get(timeout=1)  # S02's state is not for this board
 
 
+def test_a_board_reads_its_lines_owner_and_every_gateways_status_not_another_lines_owner(
+    secured_broker,
+):
+    passwords, connect = secured_broker
+    gateway = connect(GATEWAY, passwords[GATEWAY], "gw")
+    assert gateway.connect_result() == 0
+    retained = {
+        "andon/v1/P1/L1/gateway": b"L1 owner",
+        "andon/v1/P1/L2/gateway": b"L2 owner",
+        "andon/v1/gateway/a/status": b"a",
+        "andon/v1/gateway/status": b"the one gateway",
+    }
+    for topic, payload in retained.items():  # several gateways write these
+        gateway.publish(topic, payload, retain=True)
+
+    board = connect("AAAA00000001", passwords["AAAA00000001"], "board-1")
+    assert board.connect_result() == 0
+    # what the firmware subscribes to (wire.Topics.downlinks): granted, not refused
+    for topic in ("andon/v1/P1/L1/gateway", "andon/v1/gateway/+/status", "andon/v1/gateway/status"):
+        assert not any(code.is_failure for code in board.subscribe(topic)), topic
+    seen = {board.got.get(timeout=5) for _ in range(3)}
+    assert seen == {(t, retained[t]) for t in retained if t != "andon/v1/P1/L2/gateway"}
+    board.subscribe("andon/v1/P1/+/gateway")
+    assert board.got.get(timeout=5) == ("andon/v1/P1/L1/gateway", b"L1 owner")
+    with pytest.raises(queue.Empty):
+        board.got.get(timeout=1)  # L2's owner is not for this board
+
+
 def test_a_wrong_password_or_an_anonymous_client_is_refused(secured_broker):
     passwords, connect = secured_broker
     wrong = connect("AAAA00000001", passwords["AAAA00000002"], "board-1")
@@ -398,6 +426,8 @@ def test_only_the_gateway_account_writes_downlinks(secured_broker):
         "andon/v1/P1/L1/S02/ack",
         "andon/v1/P1/L1/state",  # its line's
         "andon/v1/gateway/status",
+        "andon/v1/gateway/a/status",  # one of several gateways'
+        "andon/v1/P1/L1/gateway",  # its line's owner
     ]
     for n, topic in enumerate(downlinks):  # a denied publish may close the connection: one each
         board = connect("AAAA00000001", passwords["AAAA00000001"], f"board-{n}")

@@ -38,7 +38,7 @@ class Station:
         self.announced = self.outbox.near_full  # what the last birth said
         self.unstored = 0  # events lost because the flash was full
         self.tower = light.Tower(cfg["light"]) if cfg.get("light") else None
-        self.remote = {"station": None, "line": None, "gateway": None}
+        self.remote = {"station": None, "line": None}
         self.call_seq = None  # a call pressed here, lit amber until the gateway acks it
         self.last_error = fault.last_error()  # why the last boot ended, for this boot's births
         self.settled = False
@@ -118,8 +118,9 @@ class Station:
                 self.call_seq = None  # applied: the station state shows the call from now on
             self.announce()
         elif kind == "gateway":
-            self.uplink.on_gateway(m["online"], m["since"], retained)
-            self.remote["gateway"] = m["online"]
+            self.uplink.on_gateway(m["gateway"], m["online"], m["since"], retained)
+        elif kind == "owner":
+            self.uplink.on_owner(m["gateway"], m["epoch"], retained)
         else:
             self.remote[kind] = m
         self.refresh_light()
@@ -127,7 +128,8 @@ class Station:
     # -- the stack light --
     def link_state(self):
         s = self.link.state
-        if s == "up" and self.remote["gateway"] is False:
+        up = self.uplink
+        if s == "up" and up.online.get(up.owner) is False:  # the gateway it follows
             return "gateway_offline"
         return {"up": "ok", "no_wifi": "no_wifi", "no_time": "no_time"}.get(s, "no_broker")
 

@@ -3,10 +3,11 @@
 # A broker's PUBACK is not durability: a broker that crashes loses what it acknowledged.
 # So an event leaves the outbox only on the gateway's end-to-end ack (docs/protocol.md),
 # and whatever is not acked is sent again, in order, from the oldest: on every reconnect,
-# at once on each new gateway birth (a gateway that reconnected may have missed what was
-# sent meanwhile), and after a timeout counted from the last progress. A wake-up (a new
-# event, an ack that moves nothing) does not restart that timeout: a busy station's gap
-# would otherwise stay open for as long as it keeps busy.
+# at once on each new birth of the gateway it follows (a gateway that reconnected may have
+# missed what was sent meanwhile) and on a new owner of its line (of several gateways: the
+# new one may not have what the old one missed), and after a timeout counted from the last
+# progress. A wake-up (a new event, an ack that moves nothing) does not restart that
+# timeout: a busy station's gap would otherwise stay open for as long as it keeps busy.
 import asyncio
 from time import ticks_diff, ticks_ms
 
@@ -27,7 +28,13 @@ class Uplink:
         self.resends = 0  # timeouts without progress
         self._progress_at = ticks_ms()  # the last ack that moved, or the oldest's last send
         self._rewind = False  # send from the oldest pending at the next chance
-        self._gateway = (None, None)  # (online, since) of the gateway's last status
+        # The gateway followed: the line's owner once its owner topic came (of several
+        # gateways), else the plant's one gateway (None); and the owner's epoch.
+        self.owner = None
+        self._epoch = -1
+        # Each gateway's last status, by name (None: the plant's one): its birth's `since`
+        # while online, False after its Will.
+        self.online = {}
         self._wake = asyncio.Event()
 
     def kick(self):
@@ -38,13 +45,22 @@ class Uplink:
         self._rewind = True
         self._wake.set()
 
-    def on_gateway(self, online, since, retained):
-        # A live birth we have not seen (another `since`, or online after the Will) is a
-        # gateway that (re)connected: what it missed meanwhile goes again now. The retained
-        # copy a (re)subscribe brings needs nothing: that reconnect already rewound.
-        new = online and (since != self._gateway[1] or self._gateway[0] is False)
-        self._gateway = (online, since)
-        if new and not retained:
+    def on_owner(self, gateway, epoch, retained):
+        # A higher epoch is a takeover: the new owner may lack what its predecessor missed, so
+        # it all goes again. A lower one is an old owner that was paused: ignored.
+        if epoch > self._epoch:
+            self.owner, self._epoch = gateway, epoch
+            if not retained:
+                self.rewind()
+
+    def on_gateway(self, gateway, online, since, retained):
+        # Only the followed gateway's status counts. A live birth we have not seen (another
+        # `since`, or online after the Will) is a gateway that (re)connected: what it missed
+        # meanwhile goes again now. The retained copy a (re)subscribe brings needs nothing:
+        # that reconnect already rewound.
+        last = self.online.get(gateway)
+        self.online[gateway] = online and since
+        if online and since != last and gateway == self.owner and not retained:
             self.rewind()
 
     def on_ack(self, seq):

@@ -3,7 +3,8 @@
 import json
 
 ROOT = "andon/v1"
-GATEWAY_STATUS = ROOT + "/gateway/status"
+# + "status": the plant's one gateway's status; + "{name}/status": one of several gateways'
+GATEWAY = ROOT + "/gateway/"
 STATION_STATES = ("running", "called", "acknowledged", "stopped", "offline")
 LINE_STATES = ("running", "called", "stopped")
 CALLS = ("cord", "maintenance", "quality", "material")
@@ -19,9 +20,11 @@ class Topics:
         self.state = base + "/state"
         self.ack = base + "/ack"
         self.line_state = self.line + "/state"
+        self.owner = self.line + "/gateway"  # which of several gateways serves the line
 
     def downlinks(self):
-        return (self.state, self.ack, self.line_state, GATEWAY_STATUS)
+        return (self.state, self.ack, self.line_state, self.owner, GATEWAY + "status",
+                GATEWAY + "+/status")
 
 
 def event_payload(rec):
@@ -92,9 +95,15 @@ def decode(topics, board, topic, payload):
         if m.get("board") != board or not _int(m.get("boot")) or not _int(m.get("seq")):
             return None
         return {"kind": "ack", "boot": m["boot"], "seq": m["seq"]}
-    if topic == GATEWAY_STATUS:
+    if topic == topics.owner:
+        if not isinstance(m.get("gateway"), str) or not _int(m.get("epoch")):
+            return None
+        return {"kind": "owner", "gateway": m["gateway"], "epoch": m["epoch"]}
+    if topic.startswith(GATEWAY) and topic.endswith("/status"):
         if not isinstance(m.get("online"), bool):
             return None
         since = m.get("since")  # tells one gateway birth from the next
-        return {"kind": "gateway", "online": m["online"], "since": since if _int(since) else None}
+        # gateway: the name of one of several, None for the plant's one
+        return {"kind": "gateway", "gateway": topic[len(GATEWAY):-7] or None,
+                "online": m["online"], "since": since if _int(since) else None}
     return None

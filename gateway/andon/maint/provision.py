@@ -28,7 +28,15 @@ from typing import Annotated
 from pydantic import Field, ValidationError, model_validator
 
 from andon.config import LineConfig, PlantConfig, StationConfig
-from andon.contract import GATEWAY_STATUS, ROOT, Name, Station, board_subscriptions
+from andon.contract import (
+    GATEWAY_STATUS,
+    GATEWAY_STATUSES,
+    ROOT,
+    Name,
+    Station,
+    board_subscriptions,
+    line_owner_topic,
+)
 from andon.maint.hardware import (
     PROFILES_DIR,
     Gpio,
@@ -312,19 +320,22 @@ def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
 
 def board_acl(site: str, line: str, station: str) -> list[str]:
     """A board publishes under its own station; reads its state and ack, its line's state and
-    the gateway's status (docs/protocol.md)."""
+    owner, and the gateways' status (docs/protocol.md)."""
     own = Station(site, line, station)
     return [
         *(f"topic write {own.topic(leaf)}" for leaf in ("evt", "status", "telemetry")),
         *(f"topic read {own.topic(leaf)}" for leaf in ("state", "ack")),
         f"topic read {own.line_topic}",
+        f"topic read {line_owner_topic(site, line)}",
         f"topic read {GATEWAY_STATUS}",
+        f"topic read {GATEWAY_STATUSES}",
     ]
 
 
 def gateway_acl() -> list[str]:
     """The gateway reads every board's uplink and writes every downlink; it may read back its
-    own retained downlinks (state, ack, gateway status) when it restarts."""
+    own retained downlinks (state, ack, gateway status) when it restarts. Several gateways
+    write their own status and the owner of the lines they take."""
     return [
         *(f"topic read {topic}" for topic in board_subscriptions()),
         f"topic readwrite {ROOT}/+/+/+/state",
@@ -333,6 +344,8 @@ def gateway_acl() -> list[str]:
         f"topic write {ROOT}/+/kanban/+/replenish",
         f"topic write {ROOT}/+/alert",
         f"topic readwrite {GATEWAY_STATUS}",
+        f"topic write {GATEWAY_STATUSES}",
+        f"topic write {line_owner_topic('+', '+')}",
     ]
 
 

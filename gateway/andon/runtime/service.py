@@ -285,6 +285,10 @@ class Gateway:
         self._worked = time.monotonic()  # when the worker last took or finished work (health)
         self._birth = b""  # the gateway birth last published: its echo ends the retained scan
         self._clock = self.store.clock()
+        # one of several gateways (named, on PostgreSQL) has a status topic of its own
+        self._presence = contract.Presence(config.site, self.name if config.store.url else None)
+        self._taken: dict[str, int] = {}  # lines taken, their owner topic not yet published
+        self._announcing = threading.Lock()  # the worker takes lines; two threads announce
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
         # the boards' messages come through a process of its own, on the persistent session
@@ -371,7 +375,7 @@ class Gateway:
         if self._leases is not None:
             self._leases.stop()
         offline = self._client.publish(
-            contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True
+            self._presence.status_topic, contract.GATEWAY_WILL, qos=1, retain=True
         )
         if self._client.is_connected():
             offline.wait_for_publish(timeout)
@@ -447,7 +451,7 @@ class Gateway:
         name = f"{client_id}-{self.name}" if self.name else client_id
         client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-out")
         prepare(client, self.config.broker.model_dump())
-        client.will_set(contract.GATEWAY_STATUS, contract.GATEWAY_WILL, qos=1, retain=True)
+        client.will_set(self._presence.status_topic, contract.GATEWAY_WILL, qos=1, retain=True)
         # No cap on QoS 1 messages awaiting their PUBACK: with a cap, paho scans every one of
         # them at each PUBACK (quadratic under load); a batch bounds what we publish anyway.
         client.max_inflight_messages_set(0)
@@ -462,21 +466,30 @@ class Gateway:
             return
         client.subscribe([(topic, 0) for topic in self._owned_topics()])
         if self._intake_up:
-            self._announce()
+            self._announce(reconnected=True)
         self._inbox.put(_Connected())
 
     def _on_intake_up(self, up: bool) -> None:
-        """The intake is subscribed to the boards (a new line's too), or went down. Either this
-        or `_on_connect` comes last, and sees the other's state: one of them announces."""
+        """The intake is subscribed to the boards (again, or to a taken line's too), or went
+        down. Either this or `_on_connect` comes last, and sees the other's state: one of them
+        announces."""
+        reconnected = not self._intake_up  # else only its subscriptions changed: a take
         self._intake_up = up
         if up and self._client.is_connected():
-            self._announce()
+            self._announce(reconnected)
 
-    def _announce(self) -> None:
-        """A fresh birth: the boards resend at once what is not acknowledged. The retained
-        scan after a connect ends with its echo."""
-        self._birth = contract.gateway_birth(wall_ms())
-        self._client.publish(contract.GATEWAY_STATUS, self._birth, qos=1, retain=True)
+    def _announce(self, reconnected: bool) -> None:
+        """A fresh birth: the boards resend at once what is not acknowledged (the retained
+        scan after a connect ends with its echo). And the owner topic of the lines taken since
+        the last one, now that the intake is subscribed to them: their boards follow this
+        gateway from now on (and resend to it)."""
+        with self._announcing:
+            self._birth = contract.gateway_birth(wall_ms())
+            for topic in self._presence.birth_topics(reconnected):  # the echo's last
+                self._client.publish(topic, self._birth, qos=1, retain=True)
+            for topic, owner in self._presence.owners(self._taken, wall_ms()):
+                self._client.publish(topic, owner, qos=1, retain=True)
+            self._taken = {}
 
     @staticmethod
     def _owned_topics() -> list[str]:
@@ -898,10 +911,18 @@ class Gateway:
 
     def _own(self, epochs: dict[str, int]) -> None:
         """Serve these lines from now on: the store fences with their epochs, the plant is
-        rebuilt from what the previous owners committed, the subscriptions follow. A new line's
-        boards are told the gateway is back (so they send what is not acked at once)."""
+        rebuilt from what the previous owners committed, the subscriptions follow. The lines
+        taken under a new epoch get their owner topic once subscribed (`_announce`): their
+        boards then send what is not acked at once."""
         if epochs == self.store.fence:
             return
+        held = self.store.fence or {}
+        with self._announcing:
+            self._taken = {
+                line: epoch
+                for line, epoch in epochs.items()
+                if line in self._taken or held.get(line) != epoch
+            }
         lines = set(epochs)
         dropped, added = self._owned - lines, lines - self._owned
         self._owned = lines
@@ -913,6 +934,8 @@ class Gateway:
             self._intake.unsubscribe(self._topics(sorted(dropped)))
         if added:  # subscribed, the intake says it is up again: then the birth (`_announce`)
             self._intake.subscribe(self._topics(sorted(added)))
+        elif self._taken and self._intake_up and self._client.is_connected():
+            self._announce(reconnected=False)  # taken again, subscribed all along
         if self._client.is_connected():
             self._republish()
 
