@@ -148,7 +148,8 @@ class Intake:
         self._proc.stdout.close()
 
     def _send(self, kind: str, value: object) -> None:
-        with self._sending:
+        # a dead process: its reader delivers `Lost`, which stops the worker with its reason
+        with self._sending, contextlib.suppress(BrokenPipeError):
             if not self._stopping:
                 write_frame(self._proc.stdin, kind, value)
 
