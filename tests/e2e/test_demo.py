@@ -133,17 +133,15 @@ def test_a_second_terminal_acts_on_the_demo_which_ctrl_c_ends_cleanly(tmp_path):
     assert not (tmp_path / "var" / "demo" / "sim" / "sim.json").exists()  # the line is down
 
 
-def brokers_in(cwd: Path) -> list[int]:
-    """Mosquitto processes running in `cwd` (the demo starts its broker there)."""
+def processes_in(cwd: Path) -> list[str]:
+    """The processes running in `cwd` (the demo starts its broker, gateway and boards there)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if (proc / "comm").read_text().strip() == "mosquitto" and (
-                (proc / "cwd").resolve() == cwd.resolve()
-            ):
-                found.append(int(proc.name))
+            if (proc / "cwd").resolve() == cwd.resolve():
+                found.append((proc / "comm").read_text().strip())
         except (OSError, ValueError):
-            continue  # gone meanwhile, or not a process
+            continue  # gone meanwhile, a zombie, or not a process
     return found
 
 
@@ -152,6 +150,8 @@ def test_sigterm_while_starting_stops_everything_cleanly(tmp_path):
     try:
         wait_for("the demo starting", lambda: any("starting Mosquitto" in x for x in lines))
         wait_for("its broker", lambda: (tmp_path / "var/demo/broker/mosquitto.log").exists())
+        # while it waits for its gateway to come online
+        wait_for("its gateway", lambda: (tmp_path / "var/demo/gateway.log").exists())
         demo.send_signal(signal.SIGTERM)
         code = demo.wait(timeout=60)
     finally:
@@ -159,7 +159,7 @@ def test_sigterm_while_starting_stops_everything_cleanly(tmp_path):
     stderr = demo.stderr.read()
     assert (code, stderr.strip()) == (0, "")
     assert any("stopped while starting" in x for x in lines)
-    assert brokers_in(tmp_path) == []  # it said so: its Mosquitto is gone too
+    assert processes_in(tmp_path) == []  # it said so: its Mosquitto and gateway are gone too
     broker_conf = (tmp_path / "var/demo/broker/mosquitto.conf").read_text()
     assert "allow_anonymous false" in broker_conf and "acl_file" in broker_conf
 

@@ -1,13 +1,14 @@
-"""The gateway process: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite beneath.
+"""The gateway: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite beneath.
 
-Persist before ack. The network thread, where paho reads, writes and runs its callbacks
-(`andon.runtime.netloop`), only enqueues what arrives; one worker thread takes whatever is
-queued (up to `batch_max`), validates it, logs the new events, applies them to the core and
-commits the lot in one durable transaction. Only then are the messages acknowledged to the
-broker (manual ack), the boards whose progress moved told it (`…/ack`) and the effects
-published. A crash anywhere before the commit loses nothing: the broker still holds the
-unacknowledged messages for our persistent session and delivers them again, and a board's
-progress makes a second delivery a no-op.
+Persist before ack. The boards' messages are read by the intake, a process of its own on the
+gateway's persistent session (`andon.runtime.intake`), and queued here by its reader thread;
+one worker thread takes whatever is queued (up to `batch_max`), validates it, logs the new
+events, applies them to the core and commits the lot in one durable transaction. Only then
+are the messages acknowledged to the broker (through the intake, manual acks), the boards
+whose progress moved told it (`…/ack`) and the effects published, on the gateway's own
+connection (`andon.runtime.netloop`). A crash anywhere before the commit loses nothing: the
+broker still holds the unacknowledged messages for the persistent session and delivers them
+again, and a board's progress makes a second delivery a no-op.
 
 Each board's events apply in seq order (the store holds one that comes after a gap until the
 gap fills or is declared lost), and no single message can stop the worker: one that fails

@@ -20,6 +20,9 @@ from andon.sim.mosquitto import free_port
 from andon.sim.vm import compiled_paths, micropython_exe, vm_env
 
 RESET_EXIT = 75  # a virtual board that asked for machine.reset() exits with this
+# The 64-bit VM's heap for a simulated board: 128K is at the edge for the full scenario, and a
+# sim must not run short. The firmware's heap budget is held by the 32-bit heap tests.
+SIM_HEAP = "256K"
 # The VM's own heap at start (and asyncio's), noted before the virtual board's code loads:
 # virtual/vboard.py counts it in the firmware's share of the heap (`firmware_heap`).
 LAUNCH = "import gc, asyncio; gc.collect(); VM_BASE = gc.mem_alloc(); import vboard"

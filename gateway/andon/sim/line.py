@@ -24,13 +24,12 @@ from typing import Any
 from andon.config import LineConfig, PlantConfig, StationConfig
 from andon.maint.hardware import load_profile
 from andon.maint.provision import Network, build_board_config, check_board_config
-from andon.sim.board import RESET_EXIT, BoardError, VirtualBoard
+from andon.sim.board import RESET_EXIT, SIM_HEAP, BoardError, VirtualBoard
 from andon.sim.vm import compiled_paths
 
 log = logging.getLogger("andon.sim")
 
 REBOOT_POLL_S = 0.25  # how soon a board that reset itself boots again
-SIM_HEAP = "256K"  # 128K is at the edge for the full scenario; a sim must not run short
 UID_DIGITS = (8, 14, 20)  # a 4, 7 or 10 byte tag UID, in hex
 # A tag lies on the reader this long, by its role: the firmware catches 300 ms taps (badge,
 # receive), and a card on its post within about 550 ms (rfid.POST_PERIOD_MS: 500 ms polls).

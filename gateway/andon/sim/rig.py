@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Iterable
@@ -24,7 +25,8 @@ import tomli_w
 from andon import contract
 from andon.config import PlantConfig, load_plant
 from andon.maint.provision import GATEWAY_USER, Network, mosquitto_hash, provision
-from andon.sim.line import SIM_HEAP, VirtualLine
+from andon.sim.board import SIM_HEAP
+from andon.sim.line import VirtualLine
 from andon.sim.mosquitto import Broker, free_port
 from andon.sim.observe import Observer, wait_for
 from andon.sim.scenario import Runner
@@ -58,8 +60,17 @@ class GatewayProcess:
         self.log = log
         self.name = name
         self.proc: subprocess.Popen | None = None
+        self._spawning: threading.Thread | None = None
 
     def start(self) -> None:
+        # On a thread of its own: a signal handler that raises (the demo's, while it starts)
+        # runs on the main thread, so it cannot come between the fork and `self.proc`, which
+        # would leave a gateway running that nothing stops. `kill()` waits for the thread.
+        self._spawning = threading.Thread(target=self._spawn, name="andon-spawn-gateway")
+        self._spawning.start()
+        self._spawning.join()
+
+    def _spawn(self) -> None:
         named = ("--name", self.name) if self.name else ()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -71,6 +82,8 @@ class GatewayProcess:
 
     def kill(self) -> None:
         """kill -9: whatever was not committed is the broker's to deliver again."""
+        if self._spawning is not None:
+            self._spawning.join()
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -176,9 +189,10 @@ class Rig:
                 self.broker.host, self.broker.port, username=user, password=password
             )
             self._stack.callback(self.observer.close)
+            # before the start: a signal while it waits for the gateway leaves none behind
+            self._stack.callback(self.gateway.kill)  # after stop_gateway(): a no-op
             if self.with_gateway:
                 self.start_gateway()
-            self._stack.callback(self.gateway.kill)  # after stop_gateway(): a no-op
             self.line.start()
             self._stack.callback(self.line.stop)
         except BaseException:

@@ -24,7 +24,7 @@ import threading
 import tty
 from pathlib import Path
 
-from andon.sim.board import RESET_EXIT
+from andon.sim.board import RESET_EXIT, SIM_HEAP
 from andon.sim.vm import compiled_paths, micropython_exe, vm_env
 
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
@@ -49,7 +49,7 @@ def _vm_terminal() -> tuple[int, int]:
 class SerialBoard:
     """The VM behind `port`; its flash is `flash`, its machine.unique_id() is `uid`."""
 
-    def __init__(self, flash: Path, uid: str = "246F28000001", heap: str = "128K") -> None:
+    def __init__(self, flash: Path, uid: str = "246F28000001", heap: str = SIM_HEAP) -> None:
         self.flash = flash
         self.uid = uid
         self.heap = heap
