@@ -293,10 +293,9 @@ class Gateway:
         self._client = self._mqtt_client()
         self._network = NetworkLoop(self._client)
         # the boards' messages come through a process of its own, on the persistent session
-        client_id = settings.client_id
         self._intake = Intake(
             config.broker.model_dump(),
-            f"{client_id}-{self.name}" if self.name else client_id,
+            self._session_id,
             self._inbox.put,
             self._on_intake_up,
         )
@@ -445,12 +444,18 @@ class Gateway:
 
     # --- MQTT (the network thread: enqueue only) ------------------------------------------
 
+    @property
+    def _session_id(self) -> str:
+        """The client id of the boards' persistent session (one per gateway), its intake's."""
+        client_id = self.config.gateway.client_id
+        return f"{client_id}-{self.name}" if self.name else client_id
+
     def _mqtt_client(self) -> BufferedClient:
         """The gateway's own connection: its status, the downlinks it publishes and scans.
         The boards' messages come through the intake's, on the persistent session."""
-        client_id = self.config.gateway.client_id
-        name = f"{client_id}-{self.name}" if self.name else client_id
-        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-out")
+        client = BufferedClient(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{self._session_id}-out"
+        )
         prepare(client, self.config.broker.model_dump())
         client.will_set(self._presence.status_topic, contract.GATEWAY_WILL, qos=1, retain=True)
         # No cap on QoS 1 messages awaiting their PUBACK: with a cap, paho scans every one of
