@@ -12,7 +12,7 @@ acknowledged, the broker delivers again to the session.
 
 The gateway's own connection keeps the rest: its status (birth and Will), the retained
 downlinks it publishes and scans. It announces itself only while the intake is subscribed
-(`Up`), so a board that resends on the birth resends to a subscriber.
+(its `up` callback), so a board that resends on the birth resends to a subscriber.
 
 The pipe carries frames: a 4-byte length and a pickled `(kind, value)`, both ways, between two
 processes of the same gateway. The child ignores SIGINT and SIGTERM: the gateway stops it
