@@ -3,8 +3,8 @@
 Computed from the stored call, stop, annotation and order records (the `record` table, which
 the gateway writes from the log as it applies it, so a replay writes the same) and, for the
 kanban loops' card counts, the plant's view: never from counters that drift. Calls are read
-from `call_fact`, the same records as plain indexed columns (kept by triggers in the store)
-and grouped in SQL, so a log of a million events answers in about two seconds (bench/board.py).
+from `call_fact`, the same records as plain indexed columns (kept by the store), and grouped
+in SQL, so a log of a million events answers in about two seconds (bench/board.py).
 They are read on a read-only connection to the plant's store (`store.Reader`): the SQLite file,
 or the PostgreSQL several gateways share, so that any of them serves the whole plant.
 
