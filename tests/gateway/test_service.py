@@ -231,8 +231,8 @@ class FailingStore(SqliteStore):
     """A disk that fails every commit that holds an event: the transaction rolls back."""
 
     @contextmanager
-    def transaction(self):
-        with super().transaction() as tx:
+    def transaction(self, background: bool = False):
+        with super().transaction(background) as tx:
             yield tx
             if tx.touched:
                 raise RuntimeError("disk I/O error")

@@ -67,6 +67,54 @@ def test_a_gateway_whose_lease_was_taken_over_cannot_commit(pg, postgres):
     assert [e.message for e in pg.log()] == ['{"seq": 1}']
 
 
+def committed_seqs(url: str) -> list[int]:
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT message FROM log ORDER BY pos").fetchall()
+    return [json.loads(message)["seq"] for (message,) in rows]
+
+
+def test_a_background_commit_is_made_while_the_next_batch_builds_on_it(pg, postgres):
+    lease(postgres, "L1", "gw-a", 1)
+    pg.fence = {"L1": 1}
+    with psycopg.connect(postgres) as blocker:
+        blocker.execute("SELECT * FROM lease FOR UPDATE")  # the commits' fence checks wait
+        with pg.transaction(background=True) as first:
+            first.append(event(1))
+        with pg.transaction(background=True) as second:
+            logged = second.append(event(2))  # in order after seq 1, which is not committed yet
+        assert [pos for pos, _ in logged] == [2]
+        assert not first.in_flight.done()
+        assert committed_seqs(postgres) == []  # nothing is acknowledged on that
+        blocker.rollback()
+    pg.settle()
+    assert second.in_flight.done()
+    assert committed_seqs(postgres) == [1, 2]
+
+
+def test_a_refused_background_commit_takes_the_ones_queued_behind_it_along(pg, postgres):
+    lease(postgres, "L1", "gw-a", 1)
+    pg.fence = {"L1": 1}
+    lease(postgres, "L1", "gw-b", 2)  # gw-b took the line over before these commits are made
+    with pg.transaction(background=True) as first:
+        first.append(event(1))
+    with pg.transaction(background=True) as second:
+        second.append(event(2))
+    with pytest.raises(Fenced, match="gw-a no longer owns L1"):
+        first.in_flight.result()
+    with pytest.raises(RuntimeError, match="the commit before it failed"):
+        second.in_flight.result()
+    with pytest.raises(Fenced):
+        pg.settle()
+    assert committed_seqs(postgres) == []
+    lease(postgres, "L1", "gw-a", 3)  # its own again: the store commits again, after a reload
+    pg.fence = {"L1": 3}
+    pg.reload()
+    with pg.transaction(background=True) as tx:
+        tx.append(event(1))
+    pg.settle()
+    assert committed_seqs(postgres) == [1]
+
+
 def test_calls_of_two_lines_with_the_same_number_are_both_kept(pg):
     # records are kept by line: the same id on two lines (fixture data) stays two records
     with pg.transaction() as tx:

@@ -1,4 +1,5 @@
-"""The gateway: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite beneath.
+"""The gateway: MQTT in and out (paho-mqtt 2.x), the core in between, SQLite or PostgreSQL
+beneath.
 
 Persist before ack. The boards' messages are read by the intake, a process of its own on the
 gateway's persistent session (`andon.runtime.intake`), and queued here by its reader thread;
@@ -14,13 +15,18 @@ Each board's events apply in seq order (the store holds one that comes after a g
 gap fills or is declared lost), and no single message can stop the worker: one that fails
 past validation is dead-lettered and the batch done again without it (`_process`).
 
-The worker is the only thread that touches the core and the store, so timers (`advance`) are
+The worker is the only thread that touches the core and the store (but for the committer's
+writes of a commit it handed off), so timers (`advance`) are
 serialized with events. The core fires each timer at its own deadline whatever the moment it is
 advanced, so the log alone rebuilds the same state.
 
 A batch is whatever was queued when the worker came for it: under a burst it grows (one fsync
 for thousands of events) and only the last state of each retained topic and the last version of
-each record is written and published; at a trickle it is one event, committed at once.
+each record is written and published; at a trickle it is one event, committed at once. On
+PostgreSQL a commit's writes are the server's work: while another batch waits, the worker hands
+the commit to the store's committer thread and applies that batch meanwhile, and acknowledges
+and publishes each batch, in order, once its commit is made (`_finish_commits`). A refused
+commit drops the batches built on it (`_fenced`).
 Alerts routed to webhooks (`[alerts.routes]`) are also POSTed, by `andon.runtime.webhook` from its
 own thread; its outcomes come back through the same queue, so the worker alone writes the store.
 """
@@ -32,10 +38,12 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
@@ -282,6 +290,8 @@ class Gateway:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._watchers: list[Callable[[], None]] = []  # told after each change (the live board)
         self._behind = False  # the last batch found a backlog waiting (see BACKLOG_BATCH)
+        # batches whose commit is in flight, in order: (the commit, what follows it, the batch)
+        self._unfinished: deque[tuple[Future | None, Callable[[], None], list]] = deque()
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id, until its PUBACK
         self._worked = time.monotonic()  # when the worker last took or finished work (health)
         self._birth = b""  # the gateway birth last published: its echo ends the retained scan
@@ -529,10 +539,14 @@ class Gateway:
 
     def _serve_once(self) -> bool:
         """Take one batch (or wait for the next timer); False once told to stop."""
-        item = self._next(self._timeout())
-        self._worked = time.monotonic()  # it took work: a stall counts from here
-        batch = [] if item is None else self._gather(item)
+        batch: list = []
         try:
+            if self._inbox.empty():  # nothing to work on while a commit is made: wait for it
+                with self._state:
+                    self._finish_commits()
+            item = self._next(self._timeout())
+            self._worked = time.monotonic()  # it took work: a stall counts from here
+            batch = [] if item is None else self._gather(item)
             with self._state:
                 self._process(batch)
         except Fenced as exc:
@@ -594,6 +608,10 @@ class Gateway:
         lost = next((m for m in batch if isinstance(m, Lost)), None)
         if lost is not None:
             raise lost
+        # these read what is committed, and publish after it: nothing may be in flight
+        settled = any(isinstance(m, _Owned | _Connected | _Retained | _Stop) for m in batch)
+        if settled:
+            self._finish_commits()
         for owned in (m for m in batch if isinstance(m, _Owned)):
             self._own(owned.epochs)
         messages = [m for m in batch if isinstance(m, Inbound)]
@@ -614,22 +632,51 @@ class Gateway:
                 self._isolate(p, poison, letters)
                 self.plant, self._pos, _ = rebuild(self._served_config(), self.store)
         if done is not None:
-            outgoing, deliveries, touched, rejected, refusals, changed = done
-            self._intake.ack([m.mid for m in messages if m.qos])
-            self._publish(outgoing + self._acks(touched))
-            self._submit(deliveries)
-            for o, refusal in zip(operations, refusals, strict=True):
-                o.answer.set_result(refusal)
-            if changed:
-                self._changed()
-            for reason, topic, detail in rejected:
-                self.rejected[reason] = self.rejected.get(reason, 0) + 1
-                self._rejection_log.note(reason, topic, detail)
+            in_flight, *committed = done
+            finish = partial(self._committed, messages, operations, *committed)
+            self._unfinished.append((in_flight, finish, batch))
+        # the commit just handed off stays in flight while the next batch is worked on
+        self._finish_commits(keep=0 if settled else 1)
         retained = [item.topic for item in batch if isinstance(item, _Retained)]
         if retained:
             self._clear_strangers(retained)
         if any(isinstance(m, _Connected) for m in batch):
             self._republish()
+
+    def _committed(
+        self,
+        messages: list[Inbound],
+        operations: list[_Operate],
+        began: float,
+        outgoing: list[Outgoing],
+        deliveries: list[Delivery],
+        touched: dict[str, Progress],
+        rejected: list[tuple[str, str, str]],
+        refusals: list[str | None],
+        changed: bool,
+    ) -> None:
+        """A batch is committed: acknowledge it, publish, post, answer, count."""
+        self.commit_seconds.observe(time.perf_counter() - began)
+        self._intake.ack([m.mid for m in messages if m.qos])
+        self._publish(outgoing + self._acks(touched))
+        self._submit(deliveries)
+        for o, refusal in zip(operations, refusals, strict=True):
+            o.answer.set_result(refusal)
+        if changed:
+            self._changed()
+        for reason, topic, detail in rejected:
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            self._rejection_log.note(reason, topic, detail)
+
+    def _finish_commits(self, keep: int = 0) -> None:
+        """Finish the batches committed, in order, waiting for their commits, but for the last
+        `keep` of them still in flight."""
+        while len(self._unfinished) > keep or (self._unfinished and self._unfinished[0][0] is None):
+            in_flight, finish, _ = self._unfinished[0]
+            if in_flight is not None:
+                in_flight.result()  # its failure: Fenced, or the worker stops
+            self._unfinished.popleft()
+            finish()
 
     def _isolate(self, p: _Poisoned, poison: dict, letters: list) -> None:
         """What the next try leaves out: the held event (released as lost, dead-lettered), or
@@ -666,7 +713,8 @@ class Gateway:
             return None
         self._batch_rejected: list[tuple[str, str, str]] = []
         began = time.perf_counter()
-        with self.store.transaction() as tx:
+        # the commit may finish in the background while another batch waits to be worked on
+        with self.store.transaction(background=not self._inbox.empty()) as tx:
             tx.poisoned = self._poisoned
             for topic, payload, why in letters:
                 self._reject(tx, topic, payload, now, why)
@@ -688,10 +736,18 @@ class Gateway:
             tx.set_clock(now)
             if self._since_snapshot >= self.snapshot_every:
                 self._save_projection(tx)
-        self.commit_seconds.observe(time.perf_counter() - began)
         self.webhooks_given_up += given_up
         changed = bool(effects)
-        return outgoing, deliveries, tx.touched, self._batch_rejected, refusals, changed
+        return (
+            tx.in_flight,
+            began,
+            outgoing,
+            deliveries,
+            tx.touched,
+            self._batch_rejected,
+            refusals,
+            changed,
+        )
 
     def _record_outcomes(self, tx: Transaction, outcomes: list[Outcome], now: int) -> int:
         """Store the webhooks' outcomes; how many were given up."""
@@ -965,12 +1021,21 @@ class Gateway:
                     tx.record(kind, key, dump(record))
 
     def _fenced(self, exc: Fenced, batch: list) -> None:
-        """A commit was refused: another gateway owns one of our lines now. What this batch
-        applied is dropped with it (the plant is rebuilt from the store); its boards send the
-        events again, to the line's new owner, since none was acknowledged to them."""
+        """A commit was refused: another gateway owns one of our lines now. What was applied
+        since the last commit made (this batch, and those whose commits were in flight behind
+        it) is dropped: the store's mirror is read again and the plant rebuilt from the store.
+        The boards send those events again, to the line's new owner, since none was
+        acknowledged to them; an operator's action is answered that it was not done."""
         log.warning("commit refused: %s", exc)
-        self._intake.ack([m.mid for m in batch if isinstance(m, Inbound) and m.qos])
+        dropped = [m for _, _, earlier in self._unfinished for m in earlier] + batch
+        self._unfinished.clear()  # refused with it, or built on it
+        with contextlib.suppress(Exception):
+            self.store.settle()  # the commits queued behind it were not made either
+        self._intake.ack([m.mid for m in dropped if isinstance(m, Inbound) and m.qos])
+        for o in (m for m in dropped if isinstance(m, _Operate)):
+            o.answer.set_result(f"not done, try again: {exc}")
         with self._state:
+            self.store.reload()  # it knew of the refused commits as made
             self._rebuild()
 
     def _publish(self, messages: list[Outgoing]) -> None:

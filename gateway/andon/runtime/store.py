@@ -18,6 +18,7 @@ import json
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -253,7 +254,16 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
-    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    def transaction(self, background: bool = False) -> AbstractContextManager[Transaction]:
+        """Everything done in the block commits durably together, or not at all. With
+        `background`, the commit may still be in flight after the block (the transaction's
+        `in_flight`): the caller acknowledges nothing of it before `settle` or that future."""
+        ...
+
+    def settle(self) -> None:
+        """Wait for the commits in flight; raise the first one's failure."""
+        ...
+
     def projection(self) -> Projection | None: ...
     def projections(self) -> dict[str, Projection]:
         """Every stored projection, by the lines it holds ("L1,L2"; "": the whole plant)."""
@@ -378,6 +388,7 @@ class _SqliteTransaction:
     touched: dict[str, Progress] = field(default_factory=dict)
     # events (board, seq) that failed to apply: released as lost, never logged
     poisoned: set[tuple[str, int]] = field(default_factory=set)
+    in_flight: Future | None = None  # its commit, while it finishes in the background
     pos: int = 0
     _rows: list[list] = field(default_factory=list)
     _held: dict[str, dict[int, Entry]] = field(default_factory=dict)  # copies of known's
@@ -592,40 +603,55 @@ class _SqliteTransaction:
 
     def flush(self) -> None:
         """Write what was kept; the store calls it just before the commit."""
+        self.flush_later()()
+
+    def flush_later(self) -> Callable[[], None]:
+        """What `flush` writes, taken now against what the store knows (before `committed`
+        changes that), and the writing of it, for whenever the commit is made."""
         known = self.known.progress
+        forgotten = list(self._forgotten)
         moved = [
             (b, p.boot, p.seq)
             for b, p in self.touched.items()
-            if p != known.get(b) or b in self._forgotten  # its row is deleted below
+            if p != known.get(b) or b in forgotten  # its row is deleted below
         ]
-        records = [(kind, key, to_json_text(data)) for (kind, key), data in self._records.items()]
-        presence = [(board, boot, online) for board, (boot, online) in self._presence.items()]
-        for board in self._forgotten:
-            self.db.execute("DELETE FROM progress WHERE board = ?", (board,))
-        self._write("log", self._rows)
-        self._write("progress", moved)
-        self._write("record", records)
-        self._write("presence", presence)
-        self._write("telemetry", list(self._telemetry.values()))
-        self._flush_held()
-        if self._dead_at is not None:
-            self._prune_dead_letters(self._dead_at)
+        tables = [
+            ("log", self._rows),
+            ("progress", moved),
+            ("record", [(kind, key, to_json_text(d)) for (kind, key), d in self._records.items()]),
+            ("presence", [(board, boot, on) for board, (boot, on) in self._presence.items()]),
+            ("telemetry", list(self._telemetry.values())),
+        ]
+        gone, new = self._held_changes()
+        dead_at = self._dead_at
 
-    def _write(self, table: str, rows: list) -> None:
-        _insert_all(self.db, table, rows)
-
-    def _flush_held(self) -> None:
-        """Held events that came or went in this batch (an event in order comes and goes)."""
-        for board, held in self._held.items():
-            before = self.known.held.get(board, {})
-            gone = [(board, seq) for seq in before if seq not in held]
-            new = [
-                (board, seq, json.dumps(e.row())) for seq, e in held.items() if seq not in before
-            ]
+        def write() -> None:
+            for board in forgotten:
+                self.db.execute("DELETE FROM progress WHERE board = ?", (board,))
+            for table, rows in tables:
+                self._write(table, rows)
             if gone:
                 self.db.executemany("DELETE FROM held WHERE board=? AND seq=?", gone)
             if new:
                 self.db.executemany("INSERT INTO held VALUES (?,?,?)", new)
+            if dead_at is not None:
+                self._prune_dead_letters(dead_at)
+
+        return write
+
+    def _write(self, table: str, rows: list) -> None:
+        _insert_all(self.db, table, rows)
+
+    def _held_changes(self) -> tuple[list[tuple], list[tuple]]:
+        """Held events that went and came in this batch (an event in order comes and goes)."""
+        gone, new = [], []
+        for board, held in self._held.items():
+            before = self.known.held.get(board, {})
+            gone += [(board, seq) for seq in before if seq not in held]
+            new += [
+                (board, seq, json.dumps(e.row())) for seq, e in held.items() if seq not in before
+            ]
+        return gone, new
 
     def committed(self) -> None:
         """The commit went through: what was kept is now what the store knows."""
@@ -722,8 +748,9 @@ class SqliteStore:
         }
 
     @contextmanager
-    def transaction(self) -> Iterator[_SqliteTransaction]:
-        """Everything done in the block commits durably together, or not at all."""
+    def transaction(self, background: bool = False) -> Iterator[_SqliteTransaction]:
+        """Everything done in the block commits durably together, or not at all. SQLite
+        commits at once: a commit's work is the worker's own (`background` is ignored)."""
         tx = _SqliteTransaction(self.db, self._known, self._dead_letter_limits)
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -734,6 +761,9 @@ class SqliteStore:
             raise
         self.db.execute("COMMIT")
         tx.committed()
+
+    def settle(self) -> None:
+        """Nothing is ever in flight."""
 
     def projection(self) -> Projection | None:
         row = self.db.execute("SELECT pos, clock, snapshot FROM projection").fetchone()

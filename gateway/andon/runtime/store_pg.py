@@ -19,10 +19,13 @@ The semantics are the SQLite store's, and so is most of the code: the transactio
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import psycopg
 
@@ -203,15 +206,20 @@ def migrate(db: psycopg.Connection, steps: list[str] = MIGRATIONS) -> int:
 
 class _Qmark:
     """A psycopg connection spoken to with SQLite's `?` placeholders: the queries both stores
-    share are written once (none of them holds a literal `?`)."""
+    share are written once (none of them holds a literal `?`). `before` runs before each."""
 
-    def __init__(self, db: psycopg.Connection) -> None:
+    def __init__(self, db: psycopg.Connection, before: Callable[[], None] | None = None) -> None:
         self.db = db
+        self.before = before
 
     def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
+        if self.before is not None:
+            self.before()
         return self.db.execute(sql.replace("?", "%s"), args)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if self.before is not None:
+            self.before()
         with self.db.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
 
@@ -231,11 +239,15 @@ class _Block:
 class _PgTransaction(_SqliteTransaction):
     block: _Block | None = None
     scope: str = ""
+    reserve: Callable[[], int] | None = None  # a new block of positions: its first
+    began: bool = False  # its BEGIN is sent: a statement of its own ran before the commit
     _facts: dict[str, tuple] = field(default_factory=dict)  # call_fact rows, by record id
+    _sent: list[tuple[list[int], int]] = field(default_factory=list)  # (outbox ids, when)
+    _clock_now: int | None = None
 
     def _next_pos(self) -> int:
         if self.block.next > self.block.end:
-            start = self.db.execute("SELECT nextval('log_pos')").fetchone()[0]
+            start = self.reserve()
             self.block.next, self.block.end = start, start + POS_BLOCK - 1
         self.pos = self.block.next
         self.block.next += 1
@@ -264,9 +276,25 @@ class _PgTransaction(_SqliteTransaction):
         if kind == "call":
             self._facts[scoped] = (scoped, *(data.get(name) for name, _ in _CALL_FIELDS))
 
-    def flush(self) -> None:
-        super().flush()
-        self._write("call_fact", list(self._facts.values()))
+    def flush_later(self) -> Callable[[], None]:
+        """Also the calls' facts, and the marks and clock kept for the commit: a statement the
+        worker ran itself would wait for the commit in flight (`PgStore._ready`)."""
+        write = super().flush_later()
+        facts, sent, now = list(self._facts.values()), self._sent, self._clock_now
+
+        def write_all() -> None:
+            write()
+            self._write("call_fact", facts)
+            for ids, when in sent:
+                super(_PgTransaction, self).mark_sent(ids, when)
+            if now is not None:
+                self.db.execute("UPDATE clock SET now=greatest(now, ?) WHERE id=1", (now,))
+
+        return write_all
+
+    def mark_sent(self, ids: list[int], when: int) -> None:
+        if ids:
+            self._sent.append((ids, when))
 
     def forget_records(self, lines: set[str]) -> None:
         """Drop the records of these lines: their new owner writes its own (see `record`)."""
@@ -289,7 +317,7 @@ class _PgTransaction(_SqliteTransaction):
         )
 
     def set_clock(self, now: int) -> None:
-        self.db.execute("UPDATE clock SET now=greatest(now, ?) WHERE id=1", (now,))
+        self._clock_now = now
 
 
 class PgStore(SqliteStore):
@@ -313,7 +341,13 @@ class PgStore(SqliteStore):
         self.scope = ""
         raw = connect(url)
         migrate(raw)
-        self.db = _Qmark(raw)
+        self.db = _Qmark(raw, before=self._ready)  # the worker's statements
+        self._direct = _Qmark(raw)  # a commit's own
+        self._sequence: psycopg.Connection | None = None  # log positions (`_reserve`)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="andon-commit")
+        self._in_flight: list[Future] = []
+        self._failed = False  # a commit in the background failed: the ones after it are not made
+        self._open: _PgTransaction | None = None
         self._dead_letter_limits = (dead_letters_max, dead_letters_max_age_ms)
         self._known = _Known(pos=0, progress={}, held={}, waiting={}, presence={})
         self._block = _Block()
@@ -326,28 +360,98 @@ class PgStore(SqliteStore):
         self._block = _Block()
 
     @contextmanager
-    def transaction(self) -> Iterator[_PgTransaction]:
+    def transaction(self, background: bool = False) -> Iterator[_PgTransaction]:
         """Everything done in the block commits durably together, or not at all; `Fenced` if
-        a line of the fence changed owner."""
-        tx = _PgTransaction(self.db, self._known, self._dead_letter_limits)
-        tx.block, tx.scope = self._block, self.scope
-        with self.db.db.transaction():
-            yield tx
-            tx.flush()
-            self._check_fence()
-        tx.committed()
+        a line of the fence changed owner.
 
-    def _check_fence(self) -> None:
-        if self.fence is None:
+        A commit's writes are the server's work, and the worker would wait for them: with
+        `background`, they go to the committer thread and the worker goes on to its next batch
+        (what the store knows already holds this one's). A statement the worker runs itself
+        waits for the commit in flight first (`_ready`), so a transaction sends its BEGIN only
+        then, or with its commit."""
+        tx = _PgTransaction(self.db, self._known, self._dead_letter_limits)
+        tx.block, tx.scope, tx.reserve = self._block, self.scope, self._reserve
+        self._open = tx
+        try:
+            yield tx
+            write = tx.flush_later()
+        except BaseException:
+            if tx.began:
+                with contextlib.suppress(psycopg.Error):
+                    self._direct.db.execute("ROLLBACK")
+            raise
+        finally:
+            self._open = None
+        tx.db = self._direct  # what is left is the commit's own
+        commit = partial(self._commit, write, tx.began, dict(self.fence or {}), background)
+        if background:
+            tx.committed()  # the next batch builds on it; a failed commit fences or stops it
+            tx.in_flight = self._committer.submit(commit)
+            self._in_flight.append(tx.in_flight)
+        else:
+            self.settle()
+            commit()
+            tx.committed()
+
+    def _commit(
+        self, write: Callable[[], None], began: bool, fence: dict[str, int], background: bool
+    ) -> None:
+        db = self._direct.db
+        if background and self._failed:
+            raise RuntimeError("not committed: the commit before it failed")
+        try:
+            if not began:
+                db.execute("BEGIN")
+            write()
+            self._check_fence(fence)
+            db.execute("COMMIT")
+        except BaseException:
+            self._failed = background
+            with contextlib.suppress(psycopg.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def settle(self) -> None:
+        """Wait for the commits in flight; raise the first one's failure."""
+        in_flight, self._in_flight = self._in_flight, []
+        failures = [f.exception() for f in in_flight]
+        self._failed = False
+        first = next((exc for exc in failures if exc is not None), None)
+        if first is not None:
+            raise first
+
+    def _ready(self) -> None:
+        """Before a statement of the worker's: the commits in flight are made, and the open
+        transaction has begun."""
+        self.settle()
+        tx = self._open
+        if tx is not None and not tx.began:
+            tx.began = True
+            self._direct.db.execute("BEGIN")
+
+    def _reserve(self) -> int:
+        """The first position of a new block, on a connection of its own: a sequence stands
+        outside every transaction, so the worker need not wait for the commit in flight."""
+        if self._sequence is None:
+            self._sequence = connect(self.url)
+        return self._sequence.execute("SELECT nextval('log_pos')").fetchone()[0]
+
+    def _check_fence(self, fence: dict[str, int]) -> None:
+        if not fence:
             return
-        rows = self.db.execute(
-            "SELECT line, owner, epoch FROM lease WHERE line = ANY(?) FOR SHARE",
-            (list(self.fence),),
+        rows = self._direct.execute(
+            "SELECT line, owner, epoch FROM lease WHERE line = ANY(?) FOR SHARE", (list(fence),)
         ).fetchall()
         held = {line: epoch for line, owner, epoch in rows if owner == self.owner}
-        if held != self.fence:
-            lost = sorted(line for line, epoch in self.fence.items() if held.get(line) != epoch)
+        if held != fence:
+            lost = sorted(line for line, epoch in fence.items() if held.get(line) != epoch)
             raise Fenced(f"{self.owner} no longer owns {', '.join(lost)}")
+
+    def close(self) -> None:
+        self._committer.shutdown(wait=True)
+        if self._sequence is not None:
+            self._sequence.close()
+        super().close()
 
     def record(self, kind: str, key: str) -> dict | None:
         """The record `key`, of whichever line (stored as "line/key", see `_PgTransaction`)."""
