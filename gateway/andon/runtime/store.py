@@ -13,14 +13,16 @@ told they were stored: the end-to-end acknowledgement would then lie.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -335,7 +337,8 @@ def to_json_text(data: object) -> str:
 
 def connect(path: Path | str) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # check_same_thread off: the gateway opens the store, its worker thread alone then uses it.
+    # check_same_thread off: the gateway opens the store; its worker thread uses it, and the
+    # committer thread the commits the worker hands off, one at a time (`SqliteStore._ready`).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -389,6 +392,7 @@ class _SqliteTransaction:
     # events (board, seq) that failed to apply: released as lost, never logged
     poisoned: set[tuple[str, int]] = field(default_factory=set)
     in_flight: Future | None = None  # its commit, while it finishes in the background
+    began: bool = False  # its BEGIN is sent: a statement of its own ran before the commit
     pos: int = 0
     _rows: list[list] = field(default_factory=list)
     _held: dict[str, dict[int, Entry]] = field(default_factory=dict)  # copies of known's
@@ -399,6 +403,8 @@ class _SqliteTransaction:
     _forgotten: set[str] = field(default_factory=set)  # boards whose progress is dropped
     _dead_at: int | None = None  # the last dead letter's time: prune them after
     _clock: int = 0  # the latest arrival seen: a held event is logged as received then
+    _sent: list[tuple[list[int], int]] = field(default_factory=list)  # (outbox ids, when)
+    _clock_now: int | None = None  # the clock the commit sets
 
     def __post_init__(self) -> None:
         self.pos = self.known.pos
@@ -601,13 +607,10 @@ class _SqliteTransaction:
             "DELETE FROM call_fact WHERE line IN (SELECT value FROM json_each(?))", (chosen,)
         )
 
-    def flush(self) -> None:
-        """Write what was kept; the store calls it just before the commit."""
-        self.flush_later()()
-
     def flush_later(self) -> Callable[[], None]:
-        """What `flush` writes, taken now against what the store knows (before `committed`
-        changes that), and the writing of it, for whenever the commit is made."""
+        """What was kept, taken now against what the store knows (before `committed` changes
+        that), and the writing of it, for the commit to do. Outbox marks and the clock are
+        kept too: a statement the worker ran itself would wait for the commit in flight."""
         known = self.known.progress
         forgotten = list(self._forgotten)
         moved = [
@@ -623,7 +626,7 @@ class _SqliteTransaction:
             ("telemetry", list(self._telemetry.values())),
         ]
         gone, new = self._held_changes()
-        dead_at = self._dead_at
+        dead_at, sent, now = self._dead_at, self._sent, self._clock_now
 
         def write() -> None:
             for board in forgotten:
@@ -636,6 +639,10 @@ class _SqliteTransaction:
                 self.db.executemany("INSERT INTO held VALUES (?,?,?)", new)
             if dead_at is not None:
                 self._prune_dead_letters(dead_at)
+            for ids, when in sent:
+                self.db.executemany("UPDATE outbox SET sent=? WHERE id=?", [(when, i) for i in ids])
+            if now is not None:
+                self.db.execute(self._SET_CLOCK, (now,))
 
         return write
 
@@ -687,7 +694,8 @@ class _SqliteTransaction:
         )
 
     def mark_sent(self, ids: list[int], when: int) -> None:
-        self.db.executemany("UPDATE outbox SET sent=? WHERE id=?", [(when, i) for i in ids])
+        if ids:
+            self._sent.append((ids, when))
 
     def save_projection(self, projection: Projection) -> None:
         self.db.execute(
@@ -700,12 +708,52 @@ class _SqliteTransaction:
             ),
         )
 
+    _SET_CLOCK = "UPDATE clock SET now=? WHERE id=1"
+
     def set_clock(self, now: int) -> None:
-        self.db.execute("UPDATE clock SET now=? WHERE id=1", (now,))
+        self._clock_now = now
+
+
+class Statements:
+    """A store's connection as its users speak to it: `before` runs before each statement (the
+    store's `_ready`, so that a commit in flight is made first)."""
+
+    def __init__(self, db: Any, before: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.before = before
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        if self.before is not None:
+            self.before()
+        return self.db.execute(self.spelled(sql), args)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if self.before is not None:
+            self.before()
+        self._many(self.spelled(sql), rows)
+
+    @staticmethod
+    def spelled(sql: str) -> str:
+        """The statement in the database's own spelling."""
+        return sql
+
+    def _many(self, sql: str, rows: list[tuple]) -> None:
+        self.db.executemany(sql, rows)
+
+    def close(self) -> None:
+        self.db.close()
 
 
 class SqliteStore:
-    """The embedded store: one SQLite file in WAL mode, one writer."""
+    """The embedded store: one SQLite file in WAL mode, one writer.
+
+    A commit's writes are the database's work, which the worker would wait for: with
+    `background`, a transaction hands them to the committer thread and the worker goes on to
+    its next batch (what the store knows already holds this one's). A statement the worker
+    runs itself waits for the commit in flight first (`_ready`): a transaction sends its BEGIN
+    only then, or with its commit."""
+
+    BEGIN = "BEGIN IMMEDIATE"  # the write lock at once: a commit never waits on a reader
 
     @property
     def dialect(self) -> Dialect:
@@ -718,8 +766,9 @@ class SqliteStore:
         dead_letters_max_age_ms: int = 7 * 86_400_000,
     ) -> None:
         self.path = Path(path)
-        self.db = connect(self.path)
-        migrate(self.db)
+        raw = connect(self.path)
+        migrate(raw)
+        self._attach(Statements, raw)
         self._dead_letter_limits = (dead_letters_max, dead_letters_max_age_ms)
         self._known = _Known(
             pos=self.db.execute("SELECT coalesce(max(pos), 0) FROM log").fetchone()[0],
@@ -729,6 +778,15 @@ class SqliteStore:
             presence={},
         )
         self._read_boards()
+
+    def _attach(self, speak: type[Statements], raw: Any) -> None:
+        """Speak to `raw`: the worker through `db`, a commit through `_direct`."""
+        self.db = speak(raw, before=self._ready)
+        self._direct = speak(raw)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="andon-commit")
+        self._in_flight: list[Future] = []
+        self._failed = False  # a commit in the background failed: the ones after it are not made
+        self._open: _SqliteTransaction | None = None  # the transaction in the worker's hands
 
     def _read_boards(self) -> None:
         """Mirror what the database holds of each board: progress, held events, presence."""
@@ -749,21 +807,73 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self, background: bool = False) -> Iterator[_SqliteTransaction]:
-        """Everything done in the block commits durably together, or not at all. SQLite
-        commits at once: a commit's work is the worker's own (`background` is ignored)."""
-        tx = _SqliteTransaction(self.db, self._known, self._dead_letter_limits)
-        self.db.execute("BEGIN IMMEDIATE")
+        """Everything done in the block commits durably together, or not at all: at once, or
+        with `background` by the committer thread (see the class)."""
+        tx = self._transaction()
+        self._open = tx
         try:
             yield tx
-            tx.flush()
+            write = tx.flush_later()
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if tx.began:
+                with contextlib.suppress(Exception):
+                    self._direct.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
-        tx.committed()
+        finally:
+            self._open = None
+        tx.db = self._direct  # what is left is the commit's own
+        commit = partial(self._commit, write, tx.began, self._commit_check(), background)
+        if background:
+            tx.committed()  # the next batch builds on it; a failed commit fences or stops it
+            tx.in_flight = self._committer.submit(commit)
+            self._in_flight.append(tx.in_flight)
+        else:
+            self.settle()
+            commit()
+            tx.committed()
+
+    def _transaction(self) -> _SqliteTransaction:
+        return _SqliteTransaction(self.db, self._known, self._dead_letter_limits)
+
+    def _commit_check(self) -> Callable[[], None]:
+        """What a commit checks last (nothing here: the fence, on PostgreSQL)."""
+        return lambda: None
+
+    def _commit(
+        self, write: Callable[[], None], began: bool, check: Callable[[], None], background: bool
+    ) -> None:
+        db = self._direct.db
+        if background and self._failed:
+            raise RuntimeError("not committed: the commit before it failed")
+        try:
+            if not began:
+                db.execute(self.BEGIN)
+            write()
+            check()
+            db.execute("COMMIT")
+        except BaseException:
+            self._failed = background
+            with contextlib.suppress(Exception):
+                db.execute("ROLLBACK")
+            raise
 
     def settle(self) -> None:
-        """Nothing is ever in flight."""
+        """Wait for the commits in flight; raise the first one's failure."""
+        in_flight, self._in_flight = self._in_flight, []
+        failures = [f.exception() for f in in_flight]
+        self._failed = False
+        first = next((exc for exc in failures if exc is not None), None)
+        if first is not None:
+            raise first
+
+    def _ready(self) -> None:
+        """Before a statement of the worker's: the commits in flight are made, and the open
+        transaction has begun."""
+        self.settle()
+        tx = self._open
+        if tx is not None and not tx.began:
+            tx.began = True
+            self._direct.db.execute(self.BEGIN)
 
     def projection(self) -> Projection | None:
         row = self.db.execute("SELECT pos, clock, snapshot FROM projection").fetchone()
@@ -857,6 +967,7 @@ class SqliteStore:
         return {board: json.loads(message) for board, message in rows}
 
     def close(self) -> None:
+        self._committer.shutdown(wait=True)
         self.db.close()
 
 

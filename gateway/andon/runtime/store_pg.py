@@ -6,24 +6,25 @@ The semantics are the SQLite store's, and so is most of the code: the transactio
 `_Qmark`. What differs is written here:
 
 - positions: several gateways append to one log, so each reserves a block of positions from a
-  sequence (one round trip per `POS_BLOCK` entries) and takes a new block whenever the lines it
-  owns change, so that each line's entries stay in the order they were committed;
+  sequence (one round trip per `POS_BLOCK` entries, on a connection of its own: a sequence
+  stands outside every transaction, so the worker need not wait for a commit in flight) and
+  takes a new block whenever the lines it owns change, so that each line's entries stay in the
+  order they were committed;
 - fencing: each line is owned by one gateway through a lease row with an epoch
   (`andon.runtime.ownership`). Every commit reads the epochs of the lines this gateway believes
   it owns, FOR SHARE, and fails with `Fenced` when one is no longer its own: a gateway that
   paused past its lease cannot write. The share lock also makes a takeover wait for a commit
   in progress, so the new owner reads everything its predecessor committed;
+- writes: the log by COPY, the upserts one statement a table, each column a binary array the
+  server unnests; a call's `call_fact` row beside its record;
 - durability: `synchronous_commit = on`, so a commit returns once it is on disk (and on the
   synchronous standbys, if any): the broker and the boards are acknowledged only after that.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -36,6 +37,7 @@ from andon.runtime.store import (
     Projection,
     Spans,
     SqliteStore,
+    Statements,
     _Known,
     _SqliteTransaction,
 )
@@ -204,27 +206,17 @@ def migrate(db: psycopg.Connection, steps: list[str] = MIGRATIONS) -> int:
     return len(steps)
 
 
-class _Qmark:
+class _Qmark(Statements):
     """A psycopg connection spoken to with SQLite's `?` placeholders: the queries both stores
-    share are written once (none of them holds a literal `?`). `before` runs before each."""
+    share are written once (none of them holds a literal `?`)."""
 
-    def __init__(self, db: psycopg.Connection, before: Callable[[], None] | None = None) -> None:
-        self.db = db
-        self.before = before
+    @staticmethod
+    def spelled(sql: str) -> str:
+        return sql.replace("?", "%s")
 
-    def execute(self, sql: str, args: tuple | list = ()) -> psycopg.Cursor:
-        if self.before is not None:
-            self.before()
-        return self.db.execute(sql.replace("?", "%s"), args)
-
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if self.before is not None:
-            self.before()
+    def _many(self, sql: str, rows: list[tuple]) -> None:
         with self.db.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), rows)
-
-    def close(self) -> None:
-        self.db.close()
+            cur.executemany(sql, rows)
 
 
 @dataclass
@@ -240,10 +232,7 @@ class _PgTransaction(_SqliteTransaction):
     block: _Block | None = None
     scope: str = ""
     reserve: Callable[[], int] | None = None  # a new block of positions: its first
-    began: bool = False  # its BEGIN is sent: a statement of its own ran before the commit
     _facts: dict[str, tuple] = field(default_factory=dict)  # call_fact rows, by record id
-    _sent: list[tuple[list[int], int]] = field(default_factory=list)  # (outbox ids, when)
-    _clock_now: int | None = None
 
     def _next_pos(self) -> int:
         if self.block.next > self.block.end:
@@ -277,24 +266,14 @@ class _PgTransaction(_SqliteTransaction):
             self._facts[scoped] = (scoped, *(data.get(name) for name, _ in _CALL_FIELDS))
 
     def flush_later(self) -> Callable[[], None]:
-        """Also the calls' facts, and the marks and clock kept for the commit: a statement the
-        worker ran itself would wait for the commit in flight (`PgStore._ready`)."""
-        write = super().flush_later()
-        facts, sent, now = list(self._facts.values()), self._sent, self._clock_now
+        """Also the calls' facts."""
+        write, facts = super().flush_later(), list(self._facts.values())
 
         def write_all() -> None:
             write()
             self._write("call_fact", facts)
-            for ids, when in sent:
-                super(_PgTransaction, self).mark_sent(ids, when)
-            if now is not None:
-                self.db.execute("UPDATE clock SET now=greatest(now, ?) WHERE id=1", (now,))
 
         return write_all
-
-    def mark_sent(self, ids: list[int], when: int) -> None:
-        if ids:
-            self._sent.append((ids, when))
 
     def forget_records(self, lines: set[str]) -> None:
         """Drop the records of these lines: their new owner writes its own (see `record`)."""
@@ -316,13 +295,14 @@ class _PgTransaction(_SqliteTransaction):
             (self.scope, projection.pos, projection.clock, json.dumps(projection.snapshot)),
         )
 
-    def set_clock(self, now: int) -> None:
-        self._clock_now = now
+    _SET_CLOCK = "UPDATE clock SET now=greatest(now, ?) WHERE id=1"
 
 
 class PgStore(SqliteStore):
     """The shared store. `owner` names the gateway; `fence` (line -> epoch), once set, is
     checked at every commit; `scope` names the projection this gateway reads and writes."""
+
+    BEGIN = "BEGIN"
 
     @property
     def dialect(self) -> type[PgReader]:
@@ -341,13 +321,8 @@ class PgStore(SqliteStore):
         self.scope = ""
         raw = connect(url)
         migrate(raw)
-        self.db = _Qmark(raw, before=self._ready)  # the worker's statements
-        self._direct = _Qmark(raw)  # a commit's own
+        self._attach(_Qmark, raw)
         self._sequence: psycopg.Connection | None = None  # log positions (`_reserve`)
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="andon-commit")
-        self._in_flight: list[Future] = []
-        self._failed = False  # a commit in the background failed: the ones after it are not made
-        self._open: _PgTransaction | None = None
         self._dead_letter_limits = (dead_letters_max, dead_letters_max_age_ms)
         self._known = _Known(pos=0, progress={}, held={}, waiting={}, presence={})
         self._block = _Block()
@@ -359,75 +334,14 @@ class PgStore(SqliteStore):
         self._read_boards()
         self._block = _Block()
 
-    @contextmanager
-    def transaction(self, background: bool = False) -> Iterator[_PgTransaction]:
-        """Everything done in the block commits durably together, or not at all; `Fenced` if
-        a line of the fence changed owner.
-
-        A commit's writes are the server's work, and the worker would wait for them: with
-        `background`, they go to the committer thread and the worker goes on to its next batch
-        (what the store knows already holds this one's). A statement the worker runs itself
-        waits for the commit in flight first (`_ready`), so a transaction sends its BEGIN only
-        then, or with its commit."""
+    def _transaction(self) -> _PgTransaction:
         tx = _PgTransaction(self.db, self._known, self._dead_letter_limits)
         tx.block, tx.scope, tx.reserve = self._block, self.scope, self._reserve
-        self._open = tx
-        try:
-            yield tx
-            write = tx.flush_later()
-        except BaseException:
-            if tx.began:
-                with contextlib.suppress(psycopg.Error):
-                    self._direct.db.execute("ROLLBACK")
-            raise
-        finally:
-            self._open = None
-        tx.db = self._direct  # what is left is the commit's own
-        commit = partial(self._commit, write, tx.began, dict(self.fence or {}), background)
-        if background:
-            tx.committed()  # the next batch builds on it; a failed commit fences or stops it
-            tx.in_flight = self._committer.submit(commit)
-            self._in_flight.append(tx.in_flight)
-        else:
-            self.settle()
-            commit()
-            tx.committed()
+        return tx
 
-    def _commit(
-        self, write: Callable[[], None], began: bool, fence: dict[str, int], background: bool
-    ) -> None:
-        db = self._direct.db
-        if background and self._failed:
-            raise RuntimeError("not committed: the commit before it failed")
-        try:
-            if not began:
-                db.execute("BEGIN")
-            write()
-            self._check_fence(fence)
-            db.execute("COMMIT")
-        except BaseException:
-            self._failed = background
-            with contextlib.suppress(psycopg.Error):
-                db.execute("ROLLBACK")
-            raise
-
-    def settle(self) -> None:
-        """Wait for the commits in flight; raise the first one's failure."""
-        in_flight, self._in_flight = self._in_flight, []
-        failures = [f.exception() for f in in_flight]
-        self._failed = False
-        first = next((exc for exc in failures if exc is not None), None)
-        if first is not None:
-            raise first
-
-    def _ready(self) -> None:
-        """Before a statement of the worker's: the commits in flight are made, and the open
-        transaction has begun."""
-        self.settle()
-        tx = self._open
-        if tx is not None and not tx.began:
-            tx.began = True
-            self._direct.db.execute("BEGIN")
+    def _commit_check(self) -> Callable[[], None]:
+        """`Fenced` if a line of the fence, as it is now, changed owner."""
+        return partial(self._check_fence, dict(self.fence or {}))
 
     def _reserve(self) -> int:
         """The first position of a new block, on a connection of its own: a sequence stands
@@ -448,10 +362,9 @@ class PgStore(SqliteStore):
             raise Fenced(f"{self.owner} no longer owns {', '.join(lost)}")
 
     def close(self) -> None:
-        self._committer.shutdown(wait=True)
+        super().close()
         if self._sequence is not None:
             self._sequence.close()
-        super().close()
 
     def record(self, kind: str, key: str) -> dict | None:
         """The record `key`, of whichever line (stored as "line/key", see `_PgTransaction`)."""
