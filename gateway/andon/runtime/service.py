@@ -102,6 +102,9 @@ BATCH_MAX = 5000  # messages per commit: bounds a batch under a burst, amortizes
 # nothing is waiting and nothing waits.
 BACKLOG_BATCH = 100
 BACKLOG_GATHER_S = 0.15
+# A batch committed in the background is acknowledged and published as soon as its commit is
+# made, seen between this many messages of the next batch: not after that whole batch.
+FINISH_EVERY = 256
 
 
 @dataclass(frozen=True)
@@ -668,11 +671,14 @@ class Gateway:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
             self._rejection_log.note(reason, topic, detail)
 
-    def _finish_commits(self, keep: int = 0) -> None:
-        """Finish the batches committed, in order, waiting for their commits, but for the last
-        `keep` of them still in flight."""
-        while len(self._unfinished) > keep or (self._unfinished and self._unfinished[0][0] is None):
+    def _finish_commits(self, keep: int = 0, wait: bool = True) -> None:
+        """Finish the batches committed, in order: those whose commits are made, and while
+        more than `keep` are left (and `wait`), the next, once its commit is made."""
+        while self._unfinished:
             in_flight, finish, _ = self._unfinished[0]
+            made = in_flight is None or in_flight.done()
+            if not made and (not wait or len(self._unfinished) <= keep):
+                return
             if in_flight is not None:
                 in_flight.result()  # its failure: Fenced, or the worker stops
             self._unfinished.popleft()
@@ -719,6 +725,8 @@ class Gateway:
             for topic, payload, why in letters:
                 self._reject(tx, topic, payload, now, why)
             for index, m in enumerate(messages):
+                if index % FINISH_EVERY == 0:
+                    self._finish_commits(wait=False)
                 if index in poison:
                     self._reject(tx, m.topic, m.payload, now, poison[index])
                     continue

@@ -747,13 +747,16 @@ class Statements:
 class SqliteStore:
     """The embedded store: one SQLite file in WAL mode, one writer.
 
-    A commit's writes are the database's work, which the worker would wait for: with
-    `background`, a transaction hands them to the committer thread and the worker goes on to
-    its next batch (what the store knows already holds this one's). A statement the worker
+    A store whose commit is the database server's work (`BACKGROUND`) can make it while the
+    worker goes on to its next batch: with `background`, a transaction hands its writes to the
+    committer thread (what the store knows already holds this batch's). A statement the worker
     runs itself waits for the commit in flight first (`_ready`): a transaction sends its BEGIN
-    only then, or with its commit."""
+    only then, or with its commit. SQLite's commit is mostly this process's own work, binding
+    rows under the interpreter lock: on another thread it only took turns with the worker (a
+    backlog drained no faster), so SQLite commits at once."""
 
     BEGIN = "BEGIN IMMEDIATE"  # the write lock at once: a commit never waits on a reader
+    BACKGROUND = False
 
     @property
     def dialect(self) -> Dialect:
@@ -808,7 +811,7 @@ class SqliteStore:
     @contextmanager
     def transaction(self, background: bool = False) -> Iterator[_SqliteTransaction]:
         """Everything done in the block commits durably together, or not at all: at once, or
-        with `background` by the committer thread (see the class)."""
+        with `background` (where the store takes it) by the committer thread."""
         tx = self._transaction()
         self._open = tx
         try:
@@ -823,7 +826,7 @@ class SqliteStore:
             self._open = None
         tx.db = self._direct  # what is left is the commit's own
         commit = partial(self._commit, write, tx.began, self._commit_check(), background)
-        if background:
+        if background and self.BACKGROUND:
             tx.committed()  # the next batch builds on it; a failed commit fences or stops it
             tx.in_flight = self._committer.submit(commit)
             self._in_flight.append(tx.in_flight)

@@ -303,6 +303,7 @@ class PgStore(SqliteStore):
     checked at every commit; `scope` names the projection this gateway reads and writes."""
 
     BEGIN = "BEGIN"
+    BACKGROUND = True  # the writes are the server's work: the worker goes on meanwhile
 
     @property
     def dialect(self) -> type[PgReader]:
