@@ -254,12 +254,16 @@ class Transaction(Protocol):
         """Boards to acknowledge after this transaction, with their progress: those whose
         progress moved, and those that replayed events at or below it."""
 
+    @property
+    def in_flight(self) -> Future | None:
+        """Its commit, while it is made in the background (`Store.transaction`); else None."""
+
 
 class Store(Protocol):
     def transaction(self, background: bool = False) -> AbstractContextManager[Transaction]:
         """Everything done in the block commits durably together, or not at all. With
-        `background`, the commit may still be in flight after the block (the transaction's
-        `in_flight`): the caller acknowledges nothing of it before `settle` or that future."""
+        `background`, the store may leave the commit in flight after the block (the
+        transaction's `in_flight`): the caller acknowledges nothing of it before that future."""
         ...
 
     def settle(self) -> None:
@@ -337,8 +341,7 @@ def to_json_text(data: object) -> str:
 
 def connect(path: Path | str) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # check_same_thread off: the gateway opens the store; its worker thread uses it, and the
-    # committer thread the commits the worker hands off, one at a time (`SqliteStore._ready`).
+    # check_same_thread off: the gateway opens the store, its worker thread alone then uses it.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -378,14 +381,14 @@ class _Known:
 @dataclass
 class _SqliteTransaction:
     """One batch. New log rows, progress, presence, records and telemetry are kept here and
-    written by `flush` with one statement each, just before the commit: the worker then
-    releases the GIL to SQLite a few times per batch instead of a few times per event.
+    written with one statement each by the commit (`flush_later`): the worker then releases
+    the GIL to SQLite a few times per batch instead of a few times per event.
 
     Sequencing (docs/protocol.md, "Order"): an event is logged, and so applied, only once every
     seq below it is logged or declared lost; until then it is held. Progress is that contiguous
     seq, and is what the board is acknowledged."""
 
-    db: sqlite3.Connection
+    db: Statements
     known: _Known
     dead_letter_limits: tuple[int, int]  # rows kept, age kept (ms)
     touched: dict[str, Progress] = field(default_factory=dict)
@@ -855,7 +858,8 @@ class SqliteStore:
             check()
             db.execute("COMMIT")
         except BaseException:
-            self._failed = background
+            if background:
+                self._failed = True
             with contextlib.suppress(Exception):
                 db.execute("ROLLBACK")
             raise

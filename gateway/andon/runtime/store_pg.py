@@ -59,7 +59,7 @@ _CALL_UPSERT = """ON CONFLICT (id) DO UPDATE SET line=excluded.line, station=exc
             cause=excluded.cause, opened=excluded.opened, acknowledged=excluded.acknowledged,
             stopped=excluded.stopped, resolved=excluded.resolved, reason=excluded.reason"""
 
-# PostgreSQL's types of the columns `flush` upserts, in `_UPSERTS`'s order
+# PostgreSQL's types of the columns a commit upserts, in `_UPSERTS`'s order
 _COLUMN_TYPES = {
     "progress": "text bigint bigint",
     "record": "text text text",
