@@ -8,7 +8,7 @@ import psycopg
 from andon.config import PlantConfig
 from andon.runtime.intake import Inbound
 from tests.gateway.intake_kit import Worker, event, plant_config
-from tests.gateway.test_store_pg import committed_seqs, lease
+from tests.gateway.test_store_pg import HELD_S, committed_seqs, lease
 
 
 def pg_worker(tmp_path, url: str) -> Worker:
@@ -32,6 +32,7 @@ def test_a_batch_is_acknowledged_only_once_its_background_commit_is_made(tmp_pat
     gateway = worker.gateway
     try:
         gateway._inbox.put(None)  # another batch waits: the commit goes to the background
+        gateway.store.db.execute(f"SET lock_timeout = '{HELD_S}s'")  # a wait for it fails
         with psycopg.connect(postgres) as blocker:
             blocker.execute("SELECT * FROM lease FOR UPDATE")  # the commit's fence check waits
             mids = worker.feed(event(1))

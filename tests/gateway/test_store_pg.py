@@ -67,6 +67,9 @@ def test_a_gateway_whose_lease_was_taken_over_cannot_commit(pg, postgres):
     assert [e.message for e in pg.log()] == ['{"seq": 1}']
 
 
+HELD_S = 20  # the longest a test holds a commit back
+
+
 def committed_seqs(url: str) -> list[int]:
     with psycopg.connect(url) as db:
         rows = db.execute("SELECT message FROM log ORDER BY pos").fetchall()
@@ -76,12 +79,13 @@ def committed_seqs(url: str) -> list[int]:
 def test_a_background_commit_is_made_while_the_next_batch_builds_on_it(pg, postgres):
     lease(postgres, "L1", "gw-a", 1)
     pg.fence = {"L1": 1}
+    pg.db.execute(f"SET lock_timeout = '{HELD_S}s'")  # a commit made at once fails, not hangs
     with psycopg.connect(postgres) as blocker:
         blocker.execute("SELECT * FROM lease FOR UPDATE")  # the commits' fence checks wait
         with pg.transaction(background=True) as first:
             first.append(event(1))
         with pg.transaction(background=True) as second:
-            logged = second.append(event(2))  # in order after seq 1, which is not committed yet
+            logged = second.append(event(2, base=1))  # after seq 1, which is not committed yet
         assert [pos for pos, _ in logged] == [2]
         assert not first.in_flight.done()
         assert committed_seqs(postgres) == []  # nothing is acknowledged on that
