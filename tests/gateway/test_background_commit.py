@@ -52,17 +52,17 @@ def test_a_batch_built_on_a_refused_commit_is_dropped_with_it(tmp_path, postgres
     worker = pg_worker(tmp_path, postgres)
     gateway = worker.gateway
     try:
-        gateway.batch_max = 1  # one message a batch: the first commits behind the second
+        gateway.batch_max = 1  # one message a batch: each commits behind the next
         lease(postgres, "L1", "gw-b", 2)  # another gateway took L1 over
-        for mid, seq in ((1, 1), (2, 2)):
-            gateway._inbox.put(Inbound(mid, 1, *event(seq)))
+        for seq in (1, 2, 3):
+            gateway._inbox.put(Inbound(seq, 1, *event(seq)))
         gateway._serve_once()
         assert len(gateway._unfinished) == 1  # another message waited: its commit is in flight
-        gateway._serve_once()  # its commit is refused: the first's too, and both are dropped
-        assert not gateway._unfinished
+        while gateway._unfinished or not gateway._inbox.empty():
+            gateway._serve_once()  # refused: the batches built on the first are dropped too
         assert committed_seqs(postgres) == []
-        assert worker.published("ack") == []  # the boards send both again, to L1's new owner
-        assert worker.intake.acked == [1, 2]  # the broker's copies are done with
+        assert worker.published("ack") == []  # the boards send them again, to L1's new owner
+        assert worker.intake.acked == [1, 2, 3]  # the broker's copies are done with, once each
         assert gateway.plant.snapshot()["calls"] == []  # the plant is what was committed
     finally:
         close(worker)

@@ -16,9 +16,9 @@ gap fills or is declared lost), and no single message can stop the worker: one t
 past validation is dead-lettered and the batch done again without it (`_process`).
 
 The worker is the only thread that touches the core and the store (but for the committer's
-writes of a commit it handed off), so timers (`advance`) are
-serialized with events. The core fires each timer at its own deadline whatever the moment it is
-advanced, so the log alone rebuilds the same state.
+writes of a commit it handed off), so timers (`advance`) are serialized with events. The core
+fires each timer at its own deadline whatever the moment it is advanced, so the log alone
+rebuilds the same state.
 
 A batch is whatever was queued when the worker came for it: under a burst it grows (one fsync
 for thousands of events) and only the last state of each retained topic and the last version of
@@ -1035,7 +1035,10 @@ class Gateway:
         The boards send those events again, to the line's new owner, since none was
         acknowledged to them; an operator's action is answered that it was not done."""
         log.warning("commit refused: %s", exc)
-        dropped = [m for _, _, earlier in self._unfinished for m in earlier] + batch
+        batches = [earlier for _, _, earlier in self._unfinished]
+        if all(earlier is not batch for earlier in batches):
+            batches.append(batch)  # refused before it was handed off
+        dropped = [m for earlier in batches for m in earlier]
         self._unfinished.clear()  # refused with it, or built on it
         with contextlib.suppress(Exception):
             self.store.settle()  # the commits queued behind it were not made either
