@@ -56,8 +56,12 @@ def test_a_batch_built_on_a_refused_commit_is_dropped_with_it(tmp_path, postgres
         lease(postgres, "L1", "gw-b", 2)  # another gateway took L1 over
         for seq in (1, 2, 3):
             gateway._inbox.put(Inbound(seq, 1, *event(seq)))
-        gateway._serve_once()
-        assert len(gateway._unfinished) == 1  # another message waited: its commit is in flight
+        gateway.store.db.execute(f"SET lock_timeout = '{HELD_S}s'")
+        with psycopg.connect(postgres) as blocker:
+            blocker.execute("SELECT * FROM lease FOR UPDATE")  # the commit's fence check waits
+            gateway._serve_once()
+            assert len(gateway._unfinished) == 1  # another message waited: its commit in flight
+            blocker.rollback()
         while gateway._unfinished or not gateway._inbox.empty():
             gateway._serve_once()  # refused: the batches built on the first are dropped too
         assert committed_seqs(postgres) == []
